@@ -37,8 +37,8 @@ const char *kred__vk_glslc(void)
 }
 
 kred_status kred__vk_source(struct kred__vk *v, const struct kred_reduction *r,
-			    const struct kred__layout *l, int push_dp, char **out,
-			    struct kred__error *err)
+			    const struct kred__layout *l, int push_dp, struct kred__vk_shape shape,
+			    char **out, struct kred__error *err)
 {
 	struct kred__buf tmpl = { 0 }, src = { 0 };
 	char *body = NULL;
@@ -47,7 +47,7 @@ kred_status kred__vk_source(struct kred__vk *v, const struct kred_reduction *r,
 	*out = NULL;
 	kred__buf_printf(&tmpl, "#define KR_WG %d\n#define KR_T %d\n#define KR_PUSH_DP %d\n"
 			 "#define KR_RPI %d\n#define KR_UNROLL %d\n",
-			 KRED__VK_WG, KRED__VK_TILE, push_dp, KRED__VK_RPI, KRED__VK_UNROLL);
+			 KRED__VK_WG, KRED__VK_TILE, push_dp, shape.rpi, shape.unroll);
 	kred__buf_puts(&tmpl, kred__kernel_tiled_comp);
 	if (tmpl.oom) {
 		kred__buf_free(&tmpl);

@@ -7,12 +7,17 @@
 #include "emit.h"
 #include "loader.h"
 
-/* The shape of kernels/tiled.comp: invocations per workgroup, output rows per invocation,
- * columns per iteration of the column loop, and the block-sum tile in columns. */
+/* The shape of kernels/tiled.comp: invocations per workgroup and the block-sum tile in
+ * columns. Output rows per invocation and columns per iteration of the column loop are
+ * chosen per reduction (struct kred__vk_shape). */
 #define KRED__VK_WG 64
-#define KRED__VK_RPI 4
-#define KRED__VK_UNROLL 2
 #define KRED__VK_TILE 256
+
+/* Rows per invocation and columns per loop iteration: the loop body holds rpi x unroll
+ * copies of the formula. */
+struct kred__vk_shape {
+	int rpi, unroll;
+};
 
 extern const struct kred_dialect kred__dialect_glsl;
 
@@ -52,12 +57,13 @@ struct kred__vk_module {
 	int push_dp;	  /* parameters passed as push constants (0: in a buffer) */
 	int64_t pass;	  /* columns one invocation folds in one dispatch */
 	int merge_loops;  /* loop iterations of one kr_merge */
+	struct kred__vk_shape shape;
 };
 
 /* The GLSL source of r for this device (with its #version line); *out is the caller's. */
 kred_status kred__vk_source(struct kred__vk *v, const struct kred_reduction *r,
-			    const struct kred__layout *l, int push_dp, char **out,
-			    struct kred__error *err);
+			    const struct kred__layout *l, int push_dp, struct kred__vk_shape shape,
+			    char **out, struct kred__error *err);
 /* The pipeline of a source: from the context's memory, else from SPIR-V in the disk
  * cache, else compiled by glslc (and published to the disk cache). */
 kred_status kred__vk_pipeline(struct kred__vk *v, const char *src, struct kred__vk_pipe **out,

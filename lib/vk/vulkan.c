@@ -37,6 +37,10 @@
  * the loops the template runs once per invocation. */
 #define LOOP_BUDGET 65535
 #define LOOP_MARGIN 2048
+/* Past these (state values, values the formula computes) an invocation takes one row and one column at
+ * a time (choose_shape). */
+#define SHAPE_MAX_STATE 8
+#define SHAPE_MAX_VALUES 64
 
 static int vk_fail_res(struct kred__error *err, VkResult res, const char *what)
 {
@@ -311,20 +315,68 @@ static int tile_merge(const struct kred_reduction *r)
 	return (kred__reds[r->red].flags & KRED__RED_SUMLIKE) && r->sum_scheme == KRED_SUM_BLOCK;
 }
 
+/* The invocation's shape. A fetched column costs more than a Gaussian term on llvmpipe,
+ * so small formulas take 4 rows per invocation and 2 columns per iteration (2x faster
+ * on the Gaussian sum than 1 x 1). The body then holds 8 copies of the formula and 4 of
+ * the state: for a wide state or a long formula that multiplies the driver's compile
+ * time (llvmpipe took 55 s on ArgKMin(70) in float64 at 4 x 2, 11 s at 1 x 1; the whole
+ * conformance table 150 s against 53 s) for little gain, since such a loop is bound by
+ * its arithmetic, not by its fetches. So those take 1 x 1: a formula is long when its
+ * nodes compute more than SHAPE_MAX_VALUES values (the emitter writes one line per
+ * value). KRED_VULKAN_SHAPE=RPIxUNROLL forces a shape (for benchmarks). */
+static int formula_values(const struct kred_reduction *r)
+{
+	const struct kred__graph *g = r->g;
+	unsigned char *used = kred__calloc((size_t)g->n_nodes, 1);
+	int values = 0;
+
+	if (!used)
+		return INT32_MAX; /* the small shape: the cheap guess */
+	used[r->f->id] = 1;
+	if (r->w)
+		used[r->w->id] = 1;
+	for (int id = g->n_nodes - 1; id >= 0; id--) {
+		if (!used[id])
+			continue;
+		values += g->nodes[id]->dim;
+		for (int k = 0; k < g->nodes[id]->nargs; k++)
+			used[g->nodes[id]->arg[k]->id] = 1;
+	}
+	kred__free(used);
+	return values;
+}
+
+static struct kred__vk_shape choose_shape(const struct kred_reduction *r, int nst)
+{
+	struct kred__vk_shape sh = { 4, 2 };
+	const char *env = getenv("KRED_VULKAN_SHAPE");
+	int rpi, unroll;
+
+	if (env && sscanf(env, "%dx%d", &rpi, &unroll) == 2 && rpi >= 1 && rpi <= 8 &&
+	    unroll >= 1 && unroll <= 8) {
+		sh.rpi = rpi;
+		sh.unroll = unroll;
+	} else if (nst > SHAPE_MAX_STATE || formula_values(r) > SHAPE_MAX_VALUES) {
+		sh.rpi = 1;
+		sh.unroll = 1;
+	}
+	return sh;
+}
+
 /* Columns one invocation may fold in one dispatch within llvmpipe's loop budget: the
- * unrolled loop takes one iteration per KRED__VK_UNROLL columns, the block-sum tiles one
+ * unrolled loop takes one iteration per shape.unroll columns, the block-sum tiles one
  * per tile, wide columns one per texel past 8, and the emitter's own loops what they
  * take in each of the invocation's rows. The loops over states, rows and parameters run
  * once per invocation and row. */
 static int64_t pass_columns(const struct kred_reduction *r, const struct kred__layout *l,
-			    int nst)
+			    int nst, struct kred__vk_shape shape)
 {
 	int per_texel = r->dtype == KRED_FLOAT64 ? 2 : 4;
 	int tpc = (l->width[KRED__SIDE_COL] + per_texel - 1) / per_texel;
-	double per = 1.0 / KRED__VK_UNROLL + (tile_merge(r) ? 1.0 / KRED__VK_TILE : 0) +
-		     (double)KRED__VK_RPI * update_loops(r) + (tpc > 8 ? tpc - 8 : 0);
+	double per = 1.0 / shape.unroll + (tile_merge(r) ? 1.0 / KRED__VK_TILE : 0) +
+		     (double)shape.rpi * update_loops(r) + (tpc > 8 ? tpc - 8 : 0);
 	double budget = LOOP_BUDGET - LOOP_MARGIN - l->width[KRED__SIDE_PRM] -
-			(double)KRED__VK_RPI * (3 * nst + l->width[KRED__SIDE_ROW] + r->out_dim + 2);
+			(double)shape.rpi * (3 * nst + l->width[KRED__SIDE_ROW] + r->out_dim + 2);
 	int64_t pass;
 
 	if (budget < 256)
@@ -370,10 +422,11 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 		goto fail;
 	m->dbl = dbl;
 	m->nst = kred__emit_nstate(r);
-	m->pass = pass_columns(r, &m->l, m->nst);
+	m->shape = choose_shape(r, m->nst);
+	m->pass = pass_columns(r, &m->l, m->nst, m->shape);
 	m->merge_loops = merge_loops(r);
 	m->push_dp = push_params(v, r, &m->l);
-	s = kred__vk_source(v, r, &m->l, m->push_dp, &src, err);
+	s = kred__vk_source(v, r, &m->l, m->push_dp, m->shape, &src, err);
 	if (s)
 		goto fail;
 	s = kred__vk_pipeline(v, src, &m->pipe, err);
@@ -408,7 +461,8 @@ static kred_status vk_source(void *state, const struct kred_reduction *r, char *
 
 	if (s)
 		return s;
-	s = kred__vk_source(v, r, &l, push_params(v, r, &l), out, err);
+	s = kred__vk_source(v, r, &l, push_params(v, r, &l),
+			    choose_shape(r, kred__emit_nstate(r)), out, err);
 	kred__layout_free(&l);
 	return s;
 }
@@ -552,7 +606,7 @@ static int choose_split(const struct kred__vk *v, const struct kred__vk_module *
 			int64_t rows, int64_t cols)
 {
 	kred_scheme scheme = v->ctx ? v->ctx->opt.scheme : KRED_SCHEME_AUTO;
-	int64_t groups = ceil_div(rows, KRED__VK_WG * KRED__VK_RPI), target, split;
+	int64_t groups = ceil_div(rows, KRED__VK_WG * m->shape.rpi), target, split;
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
 	if (scheme == KRED_SCHEME_1D || cols < 2)
@@ -564,7 +618,7 @@ static int choose_split(const struct kred__vk *v, const struct kred__vk_module *
 	split = min64(split, 256);
 	/* The merge dispatch's loops count against the same budget. */
 	split = min64(split, (LOOP_BUDGET - LOOP_MARGIN) /
-				     (KRED__VK_RPI * (m->merge_loops + 2 * m->nst + 1)));
+				     (m->shape.rpi * (m->merge_loops + 2 * m->nst + 1)));
 	if (scheme == KRED_SCHEME_2D && split < 2)
 		split = 2;
 	return split < 1 ? 1 : (int)split;
@@ -591,7 +645,7 @@ static kred_status make_plan(const struct kred__vk *v, const struct kred__vk_mod
 	p->split = choose_split(v, m, rows, cols);
 	/* Row blocks: a whole number of 256 rows, so that every block's offset is aligned
 	 * for any storage-buffer offset alignment. */
-	rb = (int64_t)lim->maxComputeWorkGroupCount[0] * KRED__VK_WG * KRED__VK_RPI;
+	rb = (int64_t)lim->maxComputeWorkGroupCount[0] * KRED__VK_WG * m->shape.rpi;
 	if (dr)
 		rb = min64(rb, range / (dr * p->size));
 	rb = min64(rb, range / ((int64_t)p->split * m->nst * p->size));
@@ -902,7 +956,7 @@ static void record(struct run *u, const struct kred__vk_module *m, const struct 
 	a->CmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, m->pipe->pipeline);
 	for (int rb = 0; rb < p->nrb; rb++) {
 		int64_t nr = min64(p->rb, p->rows - rb * p->rb);
-		uint32_t gx = (uint32_t)ceil_div(nr, KRED__VK_WG * KRED__VK_RPI);
+		uint32_t gx = (uint32_t)ceil_div(nr, KRED__VK_WG * m->shape.rpi);
 
 		for (int cb = 0; cb < p->ncb; cb++) {
 			int64_t c0 = cb * p->cb, nc = p->cols > 0 ? min64(p->cb, p->cols - c0) : 0;
