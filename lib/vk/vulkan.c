@@ -37,8 +37,8 @@
  * the loops the template runs once per invocation. */
 #define LOOP_BUDGET 65535
 #define LOOP_MARGIN 2048
-/* Past these (state values, values the formula computes) an invocation takes one row and one column at
- * a time (choose_shape). */
+/* Past these (state values, values the formula computes) an invocation takes one row
+ * and one column at a time (choose_shape). */
 #define SHAPE_MAX_STATE 8
 #define SHAPE_MAX_VALUES 64
 
