@@ -100,13 +100,18 @@ typedef struct kred_reduction kred_reduction;
 typedef struct kred_context_options {
 	size_t struct_size;
 	/* "auto" (default, also when NULL), "reference", "host", "opencl", "opencl:N",
-	 * "cuda[:N]", "vulkan[:N]". NULL means $KRED_BACKEND, else "auto". */
+	 * "cuda[:N]", "vulkan[:N]"; "opencl:all" (and "cuda:all", "vulkan:all") spreads
+	 * each run's rows over every device of that backend. NULL means $KRED_BACKEND,
+	 * else "auto". */
 	const char *backend;
 	/* Where compiled kernels are cached. NULL means $KRED_CACHE_DIR, else
 	 * $XDG_CACHE_HOME/kred, else ~/.cache/kred. */
 	const char *cache_dir;
 	kred_scheme scheme;	/* 1D / 2D choice of the GPU backends */
-	int64_t device_memory;	/* cap on device memory in bytes, 0 = ask the device */
+	/* Cap on the device memory a run may use, in bytes; 0 = the device's own size
+	 * ($KRED_DEVICE_MEMORY, when set, caps it too). Inputs and outputs that do not fit
+	 * are streamed through the device in chunks whose partial results are merged. */
+	int64_t device_memory;
 } kred_context_options;
 
 /* Creates a context on the backend the options name. A backend that cannot run here
@@ -154,6 +159,54 @@ KRED_API kred_status kred_reduction_create(kred_context *ctx, const kred_spec *s
  * index reduction over more than 2^24 terms (the index would not be exact). */
 KRED_API kred_status kred_reduction_run(kred_reduction *r, int64_t nx, int64_t ny,
 					const void *const *args, void *out);
+
+/* ---- runs spread over several processes (the MPI companion library, libkred_mpi,
+ * implements kred_comm with MPI; see kred_mpi.h).
+ *
+ * Each process (rank) holds its own slice of the rows of the i variables (nx_local rows)
+ * and of the j variables (ny_local rows), and the parameters whole; slices may be uneven
+ * or empty. kred_reduction_run_comm gives each rank its own rows of the result (its i
+ * rows for a reduction over j, its j rows for one over i), reduced over the data of all
+ * ranks: the slices of the reduced axis travel around a ring, each rank folding the block
+ * it holds into partial states while the next block is in flight, and merging them with
+ * the reduction's own merge. Indices (ArgMin, ArgKMin...) count the reduced axis across
+ * ranks in rank order. A gradient with respect to a Pm variable is summed over the rows
+ * of all ranks: every rank gets the whole vector. Every rank must call it with the same
+ * reduction (same formula, reduction, dtype); each may use its own backend. If one rank
+ * fails, every rank returns an error (KRED_EDEVICE "another rank failed" on the others)
+ * and no rank is left waiting. */
+typedef struct kred_comm {
+	size_t struct_size; /* sizeof(kred_comm), or 0 */
+	void *data;	    /* passed to every call */
+	int rank, size;	    /* this process's rank, and the number of ranks */
+	/* all[r] = the value rank r passed, for every r; 0 on success. */
+	int (*allgather_i64)(void *data, int64_t mine, int64_t *all);
+	/* Every rank: the maximum of the values passed, into *out; 0 on success. */
+	int (*allreduce_max_i32)(void *data, int mine, int *out);
+	/* Every rank: the element-wise sum of every rank's buf[0..n), in buf; 0 on success. */
+	int (*allreduce_sum_f64)(void *data, double *buf, int64_t n);
+	/* Starts sending send_bytes from send to rank (rank + 1) % size while receiving
+	 * recv_bytes from rank (rank - 1 + size) % size into recv, and returns at once; *req
+	 * is what shift_wait takes. 0 on success. */
+	int (*shift_start)(void *data, const void *send, size_t send_bytes, void *recv,
+			   size_t recv_bytes, void **req);
+	/* Waits for the exchange that shift_start began; 0 on success. */
+	int (*shift_wait)(void *data, void *req);
+} kred_comm;
+
+/* What a run_comm call measured, for benchmarks: seconds in all, computing, and waiting
+ * for exchanges that computation did not hide. */
+typedef struct kred_comm_stats {
+	double total_s, compute_s, wait_s;
+	int64_t bytes_sent;
+} kred_comm_stats;
+
+/* See above. args: this rank's slices and the parameters, as for kred_reduction_run
+ * with (nx_local, ny_local); out: this rank's rows of the result. stats may be NULL. */
+KRED_API kred_status kred_reduction_run_comm(kred_reduction *r, const kred_comm *comm,
+					     int64_t nx_local, int64_t ny_local,
+					     const void *const *args, void *out,
+					     kred_comm_stats *stats);
 
 /* The gradient of the reduction with respect to the variable named var (an alias name, or
  * "#POS" for a positional variable), as a new reduction that the caller destroys. Its

@@ -323,7 +323,7 @@ struct kred_reduction;
 
 /* The backend interface. A backend is one const table; optional members may be NULL.
  * Members are only ever appended; version says how many the table has. */
-#define KRED__BACKEND_VERSION 1
+#define KRED__BACKEND_VERSION 2
 struct kred_backend {
 	int version;
 	const char *name; /* "reference", "host", "opencl", "cuda", "vulkan" */
@@ -353,6 +353,13 @@ struct kred_backend {
 	/* Appends a listing of this backend's devices to b, or why there is none.
 	 * Optional. */
 	void (*report)(struct kred__buf *b);
+	/* -- version 2 */
+	/* Bytes of device memory a run may use (inputs, outputs and working buffers), or 0
+	 * for no limit of the backend's own (the host). Optional: NULL means 0. */
+	int64_t (*memory)(void *state);
+	/* How many devices "name:N" can open (N from 0), for "name:all"; 0 when none.
+	 * Optional: NULL means the backend has one device and no "all". */
+	int (*device_count)(void);
 };
 
 extern const struct kred_backend kred__backend_reference;
@@ -415,6 +422,9 @@ struct kred_reduction {
 	 * Used by gradients that need a forward quantity the user does not pass (e.g. the
 	 * log-normaliser of SumSoftMaxWeight). Owned. The user passes n_args - 1 args. */
 	struct kred_reduction *pre;
+	/* The reduction whose output is r's partial state, when r's own output is not
+	 * (partial.c); made when first needed. Owned. */
+	struct kred_reduction *state_red;
 };
 
 /* Builds a reduction from parts already parsed (used by create and by grad): takes
@@ -428,6 +438,34 @@ kred_status kred__reduction_finish(kred_context *ctx, struct kred__graph *g,
  * kred_reduction_grad in kred.h. Errors are recorded on r->ctx. */
 kred_status kred__reduction_grad(const kred_reduction *r, const char *var,
 				 kred_reduction **out);
+
+/* ---- partial states and chunked runs (partial.c). A state is a row of doubles
+ * (kred__state_width per output row) from which blocks of the reduced axis merge. */
+/* Makes r's state form ready (compiles its companion reduction when it needs one). */
+kred_status kred__state_prepare(kred_reduction *r, struct kred__error *err);
+int kred__state_width(const kred_reduction *r);
+/* The states of an empty reduction. */
+void kred__state_init(const kred_reduction *r, int64_t rows, double *st);
+/* The states of r over one block: sizes and args as for run, offset = the index of the
+ * block's first reduced row in the whole axis. Prepares r. */
+kred_status kred__state_block(kred_reduction *r, int64_t nx, int64_t ny, int64_t offset,
+			      const void *const *args, double *st, struct kred__error *err);
+/* acc = the merge of acc and blk, row by row. */
+void kred__state_merge(const kred_reduction *r, int64_t rows, double *acc, const double *blk);
+/* r's output (of its dtype) from states. */
+void kred__state_finish(const kred_reduction *r, int64_t rows, const double *st, void *out);
+/* Runs r (no pre, no row sum) on its backend, in blocks when the inputs and output do not
+ * fit the device memory cap (kred__memory_cap). */
+kred_status kred__run_plain(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
+			    void *out, struct kred__error *err);
+/* The bytes a run may use on ctx's device: the least of the context option, of
+ * $KRED_DEVICE_MEMORY and of what the backend reports; 0 = no limit. */
+int64_t kred__memory_cap(const kred_context *ctx);
+/* Counts since the last call, for tests: backend runs, and runs that were chunked. */
+struct kred__run_stats {
+	int64_t runs, chunked;
+};
+KRED_API struct kred__run_stats kred__run_stats_take(void);
 
 /* ---- the reference evaluator (eval.c): double precision, pair by pair. */
 /* Runs r on the reference evaluator; arguments already validated. */

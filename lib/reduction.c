@@ -263,6 +263,7 @@ void kred_reduction_destroy(kred_reduction *r)
 	if (r->module && r->ctx->backend->module_free)
 		r->ctx->backend->module_free(r->ctx->bstate, r->module);
 	kred_reduction_destroy(r->pre);
+	kred_reduction_destroy(r->state_red);
 	kred__graph_free(r->g);
 	kred__free(r->args);
 	kred__free(r->formula_text);
@@ -362,7 +363,7 @@ static int64_t arg_rows(const kred_reduction *r, int pos, int64_t nx, int64_t ny
 static kred_status run_plain(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
 			     void *out, struct kred__error *err)
 {
-	return r->ctx->backend->run(r->ctx->bstate, r->module, r, nx, ny, args, out, err);
+	return kred__run_plain(r, nx, ny, args, out, err);
 }
 
 static kred_status run_inner(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
