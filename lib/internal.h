@@ -439,6 +439,11 @@ kred_status kred__reduction_finish(kred_context *ctx, struct kred__graph *g,
 kred_status kred__reduction_grad(const kred_reduction *r, const char *var,
 				 kred_reduction **out);
 
+/* The checks of kred_reduction_run (sizes, NULL pointers, overflows, float32 indices
+ * over `reduced` terms), recorded on r's context. */
+kred_status kred__run_check(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
+			    const void *out, int64_t reduced);
+
 /* ---- partial states and chunked runs (partial.c). A state is a row of doubles
  * (kred__state_width per output row) from which blocks of the reduced axis merge. */
 /* Makes r's state form ready (compiles its companion reduction when it needs one). */

@@ -424,17 +424,12 @@ done:
 	return s;
 }
 
-kred_status kred_reduction_run(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
-			       void *out)
+kred_status kred__run_check(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
+			    const void *out, int64_t reduced)
 {
-	struct kred__error err;
-	int64_t size, rows, reduced;
+	int64_t size, rows;
 	int n_user;
-	kred_status s;
 
-	if (!r)
-		return KRED_EINVAL;
-	kred__ctx_clear_error(r->ctx);
 	if (nx < 0 || ny < 0)
 		return kred__ctx_fail(r->ctx, KRED_EINVAL, "negative size (nx = %lld, ny = %lld)",
 				      (long long)nx, (long long)ny);
@@ -462,13 +457,27 @@ kred_status kred_reduction_run(kred_reduction *r, int64_t nx, int64_t ny, const 
 				      (long long)rows, r->out_dim);
 	if (!out && rows * r->out_dim > 0)
 		return kred__ctx_fail(r->ctx, KRED_EINVAL, "out is NULL");
-	reduced = r->axis == KRED_REDUCE_J ? ny : nx;
 	if ((kred__reds[r->red].flags & KRED__RED_INDEX) && r->dtype == KRED_FLOAT32 &&
 	    reduced > (1 << 24))
 		return kred__ctx_fail(r->ctx, KRED_ERANGE,
 				      "%s over %lld terms in float32: indices above 2^24 are not "
 				      "exact in float32; use float64",
 				      kred__reds[r->red].name, (long long)reduced);
+	return KRED_OK;
+}
+
+kred_status kred_reduction_run(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
+			       void *out)
+{
+	struct kred__error err;
+	kred_status s;
+
+	if (!r)
+		return KRED_EINVAL;
+	kred__ctx_clear_error(r->ctx);
+	s = kred__run_check(r, nx, ny, args, out, r->axis == KRED_REDUCE_J ? ny : nx);
+	if (s)
+		return s;
 	kred__error_clear(&err);
 	s = run_inner(r, nx, ny, args, out, &err);
 	if (s)
