@@ -12,7 +12,9 @@
 #endif
 
 #include "bench.h"
+#include "bench_cuda.h"
 #include "bench_opencl.h"
+#include "bench_vulkan.h"
 #include "internal.h" /* node counts of the gradient formula */
 #include "kred.h"
 
@@ -501,7 +503,8 @@ done:
 static void usage(FILE *f)
 {
 	fputs("usage: kred bench [--n N | --nx N --ny N] [--reps R] [--quick]\n"
-	      "                  [--cases gauss,gauss64,lse,argkmin,grad,latency,opencl]\n"
+	      "                  [--cases gauss,gauss64,lse,argkmin,grad,latency,opencl,\n"
+	      "                           vulkan,cuda]\n"
 	      "                  [-b BACKEND]\n"
 	      "Runs the standard cases on a kred backend (default host) and on plain OpenMP\n"
 	      "loops compiled with this command's flags, and prints seconds and billions of\n"
@@ -510,14 +513,17 @@ static void usage(FILE *f)
 	      "--quick is N = 10000 for all. The latency case compiles a new formula at\n"
 	      "nx = ny = 100. The opencl case runs gauss (N = 100000) on kred opencl in its\n"
 	      "1D, 2D and auto schemes, on a plain one-work-item-per-row OpenCL kernel and\n"
-	      "on kred host (-b opencl:N picks the device).\n", f);
+	      "on kred host (-b opencl:N picks the device). The vulkan case runs gauss\n"
+	      "(N = 30000) on kred vulkan, kred opencl and kred host; the cuda case\n"
+	      "(N = 1000000) on kred cuda (1D, 2D, auto, and on device memory), a plain\n"
+	      "one-thread-per-row CUDA kernel and kred host, or says why there is no GPU.\n", f);
 }
 
 int kred_bench_main(int argc, char **argv)
 {
 	struct opts o = { 0, 0, 100, 3, "all", "host" };
 	kred_context *ctx = NULL;
-	int rc = 0, threads = 1;
+	int rc = 0, threads = 1, table = 0;
 
 	for (int k = 1; k < argc; k++) {
 		const char *a = argv[k], *v = k + 1 < argc ? argv[k + 1] : NULL;
@@ -566,15 +572,20 @@ int kred_bench_main(int argc, char **argv)
 	ctx = open_ctx(&o, NULL);
 	if (!ctx)
 		return 1;
-	printf("kred bench: %s, %d OpenMP threads, median of %d runs, nx = ny = n\n",
-	       kred_context_backend(ctx), threads, o.reps);
-	printf("%-42s %7s %17s   %17s   %7s\n", "", "", "kred", "hand loop", "");
-	printf("%-42s %7s %8s %8s   %8s %8s   %7s\n", "case", "n", "s", "Gpair/s", "s",
-	       "Gpair/s", "ratio");
-	for (size_t k = 0; k < sizeof(bench_cases) / sizeof(bench_cases[0]); k++)
-		if (wanted(&o, bench_cases[k].name))
-			rc |= run_case(&o, ctx, &bench_cases[k]);
-	printf("\n");
+	for (size_t k = 0; k < sizeof(bench_cases) / sizeof(bench_cases[0]); k++) {
+		if (!wanted(&o, bench_cases[k].name))
+			continue;
+		if (!table++) {
+			printf("kred bench: %s, %d OpenMP threads, median of %d runs, "
+			       "nx = ny = n\n", kred_context_backend(ctx), threads, o.reps);
+			printf("%-42s %7s %17s   %17s   %7s\n", "", "", "kred", "hand loop", "");
+			printf("%-42s %7s %8s %8s   %8s %8s   %7s\n", "case", "n", "s", "Gpair/s",
+			       "s", "Gpair/s", "ratio");
+		}
+		rc |= run_case(&o, ctx, &bench_cases[k]);
+	}
+	if (table)
+		printf("\n");
 	if (wanted(&o, "grad"))
 		rc |= grad_cost(&o, ctx);
 	kred_context_destroy(ctx);
@@ -583,5 +594,15 @@ int kred_bench_main(int argc, char **argv)
 	if (wanted(&o, "opencl"))
 		rc |= kred_bench_opencl(o.nx ? o.nx : 100000, o.ny ? o.ny : o.nx ? o.nx : 100000,
 					o.reps, strncmp(o.backend, "opencl", 6) ? NULL : o.backend);
+	/* kred vulkan against kred opencl and kred host; smaller by default, since on
+	 * lavapipe each backend runs on the CPU */
+	if (wanted(&o, "vulkan"))
+		rc |= kred_bench_vulkan(o.nx ? o.nx : 30000, o.ny ? o.ny : o.nx ? o.nx : 30000,
+					o.reps, strncmp(o.backend, "vulkan", 6) ? NULL : o.backend);
+	/* kred cuda against a plain CUDA kernel and kred host; says why when there is no
+	 * GPU */
+	if (wanted(&o, "cuda"))
+		rc |= kred_bench_cuda(o.nx ? o.nx : 1000000, o.ny ? o.ny : o.nx ? o.nx : 1000000,
+				      o.reps, strncmp(o.backend, "cuda", 4) ? NULL : o.backend);
 	return rc;
 }
