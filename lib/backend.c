@@ -102,6 +102,9 @@ kred_status kred__backend_open(kred_context *ctx, const char *spec, struct kred_
 		kred__buf_free(&names);
 		return err->status;
 	}
+	/* "opencl:all": the wrapper of lib/multi.c, told which backend by name. */
+	if (colon && !strcmp(colon + 1, "all"))
+		return open_one(ctx, &kred__backend_multi, b->name, err);
 	return open_one(ctx, b, colon ? colon + 1 : NULL, err);
 }
 
@@ -118,7 +121,15 @@ kred_status kred_devices_report(char **out)
 		const struct kred_backend *be = kred__backends[k];
 
 		if (be->report) {
+			int n = be->version >= 2 && be->device_count ? be->device_count() : 0;
+
 			be->report(&b);
+			if (n == 1)
+				kred__buf_printf(&b, "  %s:all  the one device above\n", be->name);
+			else if (n > 1)
+				kred__buf_printf(&b, "  %s:all  the %d devices above together (each "
+						 "run's rows split by measured speed)\n", be->name,
+						 n);
 		} else {
 			struct kred__error e;
 			void *state = NULL;

@@ -370,6 +370,21 @@ extern const struct kred_backend kred__backend_vulkan;
 /* The registry: NULL-terminated, in the order auto tries them. */
 extern const struct kred_backend *const kred__backends[];
 
+/* "name:all" (multi.c): every device of a backend in one context, each run's output rows
+ * split between them by measured speed. Not in the registry: kred__backend_open opens it
+ * with the inner backend's name as its device. Code that needs one device (cl_mem and
+ * CUdeviceptr runs, handles) refuses a context whose backend is this one. */
+extern const struct kred_backend kred__backend_multi;
+/* The inner backend of a "name:all" context, and its number of devices in *n (when n is
+ * not NULL); NULL for another context. */
+const struct kred_backend *kred__multi_inner(const kred_context *ctx, int *n);
+/* The number of devices of a "name:all" context (0 for another context), and the share
+ * of the rows each gets next, into shares[0..max) when shares is not NULL. */
+int kred__multi_shares(const kred_context *ctx, double *shares, int max);
+/* Test hook: the times measured on device are multiplied by scale (> 0), as if it were
+ * that much slower. KRED_EBACKEND when ctx is not a "name:all" context. */
+kred_status kred__multi_test_time_scale(kred_context *ctx, int device, double scale);
+
 struct kred_context {
 	const struct kred_backend *backend;
 	void *bstate;

@@ -307,6 +307,32 @@ static int cl_is_gpu(void *state)
 	return is_gpu_device(((struct cl_state *)state)->dev);
 }
 
+/* What a run may use: CL_DEVICE_GLOBAL_MEM_SIZE (on POCL, a CPU device, a part of the
+ * host's RAM), but no more than CL_DEVICE_MAX_MEM_ALLOC_SIZE, the most one buffer may
+ * hold (POCL 3.1: 1 GiB of 3.8 GiB): each side of a run (its arguments packed) and its
+ * output are one buffer each, and the chunked runs keep all of them together within
+ * half of what this returns. */
+static int64_t cl_memory(void *state)
+{
+	const struct kred__cl_device *d = ((struct cl_state *)state)->dev;
+	cl_ulong mem = d->global_mem;
+
+	if (d->max_alloc && d->max_alloc < mem)
+		mem = d->max_alloc;
+	return mem > (cl_ulong)INT64_MAX ? INT64_MAX : (int64_t)mem;
+}
+
+/* "opencl:0" to "opencl:N-1": the loader's list, made once per process. */
+static int cl_device_count(void)
+{
+	const struct kred__cl_device *devs;
+	char why[256];
+
+	if (!load(why, sizeof(why)))
+		return 0;
+	return kred__cl_devices(&devs);
+}
+
 /* ---- building programs */
 
 /* The reduction's launch shape: the device's, with a tile that fits local memory. */
@@ -1067,7 +1093,7 @@ kred_status kred_reduction_run_opencl(kred_reduction *r, int64_t nx, int64_t ny,
 	struct kred__error err;
 	int64_t size, rows, need, reduced;
 	cl_mem *mems = NULL;
-	int n_user;
+	int n_user, n_dev;
 	kred_status s;
 	cl_int e;
 
@@ -1075,6 +1101,11 @@ kred_status kred_reduction_run_opencl(kred_reduction *r, int64_t nx, int64_t ny,
 		return KRED_EINVAL;
 	kred__ctx_clear_error(r->ctx);
 	kred__error_clear(&err);
+	if (kred__multi_inner(r->ctx, &n_dev) == &kred__backend_opencl)
+		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_run_opencl runs on "
+				      "one device, not with opencl:all (%d devices): make the "
+				      "reduction on the context of the device that holds the buffers "
+				      "(opencl:N)", n_dev);
 	if (r->ctx->backend != &kred__backend_opencl)
 		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_run_opencl needs a "
 				      "reduction made on an opencl context, not %s",
@@ -1153,6 +1184,7 @@ kred_status kred_context_opencl_handles(kred_context *ctx, void **cl_context_out
 					void **cl_queue_out)
 {
 	const struct cl_state *st;
+	int n_dev;
 
 	if (cl_context_out)
 		*cl_context_out = NULL;
@@ -1161,6 +1193,10 @@ kred_status kred_context_opencl_handles(kred_context *ctx, void **cl_context_out
 	if (!ctx)
 		return KRED_EINVAL;
 	kred__ctx_clear_error(ctx);
+	if (kred__multi_inner(ctx, &n_dev) == &kred__backend_opencl)
+		return kred__ctx_fail(ctx, KRED_EBACKEND, "kred_context_opencl_handles gives one "
+				      "device's handles, not those of opencl:all (%d devices): open "
+				      "opencl:N", n_dev);
 	if (ctx->backend != &kred__backend_opencl)
 		return kred__ctx_fail(ctx, KRED_EBACKEND, "kred_context_opencl_handles needs an "
 				      "opencl context, not %s", kred_context_backend(ctx));
@@ -1209,4 +1245,6 @@ const struct kred_backend kred__backend_opencl = {
 	.module_free = cl_module_free,
 	.source = cl_source,
 	.report = cl_report,
+	.memory = cl_memory,
+	.device_count = cl_device_count,
 };

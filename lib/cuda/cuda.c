@@ -282,6 +282,28 @@ static int cu_is_gpu(void *state)
 	return ((struct cu_state *)state)->cu != NULL;
 }
 
+/* The GPU's memory (cuDeviceTotalMem, what cuMemGetInfo calls total); 0 in a compile-only
+ * context, which runs nothing. CUDA has no limit on one allocation below that. */
+static int64_t cu_memory(void *state)
+{
+	const struct cu_state *st = state;
+
+	if (!st->cu)
+		return 0;
+	return st->dev->total_mem > (size_t)INT64_MAX ? INT64_MAX : (int64_t)st->dev->total_mem;
+}
+
+/* "cuda:0" to "cuda:N-1": the GPUs the driver lists (none without a driver). */
+static int cu_device_count(void)
+{
+	const struct kred__cu_device *devs;
+	char why[320];
+
+	if (!kred__cu_load(why, sizeof(why)))
+		return 0;
+	return kred__cu_devices(&devs);
+}
+
 /* ---- modules */
 
 /* The reduction's launch shape: a tile of columns that fits in half the shared memory
@@ -889,7 +911,7 @@ kred_status kred_reduction_run_cuda(kred_reduction *r, int64_t nx, int64_t ny,
 	struct kred__error err;
 	int64_t size, rows, need, reduced;
 	CUdeviceptr *ptrs = NULL;
-	int n_user, entered = 0;
+	int n_user, entered = 0, n_dev;
 	kred_status s;
 	CUresult e;
 
@@ -897,6 +919,10 @@ kred_status kred_reduction_run_cuda(kred_reduction *r, int64_t nx, int64_t ny,
 		return KRED_EINVAL;
 	kred__ctx_clear_error(r->ctx);
 	kred__error_clear(&err);
+	if (kred__multi_inner(r->ctx, &n_dev) == &kred__backend_cuda)
+		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_run_cuda runs on one "
+				      "GPU, not with cuda:all (%d GPUs): make the reduction on the "
+				      "context of the GPU that holds the pointers (cuda:N)", n_dev);
 	if (r->ctx->backend != &kred__backend_cuda)
 		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_run_cuda needs a "
 				      "reduction made on a cuda context, not %s",
@@ -985,6 +1011,7 @@ done:
 kred_status kred_context_cuda_handles(kred_context *ctx, int *device, void **cu_context)
 {
 	const struct cu_state *st;
+	int n_dev;
 
 	if (device)
 		*device = -1;
@@ -993,6 +1020,10 @@ kred_status kred_context_cuda_handles(kred_context *ctx, int *device, void **cu_
 	if (!ctx)
 		return KRED_EINVAL;
 	kred__ctx_clear_error(ctx);
+	if (kred__multi_inner(ctx, &n_dev) == &kred__backend_cuda)
+		return kred__ctx_fail(ctx, KRED_EBACKEND, "kred_context_cuda_handles gives one "
+				      "GPU's handles, not those of cuda:all (%d GPUs): open cuda:N",
+				      n_dev);
 	if (ctx->backend != &kred__backend_cuda)
 		return kred__ctx_fail(ctx, KRED_EBACKEND, "kred_context_cuda_handles needs a cuda "
 				      "context, not %s", kred_context_backend(ctx));
@@ -1028,6 +1059,10 @@ kred_status kred_reduction_ptx(kred_reduction *r, const char *arch, char **ptx)
 	kred__error_clear(&err);
 	if (!ptx)
 		return kred__ctx_fail(r->ctx, KRED_EINVAL, "kred_reduction_ptx: NULL ptx");
+	if (kred__multi_inner(r->ctx, NULL) == &kred__backend_cuda)
+		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_ptx compiles for one "
+				      "GPU, not with cuda:all: make the reduction on cuda:N (or "
+				      "cuda:sm_XX, with no GPU)");
 	if (r->ctx->backend != &kred__backend_cuda)
 		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_ptx needs a reduction "
 				      "made on a cuda context, not %s",
@@ -1115,4 +1150,6 @@ const struct kred_backend kred__backend_cuda = {
 	.module_free = cu_module_free,
 	.source = cu_source,
 	.report = cu_report,
+	.memory = cu_memory,
+	.device_count = cu_device_count,
 };

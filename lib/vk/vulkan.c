@@ -1088,7 +1088,43 @@ done:
 	return s;
 }
 
-/* ---- the device report */
+/* ---- memory, devices and the device report */
+
+/* The largest device-local heap: where a run's buffers go (on lavapipe, the host's RAM).
+ * One allocation may hold maxMemoryAllocationSize at most, but a run splits its buffers
+ * into blocks that fit it (make_plan), so only the heap bounds a run. */
+static VkDeviceSize local_heap(const struct kred__vk_device *d)
+{
+	VkDeviceSize heap = 0;
+
+	for (uint32_t h = 0; h < d->mem.memoryHeapCount; h++)
+		if ((d->mem.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) &&
+		    d->mem.memoryHeaps[h].size > heap)
+			heap = d->mem.memoryHeaps[h].size;
+	return heap;
+}
+
+static int64_t vk_memory(void *state)
+{
+	VkDeviceSize heap = local_heap(((struct kred__vk *)state)->dev);
+
+	return heap > (VkDeviceSize)INT64_MAX ? INT64_MAX : (int64_t)heap;
+}
+
+/* "vulkan:0" to "vulkan:N-1". The instance lives while a context holds it, so this makes
+ * (and drops) one when none is open. */
+static int vk_device_count(void)
+{
+	const struct kred__vk_device *devs;
+	char why[512];
+	int n;
+
+	if (!kred__vk_acquire(why, sizeof(why)))
+		return 0;
+	n = kred__vk_devices(&devs);
+	kred__vk_release();
+	return n;
+}
 
 static void vk_report(struct kred__buf *b)
 {
@@ -1115,12 +1151,8 @@ static void vk_report(struct kred__buf *b)
 				 reason ? reason : "cannot be run");
 	for (int k = 0; k < n; k++) {
 		const struct kred__vk_device *d = &devs[k];
-		VkDeviceSize heap = 0;
+		VkDeviceSize heap = local_heap(d);
 
-		for (uint32_t h = 0; h < d->mem.memoryHeapCount; h++)
-			if ((d->mem.memoryHeaps[h].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) &&
-			    d->mem.memoryHeaps[h].size > heap)
-				heap = d->mem.memoryHeaps[h].size;
 		kred__buf_printf(b, "  vulkan:%d  %s (%s, %.1f GiB, fp64 %s, %s%s%s, Vulkan "
 				 "%u.%u.%u)%s\n", k, d->props.deviceName,
 				 kred__vk_type_name(d->props.deviceType),
@@ -1147,4 +1179,6 @@ const struct kred_backend kred__backend_vulkan = {
 	.module_free = vk_module_free,
 	.source = vk_source,
 	.report = vk_report,
+	.memory = vk_memory,
+	.device_count = vk_device_count,
 };
