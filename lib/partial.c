@@ -152,30 +152,28 @@ static int before(double va, double ia, double vb, double ib, int largest)
 	return ia < ib;
 }
 
+/* (m, s...) states, as eval.c defines them: m = NaN when a term is NaN (then s is
+ * NaN), m = +inf when a term is +inf (s NaN: exp(inf - inf)), m = -inf and s = 0 when
+ * every term is -inf or there is none. */
 static void merge_shift(double *a, const double *b, int w)
 {
 	double ma = a[0], mb = b[0], m, fa, fb;
-	int nan = isnan(ma) || isnan(mb);
 
-	for (int c = 1; c < w; c++)
-		nan |= isnan(a[c]) || isnan(b[c]);
-	if (nan) {
-		for (int c = 0; c < w; c++)
+	if (isnan(ma) || isnan(mb) || ma == INFINITY || mb == INFINITY) {
+		a[0] = isnan(ma) || isnan(mb) ? NAN : INFINITY;
+		for (int c = 1; c < w; c++)
 			a[c] = NAN;
 		return;
 	}
 	if (mb == -INFINITY)
 		return;
-	if (ma == -INFINITY || ma == mb) {
-		/* equal maxima (+inf included) add without a rescaling that would be NaN */
-		for (int c = 1; c < w; c++)
-			a[c] = ma == mb ? a[c] + b[c] : b[c];
-		a[0] = mb;
+	if (ma == -INFINITY) {
+		memcpy(a, b, sizeof(*a) * (size_t)w);
 		return;
 	}
 	m = ma > mb ? ma : mb;
-	fa = exp(ma - m);
-	fb = exp(mb - m);
+	fa = ma == m ? 1 : exp(ma - m);
+	fb = mb == m ? 1 : exp(mb - m);
 	for (int c = 1; c < w; c++)
 		a[c] = a[c] * fa + b[c] * fb;
 	a[0] = m;
@@ -258,12 +256,16 @@ void kred__state_finish(const kred_reduction *r, int64_t rows, const double *st,
 			double v;
 
 			switch (r->red) {
+			/* the special values of eval.c's red_lse and its kin */
 			case KRED__RED_LSE:
+				v = isfinite(p[0]) ? p[0] + log(p[1]) : p[0];
+				break;
 			case KRED__RED_LSE_WEIGHT:
-				v = p[0] + log(p[1 + c]);
+				v = isfinite(p[0]) ? p[0] + log(p[1 + c])
+				    : p[0] == INFINITY ? NAN : p[0];
 				break;
 			case KRED__RED_SOFTMAX_WEIGHT:
-				v = p[2 + c] / p[1];
+				v = isfinite(p[0]) ? p[2 + c] / p[1] : NAN;
 				break;
 			case KRED__RED_ARGMIN:
 			case KRED__RED_ARGMAX:

@@ -257,6 +257,65 @@ START_TEST(test_edges)
 }
 END_TEST
 
+/* Blocks with nothing to select: only NaN terms (skipped: index -1 in that block's
+ * state, which must lose to any real index), only +inf terms (a row of all +inf has its
+ * minimum at index 0, not at the second block's first index), and a mix. The whole run
+ * follows FORMULAS.md (the conformance suite checks it against the reference); the
+ * chunked one must agree exactly. */
+START_TEST(test_special_blocks)
+{
+	static const char *const reds[] = { "ArgMin", "Min_ArgMin", "KMin_ArgKMin(3)", "Max_ArgMax",
+					    "LogSumExp", "Max_SumShiftExp", "Min" };
+	static const char *const al[] = { "X=Vi(1)", "Y=Vj(1)" };
+	const int64_t nx = 50, ny = 10000;
+	kred_context *cc = open_ctx(SMALL_CAP), *wc = open_ctx(0);
+
+	for (int pattern = 0; pattern < 3; pattern++) {
+		for (size_t k = 0; k < sizeof(reds) / sizeof(reds[0]); k++) {
+			kred_reduction *rc = make(cc, "X-Y", NULL, reds[k], al, 2, KRED_REDUCE_J,
+						  KRED_FLOAT64);
+			kred_reduction *rw = make(wc, "X-Y", NULL, reds[k], al, 2, KRED_REDUCE_J,
+						  KRED_FLOAT64);
+			int od = kred_reduction_out_dim(rc);
+			double *x = malloc(sizeof(double) * (size_t)nx);
+			double *y = malloc(sizeof(double) * (size_t)ny);
+			double *got = malloc(sizeof(double) * (size_t)(nx * od));
+			double *want = malloc(sizeof(double) * (size_t)(nx * od));
+			const void *args[2] = { x, y };
+			struct kred__run_stats st;
+
+			rng = 5;
+			for (int64_t i = 0; i < nx; i++)
+				x[i] = uniform(-1, 1);
+			for (int64_t j = 0; j < ny; j++) {
+				/* 0: NaN then finite; 1: all -inf (X - Y = +inf); 2: NaN, -inf,
+				 * finite */
+				y[j] = pattern == 1 ? -INFINITY
+				       : j < 5000 ? NAN
+				       : pattern == 2 && j < 8000 ? -INFINITY : uniform(-1, 1);
+			}
+			ck_assert_int_eq(kred_reduction_run(rw, nx, ny, args, want), KRED_OK);
+			kred__run_stats_take();
+			ck_assert_int_eq(kred_reduction_run(rc, nx, ny, args, got), KRED_OK);
+			st = kred__run_stats_take();
+			ck_assert_int_gt(st.chunked, 0);
+			for (int64_t k2 = 0; k2 < nx * od; k2++)
+				ck_assert_msg(got[k2] == want[k2] || (isnan(got[k2]) && isnan(want[k2])),
+					      "%s, pattern %d, value %lld: chunked %g, whole %g",
+					      reds[k], pattern, (long long)k2, got[k2], want[k2]);
+			free(x);
+			free(y);
+			free(got);
+			free(want);
+			kred_reduction_destroy(rc);
+			kred_reduction_destroy(rw);
+		}
+	}
+	kred_context_destroy(cc);
+	kred_context_destroy(wc);
+}
+END_TEST
+
 /* A cap below one row and one column: a clear error, nothing run. */
 START_TEST(test_cap_too_small)
 {
@@ -318,6 +377,7 @@ int main(int argc, char **argv)
 	tcase_add_loop_test(tc, test_kinds, 0, 15 * 4);
 	tcase_add_test(tc, test_gradients);
 	tcase_add_test(tc, test_edges);
+	tcase_add_test(tc, test_special_blocks);
 	tcase_add_test(tc, test_cap_too_small);
 	if (argc > 2 && !strcmp(argv[2], "--large"))
 		tcase_add_test(tc, test_fifty_mib);
