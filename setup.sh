@@ -46,10 +46,11 @@ fi
 export KRED_TEST_CI=${CI:-}
 status=0
 cache="-Dtest_cache_dir=$PWD/.cache/kred-test"
-# Suites too long for a 2-core CI run (each reruns a whole table through POCL's
-# compiler); KRED_FULL_TESTS=1 runs them too. The CUDA compile matrix runs every 8th
-# source in CI (KRED_TEST_CUDA_STRIDE=1 for all of them).
-slow="diff-opencl-1d conformance-opencl-local-2d"
+# Suites too long for a 2-core CI run (the conformance table once more through POCL's
+# compiler, with the GPU variant's local-memory tiles); KRED_FULL_TESTS=1 runs it too.
+# The CUDA compile matrix runs every 8th source in CI (KRED_TEST_CUDA_STRIDE=1 for all
+# of them).
+slow="conformance-opencl-local-2d"
 export KRED_TEST_CUDA_STRIDE=${KRED_TEST_CUDA_STRIDE:-8}
 build build "$cache"
 tests=$(meson test -C build --list --no-rebuild 2>/dev/null)
@@ -62,7 +63,7 @@ if [ "${KRED_SKIP_SANITIZERS:-}" != 1 ]; then
 	# above; through ASan their tables would take too long on 2 cores).
 	build build-asan "$cache" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	asan_tests=$(meson test -C build-asan --list --no-rebuild 2>/dev/null | grep -xE \
-		'parse|api|eval|golden|diff|cli|kernel_product|conformance-host|golden-host|cuda-no-toolkit')
+		'parse|api|eval|golden|diff|cli|kernel_product|conformance-host|golden-host|cuda-no-toolkit|chunk-host|comm')
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C build-asan --print-errorlogs --num-processes "$jobs" $asan_tests || status=1
 fi
