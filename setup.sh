@@ -8,10 +8,12 @@ mode=${1:-demo}
 case "$mode" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
 
 # What kred builds and tests with (see DEPENDENCIES in the README). The GPU stacks are
-# loaded at run time, so each is optional for a user; CI installs all of them.
+# loaded at run time, so each is optional for a user; CI installs all of them. Open MPI
+# is for libkred_mpi, built when an MPI is found ("On a cluster" in the README).
 packages="gcc libc6-dev meson ninja-build pkg-config check python3
   opencl-headers ocl-icd-opencl-dev pocl-opencl-icd clinfo
-  libvulkan-dev mesa-vulkan-drivers glslc libshaderc-dev"
+  libvulkan-dev mesa-vulkan-drivers glslc libshaderc-dev
+  libopenmpi-dev openmpi-bin"
 
 missing=""
 for p in $packages; do
