@@ -25,9 +25,10 @@
  *     overlapped with computation. Marked with * where the exchange is under 1% of the
  *     run: then the figure is mostly timer noise, on a cost that does not matter.
  * With every rank on one machine the messages go through shared memory and the exchange
- * is a small share of any run; across a network it weighs more. Note that MPI moves a
- * large message mostly inside MPI calls (Open MPI has no progress thread by default), so
- * much of it happens in shift_wait rather than during the computation.
+ * is a small share of any run; across a network it weighs more. MPI moves a large
+ * message mostly inside MPI calls (Open MPI has no progress thread by default): the
+ * kred_comm's progress callback (MPI_Testall) is what moves it on while the block in hand
+ * is computed, in pieces, between them.
  */
 #define _GNU_SOURCE /* sched_getaffinity: the CPUs each rank has */
 #include <math.h>

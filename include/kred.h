@@ -192,6 +192,11 @@ typedef struct kred_comm {
 			   size_t recv_bytes, void **req);
 	/* Waits for the exchange that shift_start began; 0 on success. */
 	int (*shift_wait)(void *data, void *req);
+	/* Optional (NULL for none): lets the exchange req move on without waiting for it
+	 * (MPI_Testall: many MPIs move a large message only inside MPI calls). When set, a
+	 * rank computes the block in hand in pieces and calls it between them, so that the
+	 * exchange overlaps the computation. 0 on success. */
+	int (*progress)(void *data, void *req);
 } kred_comm;
 
 /* What a run_comm call measured, for benchmarks: seconds in all, computing, and waiting

@@ -8,6 +8,7 @@
  * sends it on to the right and receives the next from the left. Errors: a rank that
  * fails keeps taking part in the exchanges (the others would wait for it otherwise),
  * and the ranks agree on the outcome at the end of each phase with allreduce_max. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,6 +22,11 @@ static double now(void)
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
+
+/* Pieces of a block when the comm can move an exchange on between them: enough that
+ * the exchange progresses through the computation, few enough that each piece stays a
+ * large launch. */
+#define PROGRESS_PIECES 8
 
 struct ring {
 	const kred_comm *c;
@@ -92,6 +98,18 @@ static void pack(const kred_reduction *r, const void *const *args, char *block, 
 	}
 }
 
+/* The travelling arguments of sub from reduced row a on, into out (the others as they
+ * are). */
+static void shift_args(const kred_reduction *r, const void **sub, int64_t a, const void **out)
+{
+	int cat = r->axis == KRED_REDUCE_J ? KRED__CAT_J : KRED__CAT_I;
+
+	for (int p = 0; p < r->n_args; p++)
+		out[p] = r->args[p].cat == cat && sub[p]
+				 ? (const char *)sub[p] + a * r->args[p].dim * elem(r)
+				 : sub[p];
+}
+
 /* r over the ring: this rank's rows of the output (no row sum), into out. */
 static kred_status ring_run(kred_reduction *r, const struct ring *g, int64_t nxl, int64_t nyl,
 			    const void *const *args, void *out, struct kred__error *err)
@@ -101,7 +119,11 @@ static kred_status ring_run(kred_reduction *r, const struct ring *g, int64_t nxl
 	int64_t rows = r->axis == KRED_REDUCE_J ? nxl : nyl, tb = travel_bytes(r), most = 0;
 	int64_t w;
 	char *buf[2] = { NULL, NULL };
-	const void **sub = NULL;
+	const void **sub = NULL, **piece = NULL;
+	int (*progress)(void *, void *) =
+		c->struct_size == 0 || c->struct_size >= offsetof(kred_comm, progress) +
+								sizeof(c->progress)
+			? c->progress : NULL;
 	double *acc = NULL, *blk = NULL;
 	kred_status s = KRED_OK;
 
@@ -116,9 +138,10 @@ static kred_status ring_run(kred_reduction *r, const struct ring *g, int64_t nxl
 		buf[0] = kred__malloc((size_t)(most * tb) + 1);
 		buf[1] = kred__malloc((size_t)(most * tb) + 1);
 		sub = kred__malloc(sizeof(*sub) * (size_t)(r->n_args + 1));
+		piece = kred__malloc(sizeof(*piece) * (size_t)(r->n_args + 1));
 		acc = kred__malloc((size_t)(rows * w) * sizeof(double) + 1);
 		blk = kred__malloc((size_t)(rows * w) * sizeof(double) + 1);
-		if (!buf[0] || !buf[1] || !sub || !acc || !blk)
+		if (!buf[0] || !buf[1] || !sub || !piece || !acc || !blk)
 			s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 	}
 	if (agree(g, s != KRED_OK, err)) {
@@ -146,15 +169,32 @@ static kred_status ring_run(kred_reduction *r, const struct ring *g, int64_t nxl
 		}
 		if (!failed && rows > 0 && g->counts[src] > 0) {
 			int64_t n = g->counts[src];
+			/* with a progress callback, the block in pieces, the exchange moved on
+			 * between them */
+			int pieces = shifting && progress ? PROGRESS_PIECES : 1;
 
 			unpack(r, args, buf[step % 2], n, sub);
-			s = r->axis == KRED_REDUCE_J
-				    ? kred__state_block(r, nxl, n, g->offsets[src], sub, blk, err)
-				    : kred__state_block(r, n, nyl, g->offsets[src], sub, blk, err);
-			if (s)
-				failed = 1;
-			else
-				kred__state_merge(r, rows, acc, blk);
+			for (int k = 0; k < pieces && !failed; k++) {
+				int64_t a = n * k / pieces, b = n * (k + 1) / pieces;
+
+				if (b == a)
+					continue;
+				shift_args(r, sub, a, piece);
+				s = r->axis == KRED_REDUCE_J
+					    ? kred__state_block(r, nxl, b - a, g->offsets[src] + a,
+								piece, blk, err)
+					    : kred__state_block(r, b - a, nyl, g->offsets[src] + a,
+								piece, blk, err);
+				if (s)
+					failed = 1;
+				else
+					kred__state_merge(r, rows, acc, blk);
+				if (pieces > 1 && progress(c->data, req)) {
+					s = kred__fail(err, KRED_EDEVICE, -1,
+						       "kred_comm: progress failed");
+					failed = 1;
+				}
+			}
 		}
 		if (g->st)
 			g->st->compute_s += now() - t0;
@@ -179,6 +219,7 @@ done:
 	kred__free(buf[0]);
 	kred__free(buf[1]);
 	kred__free(sub);
+	kred__free(piece);
 	kred__free(acc);
 	kred__free(blk);
 	return s;

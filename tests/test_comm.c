@@ -33,6 +33,7 @@ struct member {
 	int rank;
 	void *recv;
 	size_t recv_bytes;
+	int progress_calls;
 };
 
 static int t_allgather(void *data, int64_t mine, int64_t *all)
@@ -109,6 +110,16 @@ static int t_shift_wait(void *data, void *req)
 	return bad;
 }
 
+/* Nothing to move on here (the copy happens in shift_wait): counts the calls, which
+ * say that the block in hand was computed in pieces. */
+static int t_progress(void *data, void *req)
+{
+	struct member *m = data;
+
+	m->progress_calls++;
+	return req != m;
+}
+
 /* ---- the cases */
 
 struct job {
@@ -123,6 +134,8 @@ struct job {
 	int64_t nx_local, ny_local, x0, y0; /* this rank's slices and their first rows */
 	void **whole;			    /* the whole inputs */
 	int null_arg;			    /* pass NULL for argument 0 */
+	int use_progress;		    /* give the comm a progress callback */
+	int progress_calls;
 	void *out;
 	int64_t out_rows;
 	kred_status status;
@@ -154,9 +167,10 @@ static kred_reduction *make(kred_context *ctx, const struct job *j)
 static void *rank_main(void *arg)
 {
 	struct job *j = arg;
-	struct member m = { j->w, j->rank, NULL, 0 };
+	struct member m = { j->w, j->rank, NULL, 0, 0 };
 	kred_comm c = { sizeof(c), &m, j->rank, j->w->size, t_allgather, t_allreduce_max,
-			t_allreduce_sum, t_shift_start, t_shift_wait };
+			t_allreduce_sum, t_shift_start, t_shift_wait,
+			j->use_progress ? t_progress : NULL };
 	kred_context_options o = { 0 };
 	kred_context *ctx = NULL;
 	kred_reduction *r;
@@ -185,6 +199,7 @@ static void *rank_main(void *arg)
 	j->status = kred_reduction_run_comm(r, &c, j->nx_local, j->ny_local, args, j->out,
 					    &j->stats);
 	snprintf(j->msg, sizeof(j->msg), "%s", kred_errmsg(ctx));
+	j->progress_calls = m.progress_calls;
 	kred_reduction_destroy(r);
 	kred_context_destroy(ctx);
 	return NULL;
@@ -217,7 +232,7 @@ struct problem {
 static const char *const al[] = { "X=Vi(3)", "Y=Vj(3)", "B=Vj(2)", "G=Pm(1)" };
 
 static void run_world(const struct problem *pb, const char *const *backends, int P,
-		      const int64_t *nx, const int64_t *ny, int null_rank)
+		      const int64_t *nx, const int64_t *ny, int null_rank, int use_progress)
 {
 	struct world w = { 0 };
 	struct job jobs[MAX_RANKS];
@@ -298,6 +313,7 @@ static void run_world(const struct problem *pb, const char *const *backends, int
 		j->y0 = y0;
 		j->whole = whole;
 		j->null_arg = q == null_rank;
+		j->use_progress = use_progress;
 		j->out_rows = out_cat == 2 ? 1 : out_cat == 0 ? nx[q] : ny[q];
 		j->out = malloc((size_t)(j->out_rows * od) * size + 8);
 		x0 += (int)nx[q];
@@ -335,6 +351,13 @@ static void run_world(const struct problem *pb, const char *const *backends, int
 				      pb->reduction, pb->formula, pb->grad ? ", gradient in " : "",
 				      pb->grad ? pb->grad : "", q, j->backend, (long long)k, g, v);
 		}
+	}
+	if (use_progress && P > 1 && null_rank < 0) {
+		int calls = 0;
+
+		for (int q = 0; q < P; q++)
+			calls += jobs[q].progress_calls;
+		ck_assert_int_gt(calls, 0);
 	}
 	for (int q = 0; q < P; q++)
 		free(jobs[q].out);
@@ -379,7 +402,9 @@ START_TEST(test_problems)
 {
 	const struct problem *pb = &problems[_i / 3];
 
-	run_world(pb, mixed, 4, slices[_i % 3][0], slices[_i % 3][1], -1);
+	/* with and without a progress callback: blocks computed whole, or in pieces */
+	run_world(pb, mixed, 4, slices[_i % 3][0], slices[_i % 3][1], -1, 0);
+	run_world(pb, mixed, 4, slices[_i % 3][0], slices[_i % 3][1], -1, 1);
 }
 END_TEST
 
@@ -388,7 +413,7 @@ START_TEST(test_one_rank)
 	const int64_t nx[] = { 37 }, ny[] = { 29 };
 
 	for (int k = 0; k < N_PROBLEMS; k++)
-		run_world(&problems[k], mixed, 1, nx, ny, -1);
+		run_world(&problems[k], mixed, 1, nx, ny, -1, 1);
 }
 END_TEST
 
@@ -397,7 +422,7 @@ START_TEST(test_two_ranks)
 	const int64_t nx[] = { 30, 11 }, ny[] = { 5, 40 };
 
 	for (int k = 0; k < N_PROBLEMS; k++)
-		run_world(&problems[k], mixed + 1, 2, nx, ny, -1);
+		run_world(&problems[k], mixed + 1, 2, nx, ny, -1, 1);
 }
 END_TEST
 
@@ -405,7 +430,7 @@ END_TEST
  * and nobody waits forever (Check's timeout would catch it). */
 START_TEST(test_null_arg)
 {
-	run_world(&problems[_i == 0 ? 0 : 11], mixed, 3, slices[0][0], slices[0][1], _i);
+	run_world(&problems[_i == 0 ? 0 : 11], mixed, 3, slices[0][0], slices[0][1], _i, _i == 2);
 }
 END_TEST
 

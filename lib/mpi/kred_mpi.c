@@ -29,6 +29,7 @@ struct kmpi {
  * shift_wait check that every chunk came whole. */
 struct shift {
 	int n_recv, n;
+	int done; /* progress saw every request complete: the statuses are filled */
 	size_t recv_bytes;
 	MPI_Status *status;
 	MPI_Request req[];
@@ -116,6 +117,7 @@ static int shift_start(void *data, const void *send, size_t send_bytes, void *re
 		return -1;
 	s->n_recv = (int)nr;
 	s->n = (int)(nr + ns);
+	s->done = 0;
 	s->recv_bytes = recv_bytes;
 	s->status = (MPI_Status *)((char *)s + at);
 	/* The receives are posted before the sends, so that a block that arrives early
@@ -146,7 +148,7 @@ static int shift_wait(void *data, void *req)
 	(void)data;
 	if (!s)
 		return -1;
-	rc = MPI_Waitall(s->n, s->req, s->status);
+	rc = s->done ? MPI_SUCCESS : MPI_Waitall(s->n, s->req, s->status);
 	/* after an error, requests that had not completed are still in flight */
 	if (rc == MPI_ERR_IN_STATUS)
 		for (int k = 0; k < s->n; k++)
@@ -161,6 +163,27 @@ static int shift_wait(void *data, void *req)
 	}
 	free(s);
 	return rc;
+}
+
+/* Moves the exchange on: Open MPI, like most MPIs, moves a large message only inside an
+ * MPI call (its shared-memory and TCP transports copy it in pieces), so without this the
+ * whole transfer would happen in shift_wait, after the computation it should overlap.
+ * MPI_Testall completes nothing it should not; when it finds every request done it fills
+ * the statuses and frees the requests, and shift_wait must not wait on them again. */
+static int progress(void *data, void *req)
+{
+	struct shift *s = req;
+	int flag = 0, rc;
+
+	(void)data;
+	if (!s)
+		return -1;
+	if (s->done)
+		return 0;
+	rc = MPI_Testall(s->n, s->req, &flag, s->status);
+	if (rc == MPI_SUCCESS && flag)
+		s->done = 1;
+	return rc == MPI_SUCCESS ? 0 : rc;
 }
 
 /* Duplicates comm into m and fills c: collective over comm, allocates nothing. */
@@ -194,6 +217,7 @@ static kred_status comm_open(struct kmpi *m, kred_comm *c, MPI_Comm comm)
 	c->allreduce_sum_f64 = allreduce_sum_f64;
 	c->shift_start = shift_start;
 	c->shift_wait = shift_wait;
+	c->progress = progress;
 	return KRED_OK;
 }
 
