@@ -17,6 +17,7 @@
 #include "bench_vulkan.h"
 #include "internal.h" /* node counts of the gradient formula */
 #include "kred.h"
+#include "bench_util.h"
 
 /*
  * The hand-written loops are what a careful user writes for one formula: one OpenMP
@@ -31,27 +32,6 @@ struct opts {
 	const char *cases;
 	const char *backend;
 };
-
-static double now(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static uint64_t lcg = 42;
 

@@ -40,6 +40,7 @@
 #include <time.h>
 
 #include "kred_mpi.h"
+#include "bench_util.h"
 
 struct bcase {
 	const char *name, *label, *formula, *aliases[4];
@@ -58,27 +59,6 @@ static const struct bcase bcases[] = {
 };
 
 static int rank, size;
-
-static double now(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* The other ranks wait for rank 0's single-process runs without spinning on a core (an
  * MPI barrier polls), so that rank 0 has its CPUs to itself. */

@@ -17,6 +17,7 @@
 
 #ifdef HAVE_CL
 #include "cl/loader.h"
+#include "bench_util.h"
 
 /*
  * The Gaussian case, out_i = sum_j exp(-g |x_i - y_j|^2) b_j, D = 3, E = 1, float32. The
@@ -51,27 +52,6 @@ struct plain {
 	cl_program prog;
 	cl_kernel k;
 };
-
-static double now(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void plain_free(struct plain *p)
 {

@@ -8,6 +8,7 @@
 
 #include "bench_vulkan.h"
 #include "kred.h"
+#include "bench_util.h"
 
 #define N_BACKENDS 3
 #define MAX_REPS 64
@@ -21,27 +22,6 @@ struct side {
 	double t[MAX_REPS];
 	char why[512];
 };
-
-static double now(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static float *fill(int64_t count, double lo, double hi, uint64_t *s)
 {
