@@ -4,6 +4,7 @@
 #define KRED_TEST_PROBE_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -56,6 +57,23 @@ static kred_status probe_backend(const char *backend, char *msg, size_t len)
 		return KRED_EDEVICE;
 	}
 	return (kred_status)WEXITSTATUS(status);
+}
+
+/* For a suite's main: 0 when backend opens here; else prints why and returns the exit
+ * status to end with: 77 (skipped) when the backend is not available here (KRED_EBACKEND)
+ * and this is not CI, 1 otherwise (in CI, CI=true, a missing device is a failure). */
+static inline int probe_or_skip(const char *backend)
+{
+	const char *ci = getenv("CI");
+	char msg[512];
+	kred_status st = probe_backend(backend, msg, sizeof(msg));
+	int skip;
+
+	if (st == KRED_OK)
+		return 0;
+	skip = st == KRED_EBACKEND && !(ci && !strcmp(ci, "true"));
+	printf("%s: backend %s: %s\n", skip ? "skipped" : "error", backend, msg);
+	return skip ? 77 : 1;
 }
 
 #endif

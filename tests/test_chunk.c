@@ -360,16 +360,10 @@ int main(int argc, char **argv)
 	if (argc > 1 && argv[1][0])
 		backend = argv[1];
 	{
-		const char *ci = getenv("CI");
-		char msg[512];
-		kred_status st = probe_backend(backend, msg, sizeof(msg));
+		int rc = probe_or_skip(backend);
 
-		if (st != KRED_OK) {
-			int skip = st == KRED_EBACKEND && !(ci && !strcmp(ci, "true"));
-
-			printf("%s: backend %s: %s\n", skip ? "skipped" : "error", backend, msg);
-			return skip ? 77 : 1;
-		}
+		if (rc)
+			return rc;
 	}
 	s = suite_create("chunk");
 	tc = tcase_create("chunk");

@@ -1185,16 +1185,12 @@ int main(void)
 
 	if (env && *env) {
 		/* A backend that cannot run here is a skip (77), except in CI. */
-		const char *ci = getenv("CI");
-		char msg[512];
+		int rc;
 
 		backend = env;
-		if (probe_backend(backend, msg, sizeof(msg)) != KRED_OK) {
-			int skip = !(ci && !strcmp(ci, "true"));
-
-			printf("%s: backend %s: %s\n", skip ? "skipped" : "error", backend, msg);
-			return skip ? 77 : 1;
-		}
+		rc = probe_or_skip(backend);
+		if (rc)
+			return rc;
 	}
 	s = suite_create("diff");
 	tcase_add_checked_fixture(ops, setup, teardown);

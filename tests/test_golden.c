@@ -311,14 +311,11 @@ int main(void)
 	/* A backend that cannot run on this machine is a skip (77), except in CI, where
 	 * the machine is expected to have it. */
 	{
-		const char *ci = getenv("CI");
-		char msg[512];
-		kred_status st = probe_backend(backend, msg, sizeof(msg));
+		int rc = probe_or_skip(backend);
 
-		if (st == KRED_EBACKEND && !(ci && strcmp(ci, "true") == 0)) {
-			printf("skipped: backend %s: %s\n", backend, msg);
+		if (rc) {
 			free_cases();
-			return 77;
+			return rc;
 		}
 	}
 

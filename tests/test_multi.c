@@ -563,20 +563,12 @@ int main(void)
 	Suite *s = suite_create("multi");
 	TCase *tc;
 	SRunner *sr;
-	char why[512];
 	int failed;
 
 	/* No device is a skip (77), except in CI. Asked in a child (probe.h). */
-	if (probe_backend("opencl:all", why, sizeof(why)) != KRED_OK) {
-		const char *ci = getenv("CI");
-
-		if (ci && !strcmp(ci, "true")) {
-			printf("FAIL: CI=true but no opencl:all: %s\n", why);
-			return 1;
-		}
-		printf("skipped: no opencl:all: %s\n", why);
-		return 77;
-	}
+	failed = probe_or_skip("opencl:all");
+	if (failed)
+		return failed;
 
 	tc = tcase_create("opencl");
 	tcase_add_test(tc, test_devices);

@@ -550,15 +550,10 @@ int main(void)
 	/* A machine without a Vulkan device skips (77), except in CI, where lavapipe must
 	 * be there. */
 	{
-		const char *ci = getenv("CI");
-		char msg[512];
+		int rc = probe_or_skip("vulkan");
 
-		if (probe_backend("vulkan", msg, sizeof(msg)) != KRED_OK) {
-			int skip = !(ci && !strcmp(ci, "true"));
-
-			printf("%s: backend vulkan: %s\n", skip ? "skipped" : "error", msg);
-			return skip ? 77 : 1;
-		}
+		if (rc)
+			return rc;
 	}
 	tc = tcase_create("splits");
 	tcase_add_loop_test(tc, test_splits, 0, 6 * N(rows));
