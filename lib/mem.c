@@ -1,39 +1,45 @@
 /* Allocation for the whole library, with fault injection for the tests, and a growing
  * string buffer. */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
-/* Fault injection: countdown > 0 counts allocations down to the failing one. Plain
- * globals: the sweep tests run single-threaded, and in production countdown stays 0. */
-static long countdown;
-static int sticky_fail;
-static long n_allocs;
+/* Fault injection: countdown > 0 counts allocations down to the failing one. Atomics:
+ * the library allocates from several threads (one per device of "opencl:all", or a
+ * user's threads on contexts of their own), where plain counters would be a data race;
+ * the sweep tests that set a countdown run single-threaded, and in production countdown
+ * stays 0. */
+static _Atomic long countdown;
+static _Atomic int sticky_fail;
+static _Atomic long n_allocs;
 
 static int should_fail(void)
 {
-	n_allocs++;
-	if (countdown <= 0)
+	long c;
+
+	atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
+	c = atomic_load_explicit(&countdown, memory_order_relaxed);
+	if (c <= 0)
 		return 0;
-	if (countdown == 1) {
-		if (!sticky_fail)
-			countdown = 0;
+	if (c == 1) {
+		if (!atomic_load_explicit(&sticky_fail, memory_order_relaxed))
+			atomic_store_explicit(&countdown, 0, memory_order_relaxed);
 		return 1;
 	}
-	countdown--;
+	atomic_store_explicit(&countdown, c - 1, memory_order_relaxed);
 	return 0;
 }
 
 long kred__test_alloc_fail(long n, int sticky)
 {
-	long made = n_allocs;
+	long made = atomic_exchange(&n_allocs, 0);
 
-	n_allocs = 0;
-	countdown = n > 0 ? n : 0;
-	sticky_fail = sticky;
+	atomic_store(&countdown, n > 0 ? n : 0);
+	atomic_store(&sticky_fail, sticky);
 	return made;
 }
 

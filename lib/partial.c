@@ -19,6 +19,7 @@
  * values the lower index wins, and index -1 (nothing selected: an empty block, or only
  * NaN terms) loses to any index, as FORMULAS.md asks of a single run. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -319,13 +320,15 @@ int64_t kred__memory_cap(const kred_context *ctx)
 	return cap;
 }
 
-static struct kred__run_stats stats;
+/* Counters for the tests; atomic, since runs on different contexts may be concurrent. */
+static _Atomic int64_t n_runs, n_chunked;
 
 struct kred__run_stats kred__run_stats_take(void)
 {
-	struct kred__run_stats s = stats;
+	struct kred__run_stats s;
 
-	memset(&stats, 0, sizeof(stats));
+	s.runs = atomic_exchange(&n_runs, 0);
+	s.chunked = atomic_exchange(&n_chunked, 0);
 	return s;
 }
 
@@ -357,7 +360,7 @@ static void offset_args(const kred_reduction *r, const void *const *args, int64_
 static kred_status direct(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
 			  void *out, struct kred__error *err)
 {
-	stats.runs++;
+	atomic_fetch_add_explicit(&n_runs, 1, memory_order_relaxed);
 	return r->ctx->backend->run(r->ctx->bstate, r->module, r, nx, ny, args, out, err);
 }
 
@@ -458,7 +461,7 @@ kred_status kred__run_plain(kred_reduction *r, int64_t nx, int64_t ny, const voi
 		return s;
 	if (rb >= rows && cb >= cols)
 		return direct(r, nx, ny, args, out, err);
-	stats.chunked++;
+	atomic_fetch_add_explicit(&n_chunked, 1, memory_order_relaxed);
 	if (cb < cols) {
 		s = kred__state_prepare(r, err);
 		if (s)
