@@ -48,18 +48,10 @@ fi
 export KRED_TEST_CI=${CI:-}
 status=0
 cache="-Dtest_cache_dir=$PWD/.cache/kred-test"
-# Suites too long for a 2-core CI run (the conformance table once more through POCL's
-# compiler, with the GPU variant's local-memory tiles); KRED_FULL_TESTS=1 runs it too.
-# The CUDA compile matrix runs every 8th source in CI (KRED_TEST_CUDA_STRIDE=1 for all
-# of them).
-slow="conformance-opencl-local-2d"
-export KRED_TEST_CUDA_STRIDE=${KRED_TEST_CUDA_STRIDE:-8}
+# Every suite runs, the CUDA compile matrix whole (KRED_TEST_CUDA_STRIDE=N compiles
+# every Nth source only, for a quick look).
 build build "$cache"
-tests=$(meson test -C build --list --no-rebuild 2>/dev/null)
-if [ "${KRED_FULL_TESTS:-}" != 1 ]; then
-	for t in $slow; do tests=$(echo "$tests" | grep -vx "$t"); done
-fi
-meson test -C build --print-errorlogs --num-processes "$jobs" $tests || status=1
+meson test -C build --print-errorlogs --num-processes "$jobs" || status=1
 if [ "${KRED_SKIP_SANITIZERS:-}" != 1 ]; then
 	# Under the sanitizers: the core and the host backend (the GPU backends ran
 	# above; through ASan their tables would take too long on 2 cores).
