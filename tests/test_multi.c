@@ -15,6 +15,7 @@
 
 #include "internal.h"
 #include "probe.h"
+#include "run_exe.h"
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -509,36 +510,6 @@ END_TEST
 
 /* ---- the command */
 
-static int run_exe(const char *env, const char *args, char *out, size_t len)
-{
-	const char *exe = getenv("KRED_EXE");
-	char cmd[2048];
-	FILE *p;
-	size_t n = 0;
-	int status;
-
-	ck_assert_msg(exe && *exe, "KRED_EXE is not set (tests/meson.build sets it)");
-	snprintf(cmd, sizeof(cmd), "env %s '%s' %s 2>&1", env, exe, args);
-	p = popen(cmd, "r");
-	ck_assert_ptr_nonnull(p);
-	/* All of it, keeping the start: a reader that stops early kills the writer. */
-	for (;;) {
-		char buf[4096];
-		size_t got = fread(buf, 1, sizeof(buf), p);
-
-		if (got == 0)
-			break;
-		if (n < len - 1) {
-			size_t keep = got < len - 1 - n ? got : len - 1 - n;
-
-			memcpy(out + n, buf, keep);
-			n += keep;
-		}
-	}
-	out[n] = 0;
-	status = pclose(p);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 START_TEST(test_cli)
 {
