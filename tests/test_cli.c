@@ -421,6 +421,37 @@ START_TEST(time_option)
 }
 END_TEST
 
+/* --device-memory: a cap so small that the 300 x 200 run goes through in blocks of a
+ * few rows and columns (merged partial sums) gives the closed form all the same; one
+ * below a row and a column is an error that says so; a bad size is a usage error. */
+START_TEST(device_memory_option)
+{
+	static const char *const small[] = { "run", GAUSS, ALIASES, REF, INPUTS,
+					     "--device-memory", "1K", "-o", "cap.npy", NULL };
+	static const char *const tiny[] = { "run", GAUSS, ALIASES, REF, INPUTS,
+					    "--device-memory", "100", "-o", "cap.npy", NULL };
+	static const char *const bad[] = { "run", GAUSS, ALIASES, REF, INPUTS,
+					   "--device-memory", "12X", "-o", "cap.npy", NULL };
+	static double want[NX * 2];
+	struct npy_array a;
+	struct result r;
+
+	run_ok(small);
+	a = read_out("cap.npy", KRED_FLOAT64, NX, 2);
+	gauss_sum(want, 0);
+	assert_close(&a, want, NX * 2, 1e-12);
+	npy_free(&a);
+	r = run_kred(tiny);
+	ck_assert_msg(r.status == 1 && strstr(r.err, "cap of 100 bytes"), "exit %d: %s", r.status,
+		      r.err);
+	result_free(&r);
+	r = run_kred(bad);
+	ck_assert_msg(r.status == 2 && strstr(r.err, "--device-memory"), "exit %d: %s", r.status,
+		      r.err);
+	result_free(&r);
+}
+END_TEST
+
 /* ---- gradients, against their closed forms ---- */
 
 START_TEST(grad_vi)
@@ -885,6 +916,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(run, size_from_option);
 	tcase_add_test(run, dash_dash);
 	tcase_add_test(run, time_option);
+	tcase_add_test(run, device_memory_option);
 	tcase_add_test(grad, grad_vi);
 	tcase_add_test(grad, grad_vj);
 	tcase_add_test(grad, grad_pm);

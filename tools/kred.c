@@ -2,6 +2,7 @@
  * kernel sources and the devices found. DESIGN.md, "The command line", is its spec. */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -56,6 +57,7 @@ struct cli {
 	kred_sum_scheme sum_scheme;
 	kred_scheme scheme; /* 1D / 2D of the GPU backends */
 	int64_t nx, ny; /* from --nx / --ny, -1 when not given */
+	int64_t device_memory; /* --device-memory, 0 when not given */
 
 	kred_context *ctx;
 	kred_reduction *fwd, *grad;
@@ -150,6 +152,8 @@ static void usage(FILE *f)
 	      "                             inputs' common type; float64 with no inputs)\n"
 	      "  --sum-scheme direct|block|kahan   summation of Sum-like reductions\n"
 	      "  --scheme 1d|2d|auto        the GPU backends' launch scheme (default auto)\n"
+	      "  --device-memory BYTES      at most this much device memory per run (K, M, G\n"
+	      "                             suffixes): larger inputs go through in chunks\n"
 	      "  --arch sm_80               compile: the CUDA architecture\n"
 	      "  --nx N, --ny N             sizes when the formula has no Vi / no Vj variable\n"
 	      "  --time                     print compile and run seconds on stderr\n"
@@ -177,6 +181,7 @@ enum opt_id {
 	OPT_NX,
 	OPT_NY,
 	OPT_TIME,
+	OPT_MEMORY,
 	OPT_HELP
 };
 
@@ -199,6 +204,7 @@ static const struct opt_def {
 	{ NULL, "--nx", OPT_NX, true },
 	{ NULL, "--ny", OPT_NY, true },
 	{ NULL, "--time", OPT_TIME, false },
+	{ NULL, "--device-memory", OPT_MEMORY, true },
 	{ "-h", "--help", OPT_HELP, false },
 };
 
@@ -358,6 +364,29 @@ static int parse_option(struct cli *c, const struct opt_def *o, const char *arg,
 	case OPT_TIME:
 		c->time = true;
 		return 0;
+	case OPT_MEMORY: {
+		/* bytes, or with a K, M or G suffix */
+		char *end;
+		long long bytes;
+		int shift = 0;
+
+		if (c->device_memory) {
+			error("%s given twice", arg);
+			return EXIT_USAGE;
+		}
+		errno = 0;
+		bytes = strtoll(v, &end, 10);
+		if (end != v && *end && !end[1] && strchr("kKmMgG", *end)) {
+			shift = *end == 'k' || *end == 'K' ? 10 : *end == 'm' || *end == 'M' ? 20 : 30;
+			end++;
+		}
+		if (errno || end == v || *end || bytes <= 0 || bytes > (LLONG_MAX >> shift)) {
+			error("%s wants a number of bytes (or with K, M, G), not '%s'", arg, v);
+			return EXIT_USAGE;
+		}
+		c->device_memory = bytes << shift;
+		return 0;
+	}
 	case OPT_HELP:
 		break;
 	}
@@ -753,7 +782,7 @@ static void *alloc_values(const struct cli *c, int64_t rows, int dim)
 static int create(struct cli *c)
 {
 	kred_context_options opt = { .struct_size = sizeof(opt), .backend = c->backend,
-				     .scheme = c->scheme };
+				     .scheme = c->scheme, .device_memory = c->device_memory };
 	kred_spec spec = {
 		.formula = c->formula,
 		.weight = c->weight,
