@@ -1,0 +1,281 @@
+"""The part of kred's Python layer that knows no array library: backends and their
+contexts, reductions compiled once per process, KeOps' names for reductions and
+aliases, and the checks of a call's argument shapes.
+
+kred.numpy and kred.torch build on it; kred._kred is the C layer underneath."""
+
+import re
+import threading
+
+from . import _kred
+
+# Argument categories, as kred_reduction_arg numbers them. OUT_VECTOR is the "category"
+# of an output that has no rows: the gradient with respect to a Pm.
+VI, VJ, PM = 0, 1, 2
+OUT_VECTOR = 2
+CATEGORY_NAMES = ("Vi", "Vj", "Pm")
+
+# kred's axis values: reduce over j (output indexed by i) or over i.
+REDUCE_J, REDUCE_I = 0, 1
+
+# Index reductions (their output is indices, returned as int64) and the reductions
+# whose output is values then indices (returned as a pair).
+INDEX_REDUCTIONS = ("ArgMin", "ArgMax", "ArgKMin")
+PAIR_REDUCTIONS = ("Min_ArgMin", "Max_ArgMax", "KMin_ArgKMin")
+K_REDUCTIONS = ("KMin", "ArgKMin", "KMin_ArgKMin")
+
+_SUM_SCHEMES = {
+    "auto": 0, "default": 0,
+    "direct_sum": 1, "direct": 1,
+    "block_sum": 2, "block": 2,
+    "kahan_scheme": 3, "kahan": 3,
+}
+
+# Guards the caches below when several threads make contexts or reductions at once; a
+# run itself is serialised per context by the C layer.
+_lock = threading.RLock()
+_contexts = {}
+_backends = {}
+_ops = {}
+
+
+def context(backend=None, scheme=0):
+    """The process's one kred context for backend (a kred name such as "host",
+    "opencl:1" or "cuda:0"; None: $KRED_BACKEND, else auto) and scheme (0 auto, 1 1D,
+    2 2D). RuntimeError, with kred's reason, when the backend cannot run here."""
+    key = (backend, scheme)
+    ctx = _contexts.get(key)
+    if ctx is None:
+        with _lock:
+            ctx = _contexts.get(key)
+            if ctx is None:
+                ctx = _kred.Context(backend, scheme)
+                _contexts[key] = ctx
+    return ctx
+
+
+def reference():
+    """The reference context: it checks formulas and gives argument lists without
+    compiling anything, so the Python layer asks it first."""
+    return context("reference")
+
+
+_GPU_SCHEMES = {"GPU": 0, "GPU_1D": 1, "GPU_2D": 2}
+
+
+def resolve_backend(backend, cuda_device=None):
+    """The context that runs a call given backend= (KeOps' names "auto", "CPU", "GPU",
+    "GPU_1D", "GPU_2D", or one of kred's) on data that lives on CUDA device cuda_device
+    (None: host memory)."""
+    key = (backend, cuda_device)
+    ctx = _backends.get(key)
+    if ctx is not None:
+        return ctx
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str such as 'auto', 'CPU' or 'GPU', not {backend!r}")
+    if backend == "auto":
+        # Data on a GPU is computed there; host data goes to kred's own choice.
+        ctx = context(f"cuda:{cuda_device}" if cuda_device is not None else None)
+    elif backend == "CPU":
+        ctx = context("host")
+    elif backend in _GPU_SCHEMES:
+        scheme = _GPU_SCHEMES[backend]
+        if cuda_device is not None:
+            ctx = context(f"cuda:{cuda_device}", scheme)
+        else:
+            ctx = context("auto", scheme)
+            # kred's auto takes the first backend with a GPU, else the host.
+            if ctx.backend.split(":")[0] in ("host", "reference"):
+                raise RuntimeError(
+                    f"backend {backend!r}: kred finds no GPU here (its best backend is "
+                    f"{ctx.backend}); kred.devices() says what each backend sees")
+    elif backend == "pytorch":
+        raise ValueError("backend 'pytorch' is kernel_product's dense fallback only")
+    else:
+        try:
+            ctx = context(backend)
+        except RuntimeError as e:
+            raise RuntimeError(f"backend {backend!r}: {e}") from None
+    _backends[key] = ctx
+    return ctx
+
+
+class Op:
+    """One reduction whatever its dtype and backend: a formula with its aliases and
+    reduction, or the gradient of another Op with respect to one argument.
+
+    Made once per process (see op()). Its argument list and output shape come from a
+    copy on the reference backend, which compiles nothing; compiled(dtype, ctx) compiles
+    it on a backend once."""
+
+    __slots__ = ("spec", "parent", "var", "ref", "args", "out_dim", "out_cat",
+                 "reduction", "is_index", "is_pair", "_compiled", "_grads")
+
+    def __init__(self, spec=None, parent=None, var=None):
+        self.spec, self.parent, self.var = spec, parent, var
+        if parent is None:
+            self.ref = reference().reduction(dtype="float64", **spec)
+            self.reduction = spec["reduction"]
+        else:
+            self.ref = parent.ref.grad(var)
+            self.reduction = "Sum"
+        self.args = self.ref.args
+        self.out_dim = self.ref.out_dim
+        self.out_cat = self.ref.out_category
+        base = self.reduction.split("(")[0].strip()
+        self.is_index = base in INDEX_REDUCTIONS
+        self.is_pair = base in PAIR_REDUCTIONS
+        self._compiled = {}
+        self._grads = {}
+
+    @property
+    def n_args(self):
+        return len(self.args)
+
+    def compiled(self, dtype, ctx):
+        """The _kred.Reduction of this Op for dtype ("float32" or "float64") on ctx."""
+        key = (dtype, ctx)
+        r = self._compiled.get(key)
+        if r is None:
+            if self.parent is None:
+                r = ctx.reduction(dtype=dtype, **self.spec)
+            else:
+                r = self.parent.compiled(dtype, ctx).grad(self.var)
+            r = self._compiled.setdefault(key, r)
+        return r
+
+    def grad(self, pos):
+        """The Op of the gradient with respect to argument pos: its arguments are this
+        Op's, the cotangent, then (when takes_fwd_out) this Op's output."""
+        g = self._grads.get(pos)
+        if g is None:
+            with _lock:
+                g = self._grads.get(pos)
+                if g is None:
+                    g = self._grads[pos] = Op(parent=self, var=pos)
+        return g
+
+    def takes_fwd_out(self, grad_op):
+        """Whether grad_op (one of this Op's gradients) also takes this Op's output."""
+        return grad_op.n_args == self.n_args + 2
+
+    def out_shape(self, nx, ny):
+        """The output's shape for sizes nx, ny."""
+        if self.out_cat == OUT_VECTOR:
+            return (self.out_dim,)
+        return (nx if self.out_cat == VI else ny, self.out_dim)
+
+    def describe(self, k):
+        """Argument k as its alias reads: "Y = Vj(3)", or "Vj(3)" when unnamed."""
+        cat, dim, name = self.args[k]
+        text = f"{CATEGORY_NAMES[cat]}({dim})"
+        return f"{name} = {text}" if name else text
+
+
+def op(formula, aliases, reduction="Sum", axis=REDUCE_J, weight=None, sum_scheme=0):
+    """The process's one Op for this formula, aliases, reduction, axis and weight. A bad
+    formula is a ValueError with kred's message (caret and .offset included)."""
+    if not isinstance(formula, str):
+        raise TypeError(f"a formula is a str, not {type(formula).__name__}")
+    if weight is not None and not isinstance(weight, str):
+        raise TypeError(f"a weight formula is a str, not {type(weight).__name__}")
+    aliases = tuple(aliases)
+    for a in aliases:
+        if not isinstance(a, str):
+            raise TypeError(f"aliases are str such as 'X = Vi(3)', not {a!r}")
+    key = (formula, aliases, reduction, axis, weight, sum_scheme)
+    o = _ops.get(key)
+    if o is None:
+        with _lock:
+            o = _ops.get(key)
+            if o is None:
+                spec = dict(formula=formula, aliases=aliases, reduction=reduction,
+                            axis=axis, weight=weight, sum_scheme=sum_scheme)
+                o = _ops[key] = Op(spec)
+    return o
+
+
+def sum_scheme(name):
+    """kred's summation scheme for KeOps' sum_scheme names (and kred's own)."""
+    try:
+        return _SUM_SCHEMES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"sum_scheme must be one of {', '.join(_SUM_SCHEMES)}, "
+                         f"not {name!r}") from None
+
+
+def reduction_name(reduction_op, opt_arg=None, formula2=None):
+    """kred's reduction for KeOps' reduction_op, opt_arg (the K of the KMin family) and
+    formula2 (the weight of the Weight reductions)."""
+    if not isinstance(reduction_op, str):
+        raise TypeError(f"reduction_op is a str such as 'Sum', not {reduction_op!r}")
+    name = reduction_op.strip()
+    if name.endswith("_Reduction"):  # KeOps' internal names
+        name = name[:-len("_Reduction")]
+    if name == "SoftMax":  # KeOps' older name
+        name = "SumSoftMaxWeight"
+    if formula2 is not None and name in ("LogSumExp", "Max_SumShiftExp"):
+        name += "Weight"
+    if name in K_REDUCTIONS:
+        if isinstance(opt_arg, bool) or not isinstance(opt_arg, int):
+            raise ValueError(f"reduction {name} needs opt_arg=K, an int (got {opt_arg!r})")
+        return f"{name}({opt_arg})"
+    if opt_arg is not None and "(" not in name:
+        raise ValueError(f"opt_arg is the K of {', '.join(K_REDUCTIONS)}; "
+                         f"reduction {name} takes none")
+    return name
+
+
+_OUTPUT = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(Vx|Vy|Vi|Vj)\s*\(\s*(\d+)\s*\)\s*$")
+
+
+def parse_output(output):
+    """KeOps 1.x's output alias ("A = Vx(2)") as (axis, dim): Vx (i-indexed) reduces
+    over j, Vy over i."""
+    m = _OUTPUT.match(output) if isinstance(output, str) else None
+    if not m:
+        raise ValueError(f"the output is written 'A = Vx(DIM)' or 'A = Vy(DIM)', not {output!r}")
+    return (REDUCE_J if m.group(2) in ("Vx", "Vi") else REDUCE_I), int(m.group(3))
+
+
+def sizes(op_, shapes):
+    """nx and ny from the shapes of a call's arguments, each checked against what the
+    Op expects: a Vi argument is (nx, dim), a Vj one (ny, dim) ((n,) when dim is 1), a Pm
+    one (dim,) (or a scalar when dim is 1). ValueError naming the argument otherwise."""
+    n = {VI: None, VJ: None}
+    first = {}
+    for k, shape in enumerate(shapes):
+        cat, dim, _ = op_.args[k]
+        if cat == PM:
+            if tuple(shape) == (dim,) or (dim == 1 and tuple(shape) in ((), (1, 1))):
+                continue
+            raise ValueError(f"argument {k} ({op_.describe(k)}) is a vector of {dim} "
+                             f"value{'s' if dim > 1 else ''}, not an array of shape "
+                             f"{tuple(shape)}")
+        if len(shape) == 2 and shape[1] == dim:
+            rows = shape[0]
+        elif len(shape) == 1 and dim == 1:
+            rows = shape[0]
+        else:
+            rows_name = "nx" if cat == VI else "ny"
+            raise ValueError(f"argument {k} ({op_.describe(k)}) is a ({rows_name}, {dim}) "
+                             f"array, not one of shape {tuple(shape)}")
+        if n[cat] is None:
+            n[cat], first[cat] = rows, k
+        elif rows != n[cat]:
+            raise ValueError(f"argument {k} ({op_.describe(k)}) has {rows} rows, but "
+                             f"argument {first[cat]} ({op_.describe(first[cat])}) has "
+                             f"{n[cat]}: the {CATEGORY_NAMES[cat]} arguments share their rows")
+    for cat, what in ((VI, "nx"), (VJ, "ny")):
+        if n[cat] is None:
+            raise ValueError(f"no {CATEGORY_NAMES[cat]} argument gives {what}: kred needs "
+                             f"one to know how many rows the formula has")
+    return n[VI], n[VJ]
+
+
+def check_count(op_, args, what="the reduction"):
+    """TypeError when a call does not pass one value per argument of op_."""
+    if len(args) != op_.n_args:
+        names = ", ".join(op_.describe(k) for k in range(op_.n_args))
+        raise TypeError(f"{what} takes {op_.n_args} argument{'s' if op_.n_args != 1 else ''} "
+                        f"({names}), not {len(args)}")

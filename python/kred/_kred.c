@@ -1,0 +1,989 @@
+/* kred._kred: the C layer of the Python package. Contexts and reductions as Python objects
+ * over libkred, runs on host buffers and on CUDA device pointers with the GIL released, and
+ * kred's errors as Python exceptions. Everything else (arrays, autograd) is Python. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kred.h"
+
+/* The row count of an output or argument, by category: as kred_reduction_arg numbers them,
+ * plus OUT_VECTOR for the output of a parameter's gradient (one vector, no rows). */
+enum { CAT_I = 0, CAT_J = 1, CAT_PM = 2, OUT_VECTOR = 2 };
+
+typedef struct {
+	PyObject_HEAD
+	kred_context *ctx;
+	/* kred lets one thread at a time use a context and the reductions made from it, and
+	 * runs release the GIL: this lock is what serialises them. It also keeps a context's
+	 * last error message for the thread that caused it. */
+	PyThread_type_lock lock;
+} ContextObject;
+
+typedef struct {
+	PyObject_HEAD
+	ContextObject *owner; /* a reduction must not outlive its context */
+	kred_reduction *r;
+	kred_dtype dtype;
+	int out_cat; /* CAT_I: nx rows, CAT_J: ny rows, OUT_VECTOR: out_dim values */
+	int out_dim;
+	int n_args;
+	int *cat, *dim;
+	PyObject *args_info; /* tuple of (category, dim, name) */
+} ReductionObject;
+
+static PyTypeObject ContextType;
+static PyTypeObject ReductionType;
+
+/* ---- errors: captured under the context's lock (no GIL), raised with the GIL ---- */
+
+struct error {
+	kred_status status;
+	char *msg, *log;
+	long offset;
+};
+
+static char *dup_text(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	char *p = malloc(n + 1);
+
+	if (p) {
+		if (n)
+			memcpy(p, s, n);
+		p[n] = 0;
+	}
+	return p;
+}
+
+/* Copies what kred says about the failed call; called with the lock held. */
+static void error_capture(struct error *e, const kred_context *ctx, kred_status st)
+{
+	const char *msg = kred_errmsg(ctx);
+
+	e->status = st;
+	e->msg = dup_text(msg && *msg ? msg : kred_status_message(st));
+	e->log = st == KRED_EBUILD ? dup_text(kred_error_log(ctx)) : NULL;
+	e->offset = kred_error_offset(ctx);
+}
+
+/* The Python exception of a kred status: what the caller got wrong is a ValueError (a
+ * formula, an alias, a size), what the machine cannot do a RuntimeError. */
+static PyObject *error_type(kred_status st)
+{
+	switch (st) {
+	case KRED_ENOMEM: return PyExc_MemoryError;
+	case KRED_EBACKEND:
+	case KRED_EBUILD:
+	case KRED_EDEVICE:
+	case KRED_EUNSUPPORTED:
+	case KRED_EIO: return PyExc_RuntimeError;
+	default: return PyExc_ValueError;
+	}
+}
+
+/* Raises e (prefixed by what, when not NULL) and frees it. The exception carries kred's
+ * status name, the byte offset in the formula (None when the error has no position) and,
+ * for a failed kernel build, the compiler's log. Returns NULL. */
+static PyObject *error_raise(struct error *e, const char *what)
+{
+	PyObject *type = error_type(e->status), *exc, *v;
+	const char *msg = e->msg ? e->msg : kred_status_message(e->status);
+	size_t len = strlen(msg);
+
+	/* kred's formula messages end with the caret line and a newline: keep the caret,
+	 * drop the final newline. */
+	while (len && msg[len - 1] == '\n')
+		len--;
+	v = what ? PyUnicode_FromFormat("%s: %.*s", what, (int)len, msg)
+		 : PyUnicode_FromStringAndSize(msg, (Py_ssize_t)len);
+	exc = v ? PyObject_CallOneArg(type, v) : NULL;
+	Py_XDECREF(v);
+	if (exc) {
+		PyObject *status = PyUnicode_FromString(kred_status_name(e->status));
+		PyObject *offset = e->offset >= 0 ? PyLong_FromLong(e->offset) : Py_NewRef(Py_None);
+		PyObject *log = e->log ? PyUnicode_DecodeUTF8(e->log, (Py_ssize_t)strlen(e->log),
+							      "replace")
+				       : Py_NewRef(Py_None);
+
+		if (!status || !offset || !log ||
+		    PyObject_SetAttrString(exc, "status", status) ||
+		    PyObject_SetAttrString(exc, "offset", offset) ||
+		    PyObject_SetAttrString(exc, "log", log)) {
+			Py_CLEAR(exc);
+		}
+		Py_XDECREF(status);
+		Py_XDECREF(offset);
+		Py_XDECREF(log);
+	}
+	if (exc) {
+		PyErr_SetObject(type, exc);
+		Py_DECREF(exc);
+	}
+	free(e->msg);
+	free(e->log);
+	e->msg = e->log = NULL;
+	return NULL;
+}
+
+static void lock_with_gil(ContextObject *c)
+{
+	if (!PyThread_acquire_lock(c->lock, NOWAIT_LOCK)) {
+		Py_BEGIN_ALLOW_THREADS
+		PyThread_acquire_lock(c->lock, WAIT_LOCK);
+		Py_END_ALLOW_THREADS
+	}
+}
+
+/* ---- small conversions ---- */
+
+static int to_dtype(PyObject *o, kred_dtype *out)
+{
+	const char *s;
+
+	if (PyLong_Check(o)) {
+		long v = PyLong_AsLong(o);
+
+		if (v == KRED_FLOAT32 || v == KRED_FLOAT64) {
+			*out = (kred_dtype)v;
+			return 0;
+		}
+	} else if (PyUnicode_Check(o) && (s = PyUnicode_AsUTF8(o))) {
+		if (!strcmp(s, "float32") || !strcmp(s, "float64")) {
+			*out = s[5] == '6' ? KRED_FLOAT64 : KRED_FLOAT32;
+			return 0;
+		}
+	}
+	if (!PyErr_Occurred())
+		PyErr_Format(PyExc_TypeError, "dtype must be 'float32' or 'float64', not %R", o);
+	return -1;
+}
+
+/* A list of C strings borrowed from a sequence of str; *keep holds the references. */
+static const char **string_list(PyObject *seq, const char *what, PyObject **keep, size_t *n)
+{
+	const char **list;
+	Py_ssize_t len;
+
+	*keep = PySequence_Fast(seq, what);
+	if (!*keep)
+		return NULL;
+	len = PySequence_Fast_GET_SIZE(*keep);
+	list = PyMem_Calloc((size_t)len + 1, sizeof(*list));
+	if (!list) {
+		PyErr_NoMemory();
+		return NULL;
+	}
+	for (Py_ssize_t k = 0; k < len; k++) {
+		PyObject *item = PySequence_Fast_GET_ITEM(*keep, k);
+
+		if (!PyUnicode_Check(item)) {
+			PyErr_Format(PyExc_TypeError, "%s: item %zd is %.100s, not str", what, k,
+				     Py_TYPE(item)->tp_name);
+			PyMem_Free(list);
+			return NULL;
+		}
+		list[k] = PyUnicode_AsUTF8(item);
+		if (!list[k]) {
+			PyMem_Free(list);
+			return NULL;
+		}
+	}
+	*n = (size_t)len;
+	return list;
+}
+
+/* ---- Reduction ---- */
+
+/* Wraps r (owned from now on), made on context c, whose output has out_cat rows. */
+static PyObject *reduction_wrap(ContextObject *c, kred_reduction *r, kred_dtype dtype,
+				int out_cat)
+{
+	ReductionObject *o = PyObject_New(ReductionObject, &ReductionType);
+	int n = kred_reduction_n_args(r);
+
+	if (!o) {
+		kred_reduction_destroy(r);
+		return NULL;
+	}
+	o->owner = (ContextObject *)Py_NewRef(c);
+	o->r = r;
+	o->dtype = dtype;
+	o->out_cat = out_cat;
+	o->out_dim = kred_reduction_out_dim(r);
+	o->n_args = n;
+	o->cat = PyMem_Calloc((size_t)n + 1, sizeof(int));
+	o->dim = PyMem_Calloc((size_t)n + 1, sizeof(int));
+	o->args_info = PyTuple_New(n);
+	if (!o->cat || !o->dim || !o->args_info) {
+		Py_DECREF(o);
+		return PyErr_NoMemory();
+	}
+	for (int k = 0; k < n; k++) {
+		const char *name = "";
+		PyObject *t;
+
+		kred_reduction_arg(r, k, &o->cat[k], &o->dim[k], &name);
+		t = Py_BuildValue("(iis)", o->cat[k], o->dim[k], name);
+		if (!t) {
+			Py_DECREF(o);
+			return NULL;
+		}
+		PyTuple_SET_ITEM(o->args_info, k, t);
+	}
+	return (PyObject *)o;
+}
+
+static void reduction_dealloc(ReductionObject *o)
+{
+	if (o->r) {
+		lock_with_gil(o->owner);
+		kred_reduction_destroy(o->r);
+		PyThread_release_lock(o->owner->lock);
+	}
+	Py_XDECREF(o->owner);
+	Py_XDECREF(o->args_info);
+	PyMem_Free(o->cat);
+	PyMem_Free(o->dim);
+	PyObject_Free(o);
+}
+
+PyDoc_STRVAR(grad_doc,
+	     "grad(var) -> Reduction\n\n"
+	     "The gradient reduction with respect to argument var (its position, or its alias\n"
+	     "name). Its arguments: this reduction's, then the cotangent GRAD_OUT (shaped like\n"
+	     "this output), then the forward output FWD_OUT for every reduction but Sum. Its\n"
+	     "output is shaped like argument var (one vector for a Pm).");
+
+static PyObject *reduction_grad(ReductionObject *self, PyObject *var)
+{
+	ContextObject *c = self->owner;
+	kred_reduction *g = NULL;
+	struct error e = { 0 };
+	char name[32];
+	const char *v;
+	kred_status st;
+	int pos = -1;
+
+	if (PyLong_Check(var)) {
+		long k = PyLong_AsLong(var);
+
+		if (k < 0 || k >= self->n_args) {
+			if (!PyErr_Occurred())
+				PyErr_Format(PyExc_ValueError, "grad: argument %ld is out of range "
+					     "(the reduction takes %d)", k, self->n_args);
+			return NULL;
+		}
+		pos = (int)k;
+		snprintf(name, sizeof(name), "#%d", pos);
+		v = name;
+	} else if (PyUnicode_Check(var)) {
+		v = PyUnicode_AsUTF8(var);
+		if (!v)
+			return NULL;
+		for (int k = 0; k < self->n_args && pos < 0; k++) {
+			PyObject *n = PyTuple_GET_ITEM(PyTuple_GET_ITEM(self->args_info, k), 2);
+
+			if (!strcmp(PyUnicode_AsUTF8(n), v))
+				pos = k;
+		}
+	} else {
+		return PyErr_Format(PyExc_TypeError, "grad: var must be an int or a str, not %.100s",
+				    Py_TYPE(var)->tp_name);
+	}
+	Py_BEGIN_ALLOW_THREADS
+	PyThread_acquire_lock(c->lock, WAIT_LOCK);
+	st = kred_reduction_grad(self->r, v, &g);
+	if (st)
+		error_capture(&e, c->ctx, st);
+	PyThread_release_lock(c->lock);
+	Py_END_ALLOW_THREADS
+	if (st)
+		return error_raise(&e, NULL);
+	if (pos < 0) { /* "#POS", or a name kred knows but no argument has */
+		pos = v[0] == '#' ? atoi(v + 1) : -1;
+		if (pos < 0 || pos >= self->n_args) {
+			lock_with_gil(c);
+			kred_reduction_destroy(g);
+			PyThread_release_lock(c->lock);
+			return PyErr_Format(PyExc_ValueError, "grad: no argument is '%s'", v);
+		}
+	}
+	return reduction_wrap(c, g, self->dtype, self->cat[pos]);
+}
+
+/* rows * dim * size, or -1 when it overflows. */
+static int64_t byte_count(int64_t rows, int64_t dim, int64_t size)
+{
+	int64_t n;
+
+	if (rows < 0 || __builtin_mul_overflow(rows, dim, &n) || __builtin_mul_overflow(n, size, &n))
+		return -1;
+	return n;
+}
+
+static int64_t rows_of(int cat, int64_t nx, int64_t ny)
+{
+	return cat == CAT_I ? nx : cat == CAT_J ? ny : 1;
+}
+
+/* Whether a buffer holds values of kred's dtype, in native byte order. */
+static int format_ok(const Py_buffer *b, kred_dtype dtype)
+{
+	const char *f = b->format ? b->format : "B";
+	char want = dtype == KRED_FLOAT64 ? 'd' : 'f';
+
+	if (*f == '@' || *f == '=' || *f == '<')
+		f++;
+	return f[0] == want && !f[1] && b->itemsize == (dtype == KRED_FLOAT64 ? 8 : 4);
+}
+
+static const char *arg_name(const ReductionObject *self, int k)
+{
+	return PyUnicode_AsUTF8(PyTuple_GET_ITEM(PyTuple_GET_ITEM(self->args_info, k), 2));
+}
+
+/* Checks that buffer b (argument k, or the output when k < 0) holds exactly the values the
+ * run reads or writes: the last defence against a crash, since the Python layer checks
+ * shapes first. */
+static int check_buffer(const ReductionObject *self, const Py_buffer *b, int k, int64_t nx,
+			int64_t ny)
+{
+	int cat = k < 0 ? self->out_cat : self->cat[k];
+	int dim = k < 0 ? self->out_dim : self->dim[k];
+	int64_t want = byte_count(rows_of(cat, nx, ny), dim, self->dtype == KRED_FLOAT64 ? 8 : 4);
+	char what[96];
+
+	if (k < 0)
+		snprintf(what, sizeof(what), "the output");
+	else
+		snprintf(what, sizeof(what), "argument %d (%s)", k, arg_name(self, k));
+	if (!format_ok(b, self->dtype)) {
+		PyErr_Format(PyExc_TypeError, "%s holds '%s' values, but the reduction is %s", what,
+			     b->format ? b->format : "B",
+			     self->dtype == KRED_FLOAT64 ? "float64" : "float32");
+		return -1;
+	}
+	if (want < 0 || (int64_t)b->len != want) {
+		PyErr_Format(PyExc_ValueError, "%s has %zd bytes, but nx = %lld, ny = %lld need "
+			     "%lld", what, b->len, (long long)nx, (long long)ny, (long long)want);
+		return -1;
+	}
+	return 0;
+}
+
+PyDoc_STRVAR(run_doc,
+	     "run(nx, ny, args, out)\n\n"
+	     "Runs the reduction on host memory: args holds one C-contiguous buffer per argument\n"
+	     "(numpy arrays of the reduction's dtype), out a writable one. Each must hold\n"
+	     "exactly the values kred reads or writes. The GIL is released meanwhile.");
+
+static PyObject *reduction_run(ReductionObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+	ContextObject *c = self->owner;
+	long long nx, ny;
+	PyObject *seq = NULL, *result = NULL;
+	Py_buffer *bufs = NULL, outb = { 0 };
+	const void **ptrs = NULL;
+	struct error e = { 0 };
+	Py_ssize_t n = 0, got = 0;
+	kred_status st;
+
+	if (argc != 4)
+		return PyErr_Format(PyExc_TypeError, "run takes 4 arguments (nx, ny, args, out)");
+	nx = PyLong_AsLongLong(argv[0]);
+	ny = PyLong_AsLongLong(argv[1]);
+	if (PyErr_Occurred())
+		return NULL;
+	if (nx < 0 || ny < 0)
+		return PyErr_Format(PyExc_ValueError, "negative size (nx = %lld, ny = %lld)", nx, ny);
+	seq = PySequence_Fast(argv[2], "run: args must be a sequence");
+	if (!seq)
+		return NULL;
+	n = PySequence_Fast_GET_SIZE(seq);
+	if (n != self->n_args) {
+		PyErr_Format(PyExc_ValueError, "the reduction takes %d arguments, not %zd",
+			     self->n_args, n);
+		goto done;
+	}
+	bufs = PyMem_Calloc((size_t)n + 1, sizeof(*bufs));
+	ptrs = PyMem_Calloc((size_t)n + 1, sizeof(*ptrs));
+	if (!bufs || !ptrs) {
+		PyErr_NoMemory();
+		goto done;
+	}
+	for (; got < n; got++) {
+		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &bufs[got],
+				       PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) ||
+		    check_buffer(self, &bufs[got], (int)got, nx, ny)) {
+			if (bufs[got].obj)
+				got++;
+			goto done;
+		}
+		ptrs[got] = bufs[got].buf;
+	}
+	if (PyObject_GetBuffer(argv[3], &outb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) ||
+	    check_buffer(self, &outb, -1, nx, ny))
+		goto done;
+	Py_BEGIN_ALLOW_THREADS
+	PyThread_acquire_lock(c->lock, WAIT_LOCK);
+	st = kred_reduction_run(self->r, nx, ny, ptrs, outb.buf);
+	if (st)
+		error_capture(&e, c->ctx, st);
+	PyThread_release_lock(c->lock);
+	Py_END_ALLOW_THREADS
+	if (st)
+		error_raise(&e, NULL);
+	else
+		result = Py_NewRef(Py_None);
+done:
+	if (outb.obj)
+		PyBuffer_Release(&outb);
+	for (Py_ssize_t k = 0; k < got; k++)
+		PyBuffer_Release(&bufs[k]);
+	PyMem_Free(bufs);
+	PyMem_Free(ptrs);
+	Py_XDECREF(seq);
+	return result;
+}
+
+PyDoc_STRVAR(run_cuda_doc,
+	     "run_cuda(nx, ny, ptrs, out)\n\n"
+	     "Runs the reduction on CUDA memory of the context's GPU: ptrs holds one device\n"
+	     "address (an int, 0 where there is nothing to read) per argument, out the output's.\n"
+	     "kred checks that each is device memory large enough; the call returns once the\n"
+	     "output is written. The GIL is released meanwhile.");
+
+static PyObject *reduction_run_cuda(ReductionObject *self, PyObject *args)
+{
+	ContextObject *c = self->owner;
+	long long nx, ny;
+	unsigned long long out;
+	PyObject *list, *seq;
+	uint64_t *ptrs;
+	struct error e = { 0 };
+	kred_status st;
+	Py_ssize_t n;
+
+	if (!PyArg_ParseTuple(args, "LLOK", &nx, &ny, &list, &out))
+		return NULL;
+	seq = PySequence_Fast(list, "run_cuda: ptrs must be a sequence");
+	if (!seq)
+		return NULL;
+	n = PySequence_Fast_GET_SIZE(seq);
+	if (n != self->n_args) {
+		Py_DECREF(seq);
+		return PyErr_Format(PyExc_ValueError, "the reduction takes %d arguments, not %zd",
+				    self->n_args, n);
+	}
+	ptrs = PyMem_Calloc((size_t)n + 1, sizeof(*ptrs));
+	if (!ptrs) {
+		Py_DECREF(seq);
+		return PyErr_NoMemory();
+	}
+	for (Py_ssize_t k = 0; k < n; k++) {
+		ptrs[k] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, k));
+		if (PyErr_Occurred()) {
+			PyMem_Free(ptrs);
+			Py_DECREF(seq);
+			return NULL;
+		}
+	}
+	Py_DECREF(seq);
+	Py_BEGIN_ALLOW_THREADS
+	PyThread_acquire_lock(c->lock, WAIT_LOCK);
+	st = kred_reduction_run_cuda(self->r, nx, ny, ptrs, out);
+	if (st)
+		error_capture(&e, c->ctx, st);
+	PyThread_release_lock(c->lock);
+	Py_END_ALLOW_THREADS
+	PyMem_Free(ptrs);
+	if (st)
+		return error_raise(&e, NULL);
+	Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(source_doc, "source() -> str\n\nThe generated kernel source (for the reference "
+			 "backend, the canonical formula).");
+
+static PyObject *reduction_source(ReductionObject *self, PyObject *unused)
+{
+	ContextObject *c = self->owner;
+	struct error e = { 0 };
+	const char *src;
+	PyObject *result;
+
+	Py_BEGIN_ALLOW_THREADS
+	PyThread_acquire_lock(c->lock, WAIT_LOCK);
+	src = kred_reduction_source(self->r);
+	if (!src)
+		error_capture(&e, c->ctx, KRED_EBUILD);
+	PyThread_release_lock(c->lock);
+	Py_END_ALLOW_THREADS
+	if (!src)
+		return error_raise(&e, NULL);
+	lock_with_gil(c);
+	result = PyUnicode_FromString(src);
+	PyThread_release_lock(c->lock);
+	return result;
+}
+
+static PyObject *reduction_get_formula(ReductionObject *self, void *unused)
+{
+	return PyUnicode_FromString(kred_reduction_formula(self->r));
+}
+
+static PyObject *reduction_get_args(ReductionObject *self, void *unused)
+{
+	return Py_NewRef(self->args_info);
+}
+
+static PyObject *reduction_get_int(ReductionObject *self, void *which)
+{
+	switch ((intptr_t)which) {
+	case 0: return PyLong_FromLong(self->n_args);
+	case 1: return PyLong_FromLong(self->out_dim);
+	case 2: return PyLong_FromLong(self->out_cat);
+	default: return PyUnicode_FromString(self->dtype == KRED_FLOAT64 ? "float64" : "float32");
+	}
+}
+
+static PyObject *reduction_get_context(ReductionObject *self, void *unused)
+{
+	return Py_NewRef(self->owner);
+}
+
+static PyMethodDef reduction_methods[] = {
+	{ "grad", (PyCFunction)reduction_grad, METH_O, grad_doc },
+	{ "run", (PyCFunction)(void (*)(void))reduction_run, METH_FASTCALL, run_doc },
+	{ "run_cuda", (PyCFunction)reduction_run_cuda, METH_VARARGS, run_cuda_doc },
+	{ "source", (PyCFunction)reduction_source, METH_NOARGS, source_doc },
+	{ NULL }
+};
+
+static PyGetSetDef reduction_getset[] = {
+	{ "formula", (getter)reduction_get_formula, NULL,
+	  "The formula after aliases, derivatives and simplification.", NULL },
+	{ "args", (getter)reduction_get_args, NULL,
+	  "One (category, dim, name) per argument position; category 0 = Vi, 1 = Vj, 2 = Pm.",
+	  NULL },
+	{ "n_args", (getter)reduction_get_int, NULL, "The number of arguments.", (void *)0 },
+	{ "out_dim", (getter)reduction_get_int, NULL, "Values per output row.", (void *)1 },
+	{ "out_category", (getter)reduction_get_int, NULL,
+	  "Rows of the output: 0 = nx, 1 = ny, 2 = none (one vector).", (void *)2 },
+	{ "dtype", (getter)reduction_get_int, NULL, "'float32' or 'float64'.", (void *)3 },
+	{ "context", (getter)reduction_get_context, NULL, "The context it was made on.", NULL },
+	{ NULL }
+};
+
+static PyTypeObject ReductionType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "kred._kred.Reduction",
+	.tp_basicsize = sizeof(ReductionObject),
+	.tp_dealloc = (destructor)reduction_dealloc,
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_doc = "A compiled reduction, made by Context.reduction() or Reduction.grad().",
+	.tp_methods = reduction_methods,
+	.tp_getset = reduction_getset,
+};
+
+/* ---- Context ---- */
+
+static PyObject *context_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+	static char *names[] = { "backend", "scheme", "cache_dir", "device_memory", NULL };
+	kred_context_options opt = { .struct_size = sizeof(opt) };
+	const char *backend = NULL, *cache_dir = NULL;
+	int scheme = 0;
+	long long device_memory = 0;
+	struct error e = { 0 };
+	ContextObject *self;
+	kred_status st;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|zizL:Context", names, &backend, &scheme,
+					 &cache_dir, &device_memory))
+		return NULL;
+	if (scheme < KRED_SCHEME_AUTO || scheme > KRED_SCHEME_2D)
+		return PyErr_Format(PyExc_ValueError, "scheme must be 0 (auto), 1 (1D) or 2 (2D)");
+	opt.backend = backend;
+	opt.scheme = (kred_scheme)scheme;
+	opt.cache_dir = cache_dir;
+	opt.device_memory = device_memory;
+	self = (ContextObject *)type->tp_alloc(type, 0);
+	if (!self)
+		return NULL;
+	self->lock = PyThread_allocate_lock();
+	if (!self->lock) {
+		Py_DECREF(self);
+		return PyErr_NoMemory();
+	}
+	/* Opening a device can take a while (driver start-up, device probes). */
+	Py_BEGIN_ALLOW_THREADS
+	st = kred_context_create(&opt, &self->ctx);
+	if (st) {
+		error_capture(&e, self->ctx, st);
+		kred_context_destroy(self->ctx);
+		self->ctx = NULL;
+	}
+	Py_END_ALLOW_THREADS
+	if (st) {
+		Py_DECREF(self);
+		return error_raise(&e, NULL);
+	}
+	return (PyObject *)self;
+}
+
+static void context_dealloc(ContextObject *self)
+{
+	kred_context_destroy(self->ctx);
+	if (self->lock)
+		PyThread_free_lock(self->lock);
+	Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(reduction_doc,
+	     "reduction(formula, aliases, reduction, axis=0, dtype='float32', weight=None,\n"
+	     "          sum_scheme=0) -> Reduction\n\n"
+	     "Parses, checks and compiles a reduction (kred_reduction_create). axis 0 reduces\n"
+	     "over j (output indexed by i), 1 over i. Errors are ValueError (formula, aliases,\n"
+	     "reduction: with kred's message, caret and .offset) or RuntimeError (build).");
+
+static PyObject *context_reduction(ContextObject *self, PyObject *args, PyObject *kw)
+{
+	static char *names[] = { "formula", "aliases", "reduction", "axis", "dtype", "weight",
+				 "sum_scheme", NULL };
+	const char *formula, *reduction, *weight = NULL, **aliases;
+	PyObject *alias_seq, *keep = NULL, *dtype_obj = NULL;
+	kred_spec spec = { 0 };
+	kred_reduction *r = NULL;
+	struct error e = { 0 };
+	size_t n_aliases = 0;
+	int axis = 0, sum_scheme = 0;
+	kred_dtype dtype = KRED_FLOAT32;
+	kred_status st;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "sOs|iOzi:reduction", names, &formula,
+					 &alias_seq, &reduction, &axis, &dtype_obj, &weight,
+					 &sum_scheme))
+		return NULL;
+	if (dtype_obj && to_dtype(dtype_obj, &dtype))
+		return NULL;
+	if (axis != KRED_REDUCE_J && axis != KRED_REDUCE_I)
+		return PyErr_Format(PyExc_ValueError, "axis must be 0 (over j) or 1 (over i)");
+	if (sum_scheme < KRED_SUM_DEFAULT || sum_scheme > KRED_SUM_KAHAN)
+		return PyErr_Format(PyExc_ValueError, "sum_scheme must be 0 to 3");
+	aliases = string_list(alias_seq, "aliases must be a sequence of str", &keep, &n_aliases);
+	if (!aliases) {
+		Py_XDECREF(keep);
+		return NULL;
+	}
+	spec.formula = formula;
+	spec.weight = weight;
+	spec.aliases = aliases;
+	spec.n_aliases = n_aliases;
+	spec.reduction = reduction;
+	spec.axis = (kred_axis)axis;
+	spec.dtype = dtype;
+	spec.sum_scheme = (kred_sum_scheme)sum_scheme;
+	/* Compiling takes from milliseconds (cached) to seconds. */
+	Py_BEGIN_ALLOW_THREADS
+	PyThread_acquire_lock(self->lock, WAIT_LOCK);
+	st = kred_reduction_create(self->ctx, &spec, &r);
+	if (st)
+		error_capture(&e, self->ctx, st);
+	PyThread_release_lock(self->lock);
+	Py_END_ALLOW_THREADS
+	PyMem_Free(aliases);
+	Py_DECREF(keep);
+	if (st)
+		return error_raise(&e, NULL);
+	return reduction_wrap(self, r, dtype, axis == KRED_REDUCE_J ? CAT_I : CAT_J);
+}
+
+/* The shapes of kred_kernel_param, by the names the Python layer uses. */
+static int to_param(PyObject *o, kred_kernel_param *out)
+{
+	long v = PyLong_AsLong(o);
+
+	if (v == -1 && PyErr_Occurred())
+		return -1;
+	if (v < KRED_KP_NONE || v > KRED_KP_FULL_J) {
+		PyErr_Format(PyExc_ValueError, "parameter shape %ld is not one of 0 to 6", v);
+		return -1;
+	}
+	*out = (kred_kernel_param)v;
+	return 0;
+}
+
+PyDoc_STRVAR(kernel_spec_doc,
+	     "kernel_product_spec(kernel, mode, dims, params, e=1, dtype='float32',\n"
+	     "                    sum_scheme=0) -> (formula, aliases, reduction, inputs)\n\n"
+	     "The ordinary reduction a kernel product is (kred_kernel_product_spec_build):\n"
+	     "dims has one dimension per pair of variables, params one shape per atomic\n"
+	     "formula (0 none, 1 scalar, 2 diagonal, 3 full, 4-6 the same per y point);\n"
+	     "inputs is the KRED_KP_IN_* bits of the mode's extra inputs.");
+
+static PyObject *context_kernel_spec(ContextObject *self, PyObject *args, PyObject *kw)
+{
+	static char *names[] = { "kernel", "mode", "dims", "params", "e", "dtype", "sum_scheme",
+				 NULL };
+	kred_kernel_product_spec kp = { 0 };
+	const char *kernel, *mode;
+	PyObject *dims_obj, *params_obj, *dims_seq = NULL, *params_seq = NULL, *dtype_obj = NULL;
+	PyObject *result = NULL, *aliases = NULL;
+	int *dims = NULL, e_cols = 1, sum_scheme = 0;
+	kred_kernel_param *params = NULL;
+	kred_kernel_mode m;
+	kred_spec *spec = NULL;
+	struct error e = { 0 };
+	kred_status st;
+	Py_ssize_t nd, np;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "ssOO|iOi:kernel_product_spec", names, &kernel,
+					 &mode, &dims_obj, &params_obj, &e_cols, &dtype_obj,
+					 &sum_scheme))
+		return NULL;
+	if (kred_kernel_mode_parse(mode, &m))
+		return PyErr_Format(PyExc_ValueError, "unknown mode '%s' (sum, lse, log_scaled, "
+				    "log_scaled_lse, log_scaled_barycenter, lse_mult_i, "
+				    "sinkhorn_cost, sinkhorn_primal)", mode);
+	kp.kernel = kernel;
+	kp.mode = m;
+	kp.e = e_cols;
+	kp.dtype = KRED_FLOAT32;
+	if ((dtype_obj && to_dtype(dtype_obj, &kp.dtype)))
+		return NULL;
+	if (sum_scheme < KRED_SUM_DEFAULT || sum_scheme > KRED_SUM_KAHAN)
+		return PyErr_Format(PyExc_ValueError, "sum_scheme must be 0 to 3");
+	kp.sum_scheme = (kred_sum_scheme)sum_scheme;
+	dims_seq = PySequence_Fast(dims_obj, "dims must be a sequence of int");
+	params_seq = dims_seq ? PySequence_Fast(params_obj, "params must be a sequence of int")
+			      : NULL;
+	if (!params_seq)
+		goto done;
+	nd = PySequence_Fast_GET_SIZE(dims_seq);
+	np = PySequence_Fast_GET_SIZE(params_seq);
+	dims = PyMem_Calloc((size_t)nd + 1, sizeof(*dims));
+	params = PyMem_Calloc((size_t)np + 1, sizeof(*params));
+	if (!dims || !params) {
+		PyErr_NoMemory();
+		goto done;
+	}
+	for (Py_ssize_t k = 0; k < nd; k++) {
+		dims[k] = PyLong_AsLong(PySequence_Fast_GET_ITEM(dims_seq, k));
+		if (PyErr_Occurred())
+			goto done;
+	}
+	for (Py_ssize_t k = 0; k < np; k++)
+		if (to_param(PySequence_Fast_GET_ITEM(params_seq, k), &params[k]))
+			goto done;
+	kp.dims = dims;
+	kp.n_pairs = (size_t)nd;
+	kp.params = params;
+	kp.n_params = (size_t)np;
+	lock_with_gil(self);
+	st = kred_kernel_product_spec_build(self->ctx, &kp, &spec);
+	if (st)
+		error_capture(&e, self->ctx, st);
+	PyThread_release_lock(self->lock);
+	if (st) {
+		error_raise(&e, NULL);
+		goto done;
+	}
+	aliases = PyTuple_New((Py_ssize_t)spec->n_aliases);
+	for (size_t k = 0; aliases && k < spec->n_aliases; k++) {
+		PyObject *s = PyUnicode_FromString(spec->aliases[k]);
+
+		if (!s)
+			Py_CLEAR(aliases);
+		else
+			PyTuple_SET_ITEM(aliases, (Py_ssize_t)k, s);
+	}
+	if (aliases)
+		result = Py_BuildValue("(sOsI)", spec->formula, aliases, spec->reduction,
+				       kred_kernel_mode_inputs(m));
+done:
+	kred_free(spec);
+	Py_XDECREF(aliases);
+	PyMem_Free(dims);
+	PyMem_Free(params);
+	Py_XDECREF(dims_seq);
+	Py_XDECREF(params_seq);
+	return result;
+}
+
+PyDoc_STRVAR(kernel_parse_doc,
+	     "kernel_parse(kernel) -> (atoms, pairs)\n\n"
+	     "Parses a kernel text: atoms is one (name, pair, offset) per atomic formula, in order\n"
+	     "of appearance; pairs one (x, y) pair of letters per pair of variables.");
+
+static PyObject *context_kernel_parse(ContextObject *self, PyObject *arg)
+{
+	const char *text = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+	kred_kernel *k = NULL;
+	struct error e = { 0 };
+	PyObject *atoms = NULL, *pairs = NULL, *result = NULL;
+	kred_status st;
+
+	if (!text) {
+		if (!PyErr_Occurred())
+			PyErr_Format(PyExc_TypeError, "a kernel is a str, not %.100s",
+				     Py_TYPE(arg)->tp_name);
+		return NULL;
+	}
+	lock_with_gil(self);
+	st = kred_kernel_parse(self->ctx, text, &k);
+	if (st)
+		error_capture(&e, self->ctx, st);
+	PyThread_release_lock(self->lock);
+	if (st)
+		return error_raise(&e, NULL);
+	atoms = PyTuple_New(kred_kernel_n_atoms(k));
+	pairs = PyTuple_New(kred_kernel_n_pairs(k));
+	if (!atoms || !pairs)
+		goto done;
+	for (int a = 0; a < kred_kernel_n_atoms(k); a++) {
+		const char *name = "";
+		int pair = 0;
+		long offset = 0;
+		PyObject *t;
+
+		kred_kernel_atom(k, a, &name, &pair, &offset);
+		t = Py_BuildValue("(sil)", name, pair, offset);
+		if (!t)
+			goto done;
+		PyTuple_SET_ITEM(atoms, a, t);
+	}
+	for (int p = 0; p < kred_kernel_n_pairs(k); p++) {
+		char x = 0, y = 0;
+		PyObject *t;
+
+		kred_kernel_pair(k, p, &x, &y);
+		t = Py_BuildValue("(s#s#)", &x, (Py_ssize_t)1, &y, (Py_ssize_t)1);
+		if (!t)
+			goto done;
+		PyTuple_SET_ITEM(pairs, p, t);
+	}
+	result = PyTuple_Pack(2, atoms, pairs);
+done:
+	Py_XDECREF(atoms);
+	Py_XDECREF(pairs);
+	kred_kernel_destroy(k);
+	return result;
+}
+
+static PyObject *context_get_backend(ContextObject *self, void *unused)
+{
+	return PyUnicode_FromString(kred_context_backend(self->ctx));
+}
+
+static PyObject *context_get_cuda_device(ContextObject *self, void *unused)
+{
+	int device = -1;
+
+	if (kred_context_cuda_handles(self->ctx, &device, NULL) != KRED_OK)
+		Py_RETURN_NONE;
+	return PyLong_FromLong(device);
+}
+
+static PyMethodDef context_methods[] = {
+	{ "reduction", (PyCFunction)(void (*)(void))context_reduction,
+	  METH_VARARGS | METH_KEYWORDS, reduction_doc },
+	{ "kernel_product_spec", (PyCFunction)(void (*)(void))context_kernel_spec,
+	  METH_VARARGS | METH_KEYWORDS, kernel_spec_doc },
+	{ "kernel_parse", (PyCFunction)context_kernel_parse, METH_O, kernel_parse_doc },
+	{ NULL }
+};
+
+static PyGetSetDef context_getset[] = {
+	{ "backend", (getter)context_get_backend, NULL,
+	  "The backend in use, e.g. 'host:...' or 'opencl:...'.", NULL },
+	{ "cuda_device", (getter)context_get_cuda_device, NULL,
+	  "The GPU index of a cuda context that can run, else None.", NULL },
+	{ NULL }
+};
+
+static PyTypeObject ContextType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "kred._kred.Context",
+	.tp_basicsize = sizeof(ContextObject),
+	.tp_dealloc = (destructor)context_dealloc,
+	.tp_flags = Py_TPFLAGS_DEFAULT,
+	.tp_doc = "Context(backend=None, scheme=0, cache_dir=None, device_memory=0)\n\n"
+		  "A kred context on one backend ('auto', 'host', 'opencl:1', 'cuda:0', ...;\n"
+		  "None: $KRED_BACKEND, else auto). scheme: 0 auto, 1 1D, 2 2D. RuntimeError,\n"
+		  "with kred's reason, when the backend cannot run here.",
+	.tp_methods = context_methods,
+	.tp_getset = context_getset,
+	.tp_new = context_new,
+};
+
+/* ---- the module ---- */
+
+static PyObject *mod_devices_report(PyObject *self, PyObject *unused)
+{
+	char *text = NULL;
+	kred_status st;
+	PyObject *result;
+
+	Py_BEGIN_ALLOW_THREADS
+	st = kred_devices_report(&text);
+	Py_END_ALLOW_THREADS
+	if (st) {
+		kred_free(text);
+		return PyErr_Format(error_type(st), "kred_devices_report: %s",
+				    kred_status_message(st));
+	}
+	result = PyUnicode_FromString(text);
+	kred_free(text);
+	return result;
+}
+
+static PyObject *mod_version(PyObject *self, PyObject *unused)
+{
+	return PyUnicode_FromString(kred_version());
+}
+
+static PyMethodDef module_methods[] = {
+	{ "devices_report", mod_devices_report, METH_NOARGS,
+	  "Every backend compiled into kred, the devices each sees, and which one 'auto' picks." },
+	{ "version", mod_version, METH_NOARGS, "libkred's version, 'MAJOR.MINOR.PATCH'." },
+	{ NULL }
+};
+
+static struct PyModuleDef kred_module = {
+	PyModuleDef_HEAD_INIT,
+	.m_name = "kred._kred",
+	.m_doc = "The C layer of the kred package: contexts and compiled reductions of libkred.",
+	.m_size = -1,
+	.m_methods = module_methods,
+};
+
+PyMODINIT_FUNC PyInit__kred(void);
+
+PyMODINIT_FUNC PyInit__kred(void)
+{
+	PyObject *m;
+
+	if (kred_version_number() != KRED_VERSION_NUMBER) {
+		PyErr_Format(PyExc_ImportError, "kred._kred was built for kred %s but links %s",
+			     KRED_VERSION_STRING, kred_version());
+		return NULL;
+	}
+	if (PyType_Ready(&ContextType) || PyType_Ready(&ReductionType))
+		return NULL;
+	m = PyModule_Create(&kred_module);
+	if (!m)
+		return NULL;
+	if (PyModule_AddObjectRef(m, "Context", (PyObject *)&ContextType) ||
+	    PyModule_AddObjectRef(m, "Reduction", (PyObject *)&ReductionType) ||
+	    PyModule_AddIntConstant(m, "FLOAT32", KRED_FLOAT32) ||
+	    PyModule_AddIntConstant(m, "FLOAT64", KRED_FLOAT64)) {
+		Py_DECREF(m);
+		return NULL;
+	}
+	return m;
+}
