@@ -1,7 +1,9 @@
 /* The Vulkan backend's own suite: 300,000 columns (past llvmpipe's loop bound), the block,
  * range and pass splits against the reference, parameters, the staging path, devices,
  * and kred without a Vulkan loader or glslc. Skips (77) without a device, fails in CI. */
+#define _GNU_SOURCE /* dl_iterate_phdr */
 #include <check.h>
+#include <link.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -375,6 +377,41 @@ START_TEST(test_devices)
 }
 END_TEST
 
+static int count_object(struct dl_phdr_info *info, size_t size, void *data)
+{
+	char *names = data;
+	size_t used = strlen(names);
+
+	if (info->dlpi_name && info->dlpi_name[0])
+		snprintf(names + used, 16384 - used, "%s\n", info->dlpi_name);
+	return 0;
+}
+
+/* The driver that the instance loaded stays loaded once the last context is gone (the
+ * Vulkan loader unloads it at vkDestroyInstance, and its threads and leak reports would
+ * lose their code): every object loaded while the context was open is still there. */
+START_TEST(test_driver_stays_loaded)
+{
+	static char open_names[16384], after[16384];
+	kred_context *c = open_ctx("vulkan", 0);
+	char *line, *save = NULL;
+	int n = 0;
+
+	open_names[0] = after[0] = 0;
+	dl_iterate_phdr(count_object, open_names);
+	kred_context_destroy(c);
+	dl_iterate_phdr(count_object, after);
+	for (line = strtok_r(open_names, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char want[1100];
+
+		snprintf(want, sizeof(want), "%s\n", line);
+		ck_assert_msg(strstr(after, want), "%s was unloaded with the last context", line);
+		n++;
+	}
+	ck_assert_int_gt(n, 0);
+}
+END_TEST
+
 /* llvmpipe is a CPU device: auto prefers the host backend to it. */
 START_TEST(test_auto_skips_cpu_devices)
 {
@@ -564,6 +601,7 @@ int main(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("devices");
 	tcase_add_test(tc, test_devices);
+	tcase_add_test(tc, test_driver_stays_loaded);
 	tcase_add_test(tc, test_auto_skips_cpu_devices);
 	tcase_add_test(tc, test_no_loader);
 	tcase_add_test(tc, test_no_glslc);

@@ -1,6 +1,8 @@
 /* The Vulkan loader opened at run time, the instance shared by the open contexts of a
  * process (reference-counted), and its device list. */
+#define _GNU_SOURCE /* dl_iterate_phdr */
 #include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,71 @@ static int open_library(char *why, size_t whylen)
 		return -1;
 	}
 	return 0;
+}
+
+/* The shared objects of the process, by name, as dl_iterate_phdr lists them. */
+struct objects {
+	char **names;
+	int n, cap;
+};
+
+static int add_object(struct dl_phdr_info *info, size_t size, void *data)
+{
+	struct objects *o = data;
+
+	if (!info->dlpi_name || !info->dlpi_name[0])
+		return 0;
+	if (o->n == o->cap) {
+		int cap = o->cap ? 2 * o->cap : 64;
+		char **names = realloc(o->names, (size_t)cap * sizeof(*names));
+
+		if (!names)
+			return 1;
+		o->names = names;
+		o->cap = cap;
+	}
+	o->names[o->n] = strdup(info->dlpi_name);
+	if (!o->names[o->n])
+		return 1;
+	o->n++;
+	return 0;
+}
+
+static void free_objects(struct objects *o)
+{
+	for (int k = 0; k < o->n; k++)
+		free(o->names[k]);
+	free(o->names);
+	memset(o, 0, sizeof(*o));
+}
+
+/*
+ * Keeps loaded for good every shared object that was loaded since before was taken: the
+ * driver (ICD) that vkCreateInstance brought in, and its libraries. The Vulkan loader
+ * unloads the driver at vkDestroyInstance, but drivers leave threads behind that still
+ * run its code (lavapipe's), and whatever they allocated is then reported by
+ * LeakSanitizer against "<unknown module>", where no suppression naming the driver can
+ * match it. Pinned, a driver's code stays mapped while its threads live, and a later
+ * instance finds it loaded. Objects loaded by others before are left alone.
+ */
+static void pin_new_objects(const struct objects *before)
+{
+	struct objects after = { 0 };
+
+	dl_iterate_phdr(add_object, &after);
+	for (int k = 0; k < after.n; k++) {
+		int seen = 0;
+		void *dl;
+
+		for (int m = 0; m < before->n && !seen; m++)
+			seen = !strcmp(before->names[m], after.names[k]);
+		if (seen)
+			continue;
+		dl = dlopen(after.names[k], RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+		if (dl)
+			dlclose(dl);
+	}
+	free_objects(&after);
 }
 
 static int queue_family(VkPhysicalDevice pd)
@@ -194,10 +261,19 @@ const struct kred__vk_api *kred__vk_acquire(char *why, size_t whylen)
 	const struct kred__vk_api *out = NULL;
 
 	pthread_mutex_lock(&lock);
-	if (refs > 0 || (open_library(why, whylen) == 0 && create_instance(why, whylen) == 0)) {
-		refs++;
+	if (refs == 0 && open_library(why, whylen) == 0) {
+		struct objects before = { 0 };
+
+		dl_iterate_phdr(add_object, &before);
+		if (create_instance(why, whylen) == 0)
+			out = &api;
+		pin_new_objects(&before);
+		free_objects(&before);
+	} else if (refs > 0) {
 		out = &api;
 	}
+	if (out)
+		refs++;
 	pthread_mutex_unlock(&lock);
 	return out;
 }
