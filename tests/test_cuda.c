@@ -31,9 +31,11 @@
  *   oldest it knows, and the output says so.
  *   With a GPU: the run tests. Without one they are not registered, and one line says
  *   how many were skipped and why: they do not count as passed.
- * With CI=true a missing NVRTC or ptxas fails the suite instead of skipping (CI has the
- * toolkit); a missing GPU does not (CI has none). $KRED_TEST_JOBS sets how many processes
- * share the compile matrix (default: one per CPU, at most 16).
+ * A missing NVRTC or ptxas is a skip that the output names ("skipped: ... no NVRTC"):
+ * Debian has no CUDA toolkit, so a newcomer's `bash setup.sh test` passes without it;
+ * .ci/run reads those lines and fails a CI machine that lacks it. A missing GPU is not
+ * an error anywhere (CI has none). $KRED_TEST_JOBS sets how many processes share the
+ * compile matrix (default: one per CPU, at most 16).
  */
 
 #define MAX_ARCHS 8
@@ -1210,15 +1212,14 @@ static void parse_archs(void)
 /* --no-toolkit: as on a machine without the CUDA toolkit (NVRTC cannot be opened). */
 int main(int argc, char **argv)
 {
-	const char *ci = getenv("CI"), *env = getenv("KRED_TEST_JOBS");
-	int in_ci = ci && !strcmp(ci, "true"), n_run, failed, ran;
+	const char *env = getenv("KRED_TEST_JOBS");
+	int n_run, failed, ran;
 	Suite *s;
 	TCase *tc;
 	SRunner *sr;
 
 	if (argc > 1 && !strcmp(argv[1], "--no-toolkit")) {
 		setenv("KRED_NVRTC_LIBRARY", "/nonexistent", 1);
-		in_ci = 0;
 	}
 	jobs = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (env && atoi(env) > 0)
@@ -1276,11 +1277,6 @@ int main(int argc, char **argv)
 		printf("ran: %d CUDA run tests on %s\n", n_run, gpu_why);
 	else
 		printf("skipped: %d CUDA run tests (no CUDA device: %s)\n", n_run, gpu_why);
-	if (in_ci && (!nv || !ptxas[0])) {
-		printf("error: CI=true, and the CUDA toolkit is incomplete: NVRTC and ptxas are "
-		       "required\n");
-		return 1;
-	}
 	if (failed)
 		return 1;
 	return ran ? 0 : 77;
