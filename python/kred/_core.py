@@ -109,7 +109,7 @@ class Op:
     it on a backend once."""
 
     __slots__ = ("spec", "parent", "var", "ref", "args", "out_dim", "out_cat",
-                 "reduction", "is_index", "is_pair", "_compiled", "_grads")
+                 "reduction", "is_index", "is_pair", "_compiled", "_grads", "_parts")
 
     def __init__(self, spec=None, parent=None, var=None):
         self.spec, self.parent, self.var = spec, parent, var
@@ -127,6 +127,7 @@ class Op:
         self.is_pair = base in PAIR_REDUCTIONS
         self._compiled = {}
         self._grads = {}
+        self._parts = None
 
     @property
     def n_args(self):
@@ -154,6 +155,28 @@ class Op:
                 if g is None:
                     g = self._grads[pos] = Op(parent=self, var=pos)
         return g
+
+    def softmax_parts(self):
+        """For a SumSoftMaxWeight Op, the pair (L, S) of Ops that compose it, else None:
+        L = LogSumExp of the formula, and S = Sum of Exp(formula - L) * weight, which
+        takes L as one more argument. kred has no gradient of SumSoftMaxWeight's
+        gradient reductions, while L and S are differentiable to any order, so second
+        derivatives go through them."""
+        if self.parent is not None or self.reduction != "SumSoftMaxWeight":
+            return None
+        if self._parts is None:
+            spec, n = self.spec, self.n_args
+            name = "KRED_SOFTMAX_LSE"
+            # L has the rows of the output; an explicit position suits aliases with or
+            # without positions.
+            cat = CATEGORY_NAMES[VI if spec["axis"] == REDUCE_J else VJ]
+            lse = op(spec["formula"], spec["aliases"], "LogSumExp", spec["axis"],
+                     sum_scheme=spec["sum_scheme"])
+            total = op(f"Exp(({spec['formula']}) - {name}) * ({spec['weight']})",
+                       spec["aliases"] + (f"{name} = {cat}({n}, 1)",), "Sum", spec["axis"],
+                       sum_scheme=spec["sum_scheme"])
+            self._parts = (lse, total)
+        return self._parts
 
     def takes_fwd_out(self, grad_op):
         """Whether grad_op (one of this Op's gradients) also takes this Op's output."""

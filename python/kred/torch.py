@@ -126,6 +126,19 @@ class _Reduce(torch.autograd.Function):
         op = ctx.op
         grads = [None] * len(args)
         cotangent = grad_out.contiguous()
+        parts = op.softmax_parts()
+        if parts is not None and torch.is_grad_enabled():
+            # create_graph=True on a SumSoftMaxWeight, whose gradient kred cannot
+            # differentiate again: differentiate its composition instead.
+            lse, total = parts
+            norm = _Reduce.apply(lse, ctx.backend, ctx.nx, ctx.ny, *args)
+            again = _Reduce.apply(total, ctx.backend, ctx.nx, ctx.ny, *args, norm)
+            wanted = [k for k in range(len(args)) if ctx.needs_input_grad[4 + k]]
+            found = torch.autograd.grad(again, [args[k] for k in wanted], cotangent,
+                                        create_graph=True, allow_unused=True)
+            for k, g in zip(wanted, found):
+                grads[k] = g
+            return (None, None, None, None, *grads)
         for k, a in enumerate(args):
             if not ctx.needs_input_grad[4 + k]:
                 continue
