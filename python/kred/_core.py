@@ -61,6 +61,7 @@ def reference():
 
 
 _GPU_SCHEMES = {"GPU": 0, "GPU_1D": 1, "GPU_2D": 2}
+_KRED_BACKENDS = ("auto", "cuda", "opencl", "vulkan", "host", "reference")
 
 
 def resolve_backend(backend, cuda_device=None):
@@ -91,6 +92,10 @@ def resolve_backend(backend, cuda_device=None):
                     f"{ctx.backend}); kred.devices() says what each backend sees")
     elif backend == "pytorch":
         raise ValueError("backend 'pytorch' is kernel_product's dense fallback only")
+    elif backend.split(":")[0] not in _KRED_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: 'auto', 'CPU', 'GPU', 'GPU_1D', "
+                         f"'GPU_2D', or one of kred's ({', '.join(_KRED_BACKENDS)}, with "
+                         f"':N' or ':all' for the device)")
     else:
         try:
             ctx = context(backend)
@@ -264,7 +269,8 @@ def parse_output(output):
 def sizes(op_, shapes):
     """nx and ny from the shapes of a call's arguments, each checked against what the
     Op expects: a Vi argument is (nx, dim), a Vj one (ny, dim) ((n,) when dim is 1), a Pm
-    one (dim,) (or a scalar when dim is 1). ValueError naming the argument otherwise."""
+    one (dim,) (or a scalar when dim is 1). ValueError naming the argument otherwise.
+    Without any Vi (Vj) argument, nx (ny) is 1."""
     n = {VI: None, VJ: None}
     first = {}
     for k, shape in enumerate(shapes):
@@ -289,11 +295,9 @@ def sizes(op_, shapes):
             raise ValueError(f"argument {k} ({op_.describe(k)}) has {rows} rows, but "
                              f"argument {first[cat]} ({op_.describe(first[cat])}) has "
                              f"{n[cat]}: the {CATEGORY_NAMES[cat]} arguments share their rows")
-    for cat, what in ((VI, "nx"), (VJ, "ny")):
-        if n[cat] is None:
-            raise ValueError(f"no {CATEGORY_NAMES[cat]} argument gives {what}: kred needs "
-                             f"one to know how many rows the formula has")
-    return n[VI], n[VJ]
+    # A formula without any Vi (Vj) argument does not depend on i (j): as in a
+    # broadcast, that axis has one row.
+    return (1 if n[VI] is None else n[VI]), (1 if n[VJ] is None else n[VJ])
 
 
 def check_count(op_, args, what="the reduction"):

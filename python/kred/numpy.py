@@ -26,13 +26,15 @@ def _arrays(op, args):
     dtype = None
     for k, a in enumerate(args):
         if isinstance(a, np.ndarray):
-            if a.dtype not in _DTYPES:
+            # The type, whatever its byte order: a byte-swapped array is copied below.
+            t = a.dtype if a.dtype.isnative else a.dtype.newbyteorder("=")
+            if t not in _DTYPES:
                 raise TypeError(f"argument {k} ({op.describe(k)}) is {a.dtype}: kred computes "
                                 f"in float32 or float64")
             if dtype is None:
-                dtype, first = a.dtype, k
-            elif a.dtype != dtype:
-                raise TypeError(f"argument {k} ({op.describe(k)}) is {a.dtype}, but argument "
+                dtype, first = t, k
+            elif t != dtype:
+                raise TypeError(f"argument {k} ({op.describe(k)}) is {t}, but argument "
                                 f"{first} ({op.describe(first)}) is {dtype}: the arguments "
                                 f"must agree")
     if dtype is None:
@@ -42,7 +44,7 @@ def _arrays(op, args):
         cat, dim, _ = op.args[k]
         if isinstance(a, np.ndarray):
             if not (a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative):
-                a = np.ascontiguousarray(a, dtype=dtype.newbyteorder("="))
+                a = np.ascontiguousarray(a, dtype=dtype)
         elif cat == _core.PM and isinstance(a, (float, int)) and not isinstance(a, bool):
             if dim != 1:
                 raise ValueError(f"argument {k} ({op.describe(k)}) is a vector of {dim} "
