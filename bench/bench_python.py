@@ -17,6 +17,13 @@ import numpy as np
 import kred.numpy
 from kred import _core
 
+try:
+    import torch
+
+    import kred.torch
+except ImportError:
+    torch = None
+
 TARGET_US = 50.0
 FORMULA = "Exp(-G * SqDist(X, Y)) * B"
 ALIASES = ["G = Pm(1)", "X = Vi(3)", "Y = Vj(3)", "B = Vj(2)"]
@@ -50,12 +57,6 @@ def main():
     rows = [("C API (kred_reduction_run)", c_us)]
     rows.append(("kred._kred Reduction.run", per_call_us(lambda: raw.run(n, n, [g, x, y, b], a))))
     rows.append(("kred.numpy.Genred", per_call_us(lambda: conv_np(g, x, y, b, backend="CPU"))))
-    try:
-        import torch
-
-        import kred.torch
-    except ImportError:
-        torch = None
     if torch is not None:
         conv_t = kred.torch.Genred(FORMULA, ALIASES, axis=1)
         xt, yt, bt = (torch.from_numpy(v) for v in (x, y, b))
