@@ -35,7 +35,13 @@ build() { # build DIR [meson options...]
 	elif [ $# -gt 0 ]; then
 		meson configure "$dir" "$@" >/dev/null
 	fi
-	ninja -C "$dir" -j "$jobs" >/dev/null
+	# ninja prints compiler errors on stdout: keep them, and show them if it fails.
+	local log
+	if ! log=$(ninja -C "$dir" -j "$jobs" 2>&1); then
+		printf '%s\n' "$log" | tail -n 40 >&2
+		echo "setup: the build in $dir failed" >&2
+		return 1
+	fi
 }
 
 if [ "$mode" = demo ]; then
