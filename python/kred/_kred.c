@@ -10,6 +10,28 @@
 
 #include "kred.h"
 
+/* What this file uses from Pythons newer than the oldest it builds for (3.8). */
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *Py_NewRef(PyObject *o)
+{
+	Py_INCREF(o);
+	return o;
+}
+
+static int PyModule_AddObjectRef(PyObject *m, const char *name, PyObject *v)
+{
+	Py_INCREF(v);
+	if (PyModule_AddObject(m, name, v)) {
+		Py_DECREF(v);
+		return -1;
+	}
+	return 0;
+}
+#endif
+#if PY_VERSION_HEX < 0x03090000
+#define PyObject_CallOneArg(f, a) PyObject_CallFunctionObjArgs((f), (a), NULL)
+#endif
+
 /* The row count of an output or argument, by category: as kred_reduction_arg numbers them,
  * plus OUT_VECTOR for the output of a parameter's gradient (one vector, no rows). */
 enum { CAT_I = 0, CAT_J = 1, CAT_PM = 2, OUT_VECTOR = 2 };
