@@ -16,8 +16,10 @@ int main(int argc, char **argv)
 	kred_spec spec = { .formula = "Exp(-G * SqDist(X, Y)) * B", .aliases = aliases,
 			   .n_aliases = 4, .reduction = "Sum", .dtype = KRED_FLOAT64 };
 	kred_context_options opt = { .struct_size = sizeof(opt), .backend = "host" };
-	double *x = calloc((size_t)n * 3, sizeof(double)), *y = calloc((size_t)n * 3, sizeof(double));
-	double *b = calloc((size_t)n * 2, sizeof(double)), *a = calloc((size_t)n * 2, sizeof(double));
+	double *x = calloc((size_t)n * 3, sizeof(double));
+	double *y = calloc((size_t)n * 3, sizeof(double));
+	double *b = calloc((size_t)n * 2, sizeof(double));
+	double *a = calloc((size_t)n * 2, sizeof(double));
 	double g = 0.5, t[25];
 	const void *args[] = { &g, x, y, b };
 	kred_context *ctx = NULL;

@@ -61,7 +61,8 @@ def main():
         conv_t = kred.torch.Genred(FORMULA, ALIASES, axis=1)
         xt, yt, bt = (torch.from_numpy(v) for v in (x, y, b))
         gt = torch.tensor([0.5], dtype=torch.float64)
-        rows.append(("kred.torch.Genred", per_call_us(lambda: conv_t(gt, xt, yt, bt, backend="CPU"))))
+        rows.append(("kred.torch.Genred",
+                     per_call_us(lambda: conv_t(gt, xt, yt, bt, backend="CPU"))))
         xg = xt.clone().requires_grad_()
         rows.append(("kred.torch.Genred, x.requires_grad",
                      per_call_us(lambda: conv_t(gt, xg, yt, bt, backend="CPU"))))

@@ -313,7 +313,7 @@ static PyObject *reduction_grad(ReductionObject *self, PyObject *var)
 				pos = k;
 		}
 	} else {
-		return PyErr_Format(PyExc_TypeError, "grad: var must be an int or a str, not %.100s",
+		return PyErr_Format(PyExc_TypeError, "grad: var is an int or a str, not %.100s",
 				    Py_TYPE(var)->tp_name);
 	}
 	Py_BEGIN_ALLOW_THREADS
@@ -342,7 +342,8 @@ static int64_t byte_count(int64_t rows, int64_t dim, int64_t size)
 {
 	int64_t n;
 
-	if (rows < 0 || __builtin_mul_overflow(rows, dim, &n) || __builtin_mul_overflow(n, size, &n))
+	if (rows < 0 || __builtin_mul_overflow(rows, dim, &n) ||
+	    __builtin_mul_overflow(n, size, &n))
 		return -1;
 	return n;
 }
@@ -421,7 +422,8 @@ static PyObject *reduction_run(ReductionObject *self, PyObject *const *argv, Py_
 	if (PyErr_Occurred())
 		return NULL;
 	if (nx < 0 || ny < 0)
-		return PyErr_Format(PyExc_ValueError, "negative size (nx = %lld, ny = %lld)", nx, ny);
+		return PyErr_Format(PyExc_ValueError, "negative size (nx = %lld, ny = %lld)", nx,
+				    ny);
 	seq = PySequence_Fast(argv[2], "run: args must be a sequence");
 	if (!seq)
 		return NULL;
@@ -447,7 +449,8 @@ static PyObject *reduction_run(ReductionObject *self, PyObject *const *argv, Py_
 		}
 		ptrs[got] = bufs[got].buf;
 	}
-	if (PyObject_GetBuffer(argv[3], &outb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) ||
+	if (PyObject_GetBuffer(argv[3], &outb,
+			       PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) ||
 	    check_buffer(self, &outb, -1, nx, ny))
 		goto done;
 	Py_BEGIN_ALLOW_THREADS
@@ -839,8 +842,8 @@ done:
 
 PyDoc_STRVAR(kernel_parse_doc,
 	     "kernel_parse(kernel) -> (atoms, pairs)\n\n"
-	     "Parses a kernel text: atoms is one (name, pair, offset) per atomic formula, in order\n"
-	     "of appearance; pairs one (x, y) pair of letters per pair of variables.");
+	     "Parses a kernel text: atoms is one (name, pair, offset) per atomic formula, in\n"
+	     "order of appearance; pairs one (x, y) pair of letters per pair of variables.");
 
 static PyObject *context_kernel_parse(ContextObject *self, PyObject *arg)
 {

@@ -108,7 +108,8 @@ def test_min_gradient_and_index_outputs():
         torch.testing.assert_close(u, v)
     idx = kred.torch.Genred("SqDist(X, Y)", aliases, "ArgMin", axis=1)(x, y, backend="CPU")
     assert idx.dtype == torch.int64 and not idx.requires_grad
-    vals, idx2 = kred.torch.Genred("SqDist(X, Y)", aliases, "Min_ArgMin", axis=1)(x, y, backend="CPU")
+    vals, idx2 = kred.torch.Genred("SqDist(X, Y)", aliases, "Min_ArgMin", axis=1)(
+        x, y, backend="CPU")
     assert vals.requires_grad and not idx2.requires_grad
     torch.testing.assert_close(idx2, idx)
 

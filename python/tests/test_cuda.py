@@ -72,7 +72,8 @@ FORMULA = "Exp(-G * SqDist(X, Y)) * B"
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cuda_backend_on_device_memory(driver, dtype, rng):
     g = np.array([0.5], dtype)
-    x, y = rng.standard_normal((1000, 3)).astype(dtype), rng.standard_normal((3000, 3)).astype(dtype)
+    x = rng.standard_normal((1000, 3)).astype(dtype)
+    y = rng.standard_normal((3000, 3)).astype(dtype)
     b = rng.standard_normal((3000, 2)).astype(dtype)
     conv = kred.numpy.Genred(FORMULA, ALIASES, axis=1)
     host = conv(g, x, y, b, backend="CPU")

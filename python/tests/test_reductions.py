@@ -50,14 +50,16 @@ CASES = {
         np.sort(v, 1)[:, :K].reshape(len(v), -1),
         np.argsort(v, 1, kind="stable")[:, :K].reshape(len(v), -1))),
     "LogSumExp": (SCAL, None, None, lambda v, s, w: lse(s, 1)),
-    "LogSumExpWeight": (SCAL, WEIGHT, None, lambda v, s, w: lse(s[:, :, None] + np.log(w)[None], 1)[:, 0]),
+    "LogSumExpWeight": (SCAL, WEIGHT, None,
+                        lambda v, s, w: lse(s[:, :, None] + np.log(w)[None], 1)[:, 0]),
     "SumSoftMaxWeight": (SCAL, WEIGHT, None, lambda v, s, w: (
         (np.exp(s - s.max(1, keepdims=True))[:, :, None] * w[None]).sum(1)
         / np.exp(s - s.max(1, keepdims=True)).sum(1)[:, None])),
     "Max_SumShiftExp": (SCAL, None, None, lambda v, s, w: np.stack(
         [s.max(1), np.exp(s - s.max(1, keepdims=True)).sum(1)], 1)),
     "Max_SumShiftExpWeight": (SCAL, WEIGHT, None, lambda v, s, w: np.concatenate(
-        [s.max(1)[:, None], (np.exp(s - s.max(1, keepdims=True))[:, :, None] * w[None]).sum(1)], 1)),
+        [s.max(1)[:, None],
+         (np.exp(s - s.max(1, keepdims=True))[:, :, None] * w[None]).sum(1)], 1)),
 }
 
 
@@ -165,5 +167,6 @@ def test_sum_schemes(rng):
     x, y, b = data(rng, np.float64)
     want = dense(x, y, b)[0].sum(1)
     for scheme in ("auto", "direct_sum", "block_sum", "kahan_scheme"):
-        got = kred.numpy.Genred(VEC, ALIASES, "Sum", axis=1, sum_scheme=scheme)(x, y, b, backend="CPU")
+        red = kred.numpy.Genred(VEC, ALIASES, "Sum", axis=1, sum_scheme=scheme)
+        got = red(x, y, b, backend="CPU")
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
