@@ -126,3 +126,16 @@ def test_gradient_reductions_are_cached():
     assert len(f.op._grads) == n_ops == 4
     assert {k: len(g._compiled) for k, g in f.op._grads.items()} == compiled
     assert all(isinstance(g, _core.Op) for g in f.op._grads.values())
+
+
+def test_gradcheck_over_i():
+    """axis=0 (a reduction over i, output indexed by j): the roles of the gradient
+    reductions swap."""
+    f = kred.torch.Genred("Exp(-G * SqDist(X, Y)) * V", ["G = Pm(1)", "X = Vi(3)", "Y = Vj(3)",
+                                                         "V = Vi(2)"], "Sum", axis=0)
+    g, x, y, _ = inputs(8)
+    v = torch.randn(NX, 2, dtype=torch.float64, requires_grad=True)
+    out = f(g, x, y, v, backend="CPU")
+    assert out.shape == (NY, 2)
+    assert torch.autograd.gradcheck(lambda *a: f(*a, backend="CPU"), (g, x, y, v), eps=1e-6,
+                                    atol=1e-7, rtol=1e-5)
