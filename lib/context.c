@@ -142,6 +142,8 @@ static const char *where_text(const struct kred__error *err)
 	}
 }
 
+#define ERROR_CONTEXT 60
+
 kred_status kred__ctx_set_error(kred_context *ctx, const struct kred__error *err,
 				const char *src)
 {
@@ -157,12 +159,17 @@ kred_status kred__ctx_set_error(kred_context *ctx, const struct kred__error *err
 		kred__buf_printf(&b, "%s: ", where);
 	kred__buf_puts(&b, err->msg);
 	if (src && err->offset >= 0 && (size_t)err->offset <= strlen(src)) {
-		/* The text and a caret under the offending byte; tabs kept so they line up. */
-		kred__buf_printf(&b, " (at byte %ld)\n  ", err->offset);
-		for (const char *c = src; *c; c++)
-			kred__buf_printf(&b, "%c", *c == '\n' || *c == '\r' ? ' ' : *c);
-		kred__buf_puts(&b, "\n  ");
-		for (long k = 0; k < err->offset; k++)
+		/* The text and a caret under the offending byte; tabs kept so they line up. A
+		 * long text shows ERROR_CONTEXT bytes either side of it, "..." for the rest. */
+		size_t len = strlen(src), at = (size_t)err->offset;
+		size_t from = at > ERROR_CONTEXT ? at - ERROR_CONTEXT : 0;
+		size_t to = len - at > ERROR_CONTEXT ? at + ERROR_CONTEXT : len;
+
+		kred__buf_printf(&b, " (at byte %ld)\n  %s", err->offset, from ? "..." : "");
+		for (size_t k = from; k < to; k++)
+			kred__buf_printf(&b, "%c", src[k] == '\n' || src[k] == '\r' ? ' ' : src[k]);
+		kred__buf_printf(&b, "%s\n  %s", to < len ? "..." : "", from ? "   " : "");
+		for (size_t k = from; k < at; k++)
 			kred__buf_puts(&b, src[k] == '\t' ? "\t" : " ");
 		kred__buf_puts(&b, "^");
 	}

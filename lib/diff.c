@@ -1227,11 +1227,44 @@ _Static_assert(sizeof(vjp_rules) / sizeof(vjp_rules[0]) == KRED__OP_COUNT,
 #define REACH 1u
 #define DEP 2u
 
-/* Adds x to the cotangent *slot of argument a. A broadcast dimension-1 argument
+/* The contributions to one node's cotangent, summed once they are all in (when the
+ * pass down reaches the node). */
+struct terms {
+	const struct kred__node **v;
+	int n, cap;
+};
+
+/* Up to this many terms are added left to right, ((t1 + t2) + t3) + ...; more are added
+ * pairwise, so that a variable used n times gets a cotangent of depth log2(n), not n
+ * (which would cross KRED__MAX_HEIGHT for a formula that is itself shallow). */
+#define LEFT_FOLD_TERMS 8
+
+static const struct kred__node *sum_terms(struct dx *c, const struct kred__node **v, int n)
+{
+	const struct kred__node *s;
+
+	if (n <= LEFT_FOLD_TERMS) {
+		s = v[0];
+		for (int k = 1; k < n && s; k++)
+			s = add(c, s, v[k]);
+		return s;
+	}
+	s = sum_terms(c, v, n / 2);
+	return s ? add(c, s, sum_terms(c, v + n / 2, n - n / 2)) : NULL;
+}
+
+/* The cotangent of a node from its terms (NULL when it has none or on error, which
+ * c->err tells apart). */
+static const struct kred__node *cotangent(struct dx *c, const struct terms *t)
+{
+	return t->n ? sum_terms(c, t->v, t->n) : NULL;
+}
+
+/* Adds x to the cotangent terms *slot of argument a. A broadcast dimension-1 argument
  * receives the sum of its cotangent; a cotangent of dimension 1 for a wider argument
  * (the rule of Sum) is broadcast. */
-static int accumulate(struct dx *c, const struct kred__node **slot,
-		      const struct kred__node *a, const struct kred__node *x)
+static int accumulate(struct dx *c, struct terms *slot, const struct kred__node *a,
+		      const struct kred__node *x)
 {
 	if (is_zero(x))
 		return 0;
@@ -1250,14 +1283,26 @@ static int accumulate(struct dx *c, const struct kred__node **slot,
 		if (!x)
 			return -1;
 	}
-	*slot = *slot ? add(c, *slot, x) : x;
-	return *slot ? 0 : -1;
+	if (slot->n == slot->cap) {
+		int cap = slot->cap ? 2 * slot->cap : 4;
+		const struct kred__node **v = kred__realloc(slot->v, (size_t)cap * sizeof(*v));
+
+		if (!v) {
+			kred__fail(c->err, KRED_ENOMEM, -1, "out of memory");
+			return -1;
+		}
+		slot->v = v;
+		slot->cap = cap;
+	}
+	slot->v[slot->n++] = x;
+	return 0;
 }
 
 static const struct kred__node *grad(struct dx *c, const struct kred__node *f,
 				     const struct kred__node *v, const struct kred__node *e)
 {
-	const struct kred__node **ct = NULL, *res;
+	const struct kred__node *res;
+	struct terms *ct = NULL;
 	unsigned char *flag = NULL;
 	int n;
 
@@ -1304,16 +1349,26 @@ static const struct kred__node *grad(struct dx *c, const struct kred__node *f,
 			if (flag[m->arg[i]->id] & DEP)
 				flag[id] |= DEP;
 	}
-	ct[f->id] = e;
+	if (accumulate(c, &ct[f->id], f, e) < 0) {
+		res = NULL;
+		goto out;
+	}
 	for (int id = f->id; id >= 0; id--) {
 		const struct kred__node *m = c->g->nodes[id], *d[KRED__MAX_ARGS] = { NULL };
+		const struct kred__node *ctm;
 		int need[KRED__MAX_ARGS] = { 0 };
 
-		if (!(flag[id] & DEP) || !ct[id] || m == v)
+		if (!(flag[id] & DEP) || !ct[id].n || m == v)
 			continue;
+		/* every user of m has a larger id: its terms are all in */
+		ctm = cotangent(c, &ct[id]);
+		if (!ctm) {
+			res = NULL;
+			goto out;
+		}
 		for (int i = 0; i < m->nargs; i++)
 			need[i] = (flag[m->arg[i]->id] & DEP) != 0;
-		vjp_rules[m->op](c, m, ct[id], need, d);
+		vjp_rules[m->op](c, m, ctm, need, d);
 		for (int i = 0; i < m->nargs; i++) {
 			if (!need[i])
 				continue;
@@ -1329,8 +1384,11 @@ static const struct kred__node *grad(struct dx *c, const struct kred__node *f,
 			}
 		}
 	}
-	res = ct[v->id] ? ct[v->id] : zero(c, v->dim);
+	res = ct[v->id].n ? cotangent(c, &ct[v->id]) : zero(c, v->dim);
 out:
+	if (ct)
+		for (int id = 0; id < n; id++)
+			kred__free(ct[id].v);
 	kred__free(flag);
 	kred__free(ct);
 	return res;

@@ -150,7 +150,17 @@ enum kred__op {
 #define KRED__MAX_ARGS 3  /* formula arguments of one node */
 #define KRED__MAX_INTS 32 /* integer arguments of one node (lists stored as n, v...) */
 #define KRED__MAX_DIM 65536
-#define KRED__MAX_DEPTH 256 /* parser nesting limit */
+/* The longest path from a node down to a variable or constant, in any formula graph (the
+ * user's, its derivatives, kernel products'). Every walk over a formula that recurses
+ * (the parser, the printer, the simplifying builders of diff.c, the kernel-product
+ * translation) recurses at most this deep, whatever the input: a left-nested chain such
+ * as X+X+...+X, which nests nothing in its text, gets KRED_EDEPTH past it too. At the
+ * limit the parser, the deepest of those walks, takes about 1.5 MiB of stack (8 MiB is
+ * the default of a Linux thread). */
+#define KRED__MAX_HEIGHT 4096
+/* Parser nesting limit: the same, so that the canonical form of any formula, which nests
+ * as deep as the formula is high, parses back. */
+#define KRED__MAX_DEPTH KRED__MAX_HEIGHT
 
 /* Variable categories, as in Var(POS, DIM, CAT). */
 enum kred__cat { KRED__CAT_I = 0, KRED__CAT_J = 1, KRED__CAT_P = 2 };
@@ -169,6 +179,7 @@ struct kred__node {
 	int ints[KRED__MAX_INTS];
 	double value;
 	int id;		 /* index in graph->nodes */
+	int height;	 /* 1 for a leaf, else 1 + the highest argument's: <= KRED__MAX_HEIGHT */
 	uint64_t hash;
 	struct kred__node *chain; /* hash bucket */
 };

@@ -107,10 +107,13 @@ struct kp_node {
 	int pair, index;
 	long value;   /* KP_INT: the constant; KP_POW: the exponent */
 	size_t at;    /* byte offset in the text */
+	int height;   /* 1 for a leaf, else 1 + the highest child's: <= KRED__MAX_HEIGHT,
+		       * which bounds the recursive walks below */
 };
 
 #define MAX_PAIRS 13 /* 26 letters, two per pair */
 #define MAX_EXPONENT 1000
+#define KP_MAX_NESTING 256 /* parentheses and minus signs: kernels are short */
 #define MAX_CONSTANT 1000000000L
 
 struct kred_kernel {
@@ -171,7 +174,18 @@ static int new_node(struct kp_parser *p, enum kp_op op, int a, int b, size_t at)
 {
 	struct kred_kernel *k = p->k;
 	struct kp_node *n;
+	int height = 1;
 
+	if (a >= 0 && k->nodes[a].height >= height)
+		height = k->nodes[a].height + 1;
+	if (b >= 0 && k->nodes[b].height >= height)
+		height = k->nodes[b].height + 1;
+	if (height > KRED__MAX_HEIGHT) {
+		kred__fail(p->err, KRED_EDEPTH, (long)at,
+			   "kernel too deep: a chain of more than %d nested operations",
+			   KRED__MAX_HEIGHT);
+		return -1;
+	}
 	if (k->n_nodes == k->cap_nodes) {
 		int cap = k->cap_nodes ? 2 * k->cap_nodes : 16;
 		struct kp_node *nodes = kred__realloc(k->nodes, (size_t)cap * sizeof(*nodes));
@@ -189,6 +203,7 @@ static int new_node(struct kp_parser *p, enum kp_op op, int a, int b, size_t at)
 	n->a = a;
 	n->b = b;
 	n->at = at;
+	n->height = height;
 	return k->n_nodes++;
 }
 
@@ -418,7 +433,7 @@ static int unary(struct kp_parser *p)
 	if (peek(p) != '-')
 		return power(p);
 	at = p->pos++;
-	if (++p->depth > KRED__MAX_DEPTH)
+	if (++p->depth > KP_MAX_NESTING)
 		return fail_at(p, at, KRED_EDEPTH, "kernel nested too deeply");
 	n = unary(p);
 	p->depth--;
@@ -442,7 +457,7 @@ static int expr(struct kp_parser *p)
 {
 	int n;
 
-	if (++p->depth > KRED__MAX_DEPTH)
+	if (++p->depth > KP_MAX_NESTING)
 		return fail_at(p, p->pos, KRED_EDEPTH, "kernel nested too deeply");
 	n = term(p);
 	while (n >= 0 && (peek(p) == '+' || peek(p) == '-')) {

@@ -51,7 +51,14 @@ static uint64_t node_hash(const struct kred__node *n)
 	for (int k = 0; k < n->nint; k++)
 		h = mix(h, (uint64_t)(uint32_t)n->ints[k]);
 	memcpy(&bits, &n->value, sizeof(bits));
-	return mix(h, bits);
+	h = mix(h, bits);
+	/* The buckets take the low bits, and a multiplication leaves them depending on low
+	 * bits only: constants such as 1.0, 2.0... differ in high bits alone, and without
+	 * this finaliser (MurmurHash3's) they all fell into a few buckets, which made
+	 * building a formula of n distinct constants quadratic. */
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	return h ^ (h >> 33);
 }
 
 static int node_equal(const struct kred__node *a, const struct kred__node *b)
@@ -102,7 +109,7 @@ const struct kred__node *kred__node(struct kred__graph *g, enum kred__op op, int
 				    const int *ints, double value, struct kred__error *err)
 {
 	struct kred__node key, *n;
-	int dim;
+	int dim, height = 1;
 
 	if (nargs > KRED__MAX_ARGS || nint > KRED__MAX_INTS) {
 		kred__fail(err, KRED_ERANGE, -1, "too many arguments to %s", kred__ops[op].name);
@@ -116,6 +123,8 @@ const struct kred__node *kred__node(struct kred__graph *g, enum kred__op op, int
 		if (!args[k])
 			return NULL; /* an argument failed: its error is already in err */
 		key.arg[k] = args[k];
+		if (args[k]->height >= height)
+			height = args[k]->height + 1;
 	}
 	if (nint)
 		memcpy(key.ints, ints, sizeof(int) * (size_t)nint);
@@ -124,10 +133,17 @@ const struct kred__node *kred__node(struct kred__graph *g, enum kred__op op, int
 	for (n = g->buckets[key.hash % g->n_buckets]; n; n = n->chain)
 		if (n->hash == key.hash && node_equal(n, &key))
 			return n;
+	if (height > KRED__MAX_HEIGHT) {
+		kred__fail(err, KRED_EDEPTH, -1,
+			   "formula too deep: a chain of more than %d nested operations",
+			   KRED__MAX_HEIGHT);
+		return NULL;
+	}
 	dim = kred__ops[op].dim(&key, err);
 	if (dim < 0)
 		return NULL;
 	key.dim = dim;
+	key.height = height;
 	if (grow(g) || !(n = kred__malloc(sizeof(*n)))) {
 		kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 		return NULL;

@@ -309,6 +309,180 @@ END_TEST
 
 #define N(a) (int)(sizeof(a) / sizeof((a)[0]))
 
+
+/* ---- formulas of a megabyte: every one either works or is KRED_EDEPTH, with a short
+ * message, in bounded time (no recursion deeper than the depth limit). */
+
+#define MEGA (1 << 20)
+
+/* A chain "X+X+...+X" of n terms (n - 1 nested additions). */
+static char *chain(long n, const char *term, const char *op)
+{
+	size_t tl = strlen(term), ol = strlen(op);
+	char *s = malloc((size_t)n * (tl + ol) + 1), *p = s;
+
+	ck_assert_ptr_nonnull(s);
+	for (long k = 0; k < n; k++) {
+		if (k) {
+			memcpy(p, op, ol);
+			p += ol;
+		}
+		memcpy(p, term, tl);
+		p += tl;
+	}
+	*p = 0;
+	return s;
+}
+
+static kred_status try_formula(kred_context *ctx, const char *f, kred_reduction **r)
+{
+	static const char *const aliases[] = { "X = Vi(1)", "Y = Vj(1)" };
+	kred_spec s = { 0 };
+
+	s.formula = f;
+	s.aliases = aliases;
+	s.n_aliases = 2;
+	s.reduction = "Sum";
+	s.dtype = KRED_FLOAT64;
+	*r = NULL;
+	return kred_reduction_create(ctx, &s, r);
+}
+
+/* 1 MB formulas deeper than the limit: a chain, parentheses, minus signs, a chain of
+ * calls. Each is KRED_EDEPTH with the offset where the limit was crossed, and the message
+ * shows a window of the formula, not the megabyte. */
+START_TEST(test_megabyte_too_deep)
+{
+	kred_context *ctx = ref_ctx();
+	kred_reduction *r;
+	char *f[4];
+
+	f[0] = chain(MEGA / 2, "X", "+");
+	f[1] = malloc(MEGA + 2);
+	memset(f[1], '(', MEGA / 2);
+	f[1][MEGA / 2] = 'X';
+	memset(f[1] + MEGA / 2 + 1, ')', MEGA / 2);
+	f[1][MEGA + 1] = 0;
+	f[2] = malloc(MEGA + 2);
+	memset(f[2], '-', MEGA);
+	strcpy(f[2] + MEGA, "X");
+	f[3] = chain(MEGA / 4, "Exp(", "");
+	for (int k = 0; k < 4; k++) {
+		const char *msg;
+
+		ck_assert_int_eq(try_formula(ctx, f[k], &r), KRED_EDEPTH);
+		ck_assert_ptr_null(r);
+		msg = kred_errmsg(ctx);
+		ck_assert_msg(strlen(msg) < 600, "formula %d: a %zu-byte message", k, strlen(msg));
+		ck_assert_ptr_nonnull(strstr(msg, "^"));
+		ck_assert_int_gt(kred_error_offset(ctx), 4000);
+		ck_assert_int_lt(kred_error_offset(ctx), 4 * 4100);
+		free(f[k]);
+	}
+	kred_context_destroy(ctx);
+}
+END_TEST
+
+/* Sum over j of a balanced tree of 65,536 distinct terms X*k - Y (k = 1..65536), about a
+ * megabyte of text nested 17 deep: it works, with the value and gradient of the closed
+ * form sum_j sum_k (k x - y_j) = ny K(K+1)/2 x - K sum_j y_j. */
+static void balanced(char **p, int lo, int hi)
+{
+	if (lo == hi) {
+		*p += sprintf(*p, "X*%d-Y", lo);
+		return;
+	}
+	*(*p)++ = '(';
+	balanced(p, lo, (lo + hi) / 2);
+	*(*p)++ = ')';
+	*(*p)++ = '+';
+	*(*p)++ = '(';
+	balanced(p, (lo + hi) / 2 + 1, hi);
+	*(*p)++ = ')';
+}
+
+START_TEST(test_megabyte_balanced)
+{
+	enum { K = 65536 };
+	kred_context *ctx = ref_ctx();
+	kred_reduction *r, *g;
+	char *f = malloc(16u * K * 2), *p = f;
+	double x[2] = { 0.5, -2 }, y[3] = { 1, 2, 4 }, a[2], one[2] = { 1, 1 }, ga[2];
+	const void *args[] = { x, y }, *gargs[] = { x, y, one };
+	double sk = (double)K * (K + 1) / 2;
+
+	balanced(&p, 1, K);
+	*p = 0;
+	ck_assert_uint_gt(strlen(f), 900000);
+	ck_assert_msg(try_formula(ctx, f, &r) == KRED_OK, "%.300s", kred_errmsg(ctx));
+	ck_assert_int_eq(kred_reduction_run(r, 2, 3, args, a), KRED_OK);
+	for (int i = 0; i < 2; i++) {
+		double want = 3 * sk * x[i] - K * 7.0;
+
+		ck_assert_msg(fabs(a[i] - want) <= 1e-12 * fabs(sk * 3), "row %d: %.17g, want %.17g",
+			      i, a[i], want);
+	}
+	ck_assert_int_eq(kred_reduction_grad(r, "X", &g), KRED_OK);
+	ck_assert_int_eq(kred_reduction_run(g, 2, 3, gargs, ga), KRED_OK);
+	for (int i = 0; i < 2; i++)
+		ck_assert_msg(fabs(ga[i] - 3 * sk) <= 1e-12 * 3 * sk, "d/dX row %d: %.17g", i,
+			      ga[i]);
+	kred_reduction_destroy(g);
+	kred_reduction_destroy(r);
+	free(f);
+	kred_context_destroy(ctx);
+}
+END_TEST
+
+/* The longest chain under the limit works, its gradient too, and its canonical form,
+ * nested as deep as the chain is long, parses back to the same text. */
+START_TEST(test_longest_chain)
+{
+	kred_context *ctx = ref_ctx();
+	kred_reduction *r, *back, *g;
+	char *f = chain(4000, "Exp(X-Y)", "+"), *text;
+	double x[1] = { 0.25 }, y[2] = { 0, 1 }, a, one = 1, ga;
+	const void *args[] = { x, y }, *gargs[] = { x, y, &one };
+	double want = 4000 * (exp(0.25) + exp(-0.75));
+
+	ck_assert_msg(try_formula(ctx, f, &r) == KRED_OK, "%.300s", kred_errmsg(ctx));
+	ck_assert_int_eq(kred_reduction_run(r, 1, 2, args, &a), KRED_OK);
+	ck_assert_msg(fabs(a - want) <= 1e-12 * want, "%.17g, want %.17g", a, want);
+	ck_assert_int_eq(kred_reduction_grad(r, "X", &g), KRED_OK);
+	ck_assert_int_eq(kred_reduction_run(g, 1, 2, gargs, &ga), KRED_OK);
+	ck_assert_msg(fabs(ga - want) <= 1e-12 * want, "d/dX %.17g, want %.17g", ga, want);
+	text = strdup(kred_reduction_formula(r));
+	ck_assert_msg(try_formula(ctx, text, &back) == KRED_OK, "%.300s", kred_errmsg(ctx));
+	ck_assert_str_eq(kred_reduction_formula(back), text);
+	free(text);
+	free(f);
+	kred_reduction_destroy(back);
+	kred_reduction_destroy(g);
+	kred_reduction_destroy(r);
+	kred_context_destroy(ctx);
+}
+END_TEST
+
+/* A kernel-product text of a megabyte: a chain of atoms, and parentheses. */
+START_TEST(test_megabyte_kernel)
+{
+	kred_context *ctx = ref_ctx();
+	kred_kernel *k = NULL;
+	char *text = chain(MEGA / 14, "gaussian(x,y)", "+"), *par = malloc(MEGA + 16);
+
+	ck_assert_int_eq(kred_kernel_parse(ctx, text, &k), KRED_EDEPTH);
+	ck_assert_ptr_null(k);
+	ck_assert_uint_lt(strlen(kred_errmsg(ctx)), 600);
+	memset(par, '(', MEGA / 2);
+	strcpy(par + MEGA / 2, "gaussian(x,y)");
+	ck_assert_int_eq(kred_kernel_parse(ctx, par, &k), KRED_EDEPTH);
+	ck_assert_uint_lt(strlen(kred_errmsg(ctx)), 600);
+	free(par);
+	free(text);
+	kred_context_destroy(ctx);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("api");
@@ -326,6 +500,10 @@ int main(void)
 	tcase_add_test(tc, test_float32_index_limit);
 	tcase_add_test(tc, test_devices_report);
 	tcase_add_loop_test(tc, test_alloc_sweep, 0, N(sweep_rows));
+	tcase_add_test(tc, test_megabyte_too_deep);
+	tcase_add_test(tc, test_megabyte_balanced);
+	tcase_add_test(tc, test_longest_chain);
+	tcase_add_test(tc, test_megabyte_kernel);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
