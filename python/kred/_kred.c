@@ -482,20 +482,28 @@ PyDoc_STRVAR(run_cuda_doc,
 	     "kred checks that each is device memory large enough; the call returns once the\n"
 	     "output is written. The GIL is released meanwhile.");
 
-static PyObject *reduction_run_cuda(ReductionObject *self, PyObject *args)
+PyDoc_STRVAR(run_host_doc,
+	     "run_host(nx, ny, ptrs, out)\n\n"
+	     "run() on host addresses (ints) rather than buffers, for array libraries whose\n"
+	     "buffers are slow to reach (torch): the caller vouches that each holds exactly the\n"
+	     "C-contiguous values of the reduction's dtype that run() would check.");
+
+/* run_cuda and run_host: addresses as ints, device or host. */
+static PyObject *run_addresses(ReductionObject *self, PyObject *args, int cuda)
 {
 	ContextObject *c = self->owner;
 	long long nx, ny;
 	unsigned long long out;
 	PyObject *list, *seq;
 	uint64_t *ptrs;
+	const void **host;
 	struct error e = { 0 };
 	kred_status st;
 	Py_ssize_t n;
 
 	if (!PyArg_ParseTuple(args, "LLOK", &nx, &ny, &list, &out))
 		return NULL;
-	seq = PySequence_Fast(list, "run_cuda: ptrs must be a sequence");
+	seq = PySequence_Fast(list, "ptrs must be a sequence of int");
 	if (!seq)
 		return NULL;
 	n = PySequence_Fast_GET_SIZE(seq);
@@ -505,14 +513,19 @@ static PyObject *reduction_run_cuda(ReductionObject *self, PyObject *args)
 				    self->n_args, n);
 	}
 	ptrs = PyMem_Calloc((size_t)n + 1, sizeof(*ptrs));
-	if (!ptrs) {
+	host = PyMem_Calloc((size_t)n + 1, sizeof(*host));
+	if (!ptrs || !host) {
+		PyMem_Free(ptrs);
+		PyMem_Free(host);
 		Py_DECREF(seq);
 		return PyErr_NoMemory();
 	}
 	for (Py_ssize_t k = 0; k < n; k++) {
 		ptrs[k] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, k));
+		host[k] = (const void *)(uintptr_t)ptrs[k];
 		if (PyErr_Occurred()) {
 			PyMem_Free(ptrs);
+			PyMem_Free(host);
 			Py_DECREF(seq);
 			return NULL;
 		}
@@ -520,15 +533,29 @@ static PyObject *reduction_run_cuda(ReductionObject *self, PyObject *args)
 	Py_DECREF(seq);
 	Py_BEGIN_ALLOW_THREADS
 	PyThread_acquire_lock(c->lock, WAIT_LOCK);
-	st = kred_reduction_run_cuda(self->r, nx, ny, ptrs, out);
+	if (cuda)
+		st = kred_reduction_run_cuda(self->r, nx, ny, ptrs, out);
+	else
+		st = kred_reduction_run(self->r, nx, ny, host, (void *)(uintptr_t)out);
 	if (st)
 		error_capture(&e, c->ctx, st);
 	PyThread_release_lock(c->lock);
 	Py_END_ALLOW_THREADS
 	PyMem_Free(ptrs);
+	PyMem_Free(host);
 	if (st)
 		return error_raise(&e, NULL);
 	Py_RETURN_NONE;
+}
+
+static PyObject *reduction_run_cuda(ReductionObject *self, PyObject *args)
+{
+	return run_addresses(self, args, 1);
+}
+
+static PyObject *reduction_run_host(ReductionObject *self, PyObject *args)
+{
+	return run_addresses(self, args, 0);
 }
 
 PyDoc_STRVAR(source_doc, "source() -> str\n\nThe generated kernel source (for the reference "
@@ -585,6 +612,7 @@ static PyMethodDef reduction_methods[] = {
 	{ "grad", (PyCFunction)reduction_grad, METH_O, grad_doc },
 	{ "run", (PyCFunction)(void (*)(void))reduction_run, METH_FASTCALL, run_doc },
 	{ "run_cuda", (PyCFunction)reduction_run_cuda, METH_VARARGS, run_cuda_doc },
+	{ "run_host", (PyCFunction)reduction_run_host, METH_VARARGS, run_host_doc },
 	{ "source", (PyCFunction)reduction_source, METH_NOARGS, source_doc },
 	{ NULL }
 };

@@ -54,8 +54,13 @@ def _prepare(op, args):
     for k, a in enumerate(args):
         cat, dim, _ = op.args[k]
         if isinstance(a, torch.Tensor):
+            if a.layout != torch.strided:
+                raise TypeError(f"argument {k} ({op.describe(k)}) is a {a.layout} tensor: "
+                                f"kred takes dense ones")
             if not a.is_contiguous():
                 a = a.contiguous()  # one copy, which autograd follows
+            if a.is_neg():
+                a = a.resolve_neg()  # a lazy negation's memory holds -a
         elif cat == _core.PM and isinstance(a, (float, int)) and not isinstance(a, bool):
             if dim != 1:
                 raise ValueError(f"argument {k} ({op.describe(k)}) is a vector of {dim} "
@@ -103,7 +108,9 @@ def _compute(op, backend, nx, ny, args):
     if device.type != "cpu":
         raise ValueError(f"kred runs on CPU and CUDA tensors, not {device.type} ones")
     out = torch.empty(shape, dtype=dtype)
-    r.run(nx, ny, [a.detach().numpy() for a in args], out.numpy())
+    # _prepare checked the shapes, the dtype and the contiguity that run() would check on
+    # buffers; a tensor's address is much faster to get than its numpy view.
+    r.run_host(nx, ny, [a.data_ptr() for a in args], out.data_ptr())
     return out
 
 

@@ -86,6 +86,8 @@ def test_argument_errors(conv, data):
         t(tg, tx.to("meta"), ty, tb)
     with pytest.raises(ValueError, match="vector of 1 value, not"):
         t(torch.ones(1, 2, dtype=torch.float64), tx, ty, tb)
+    with pytest.raises(TypeError, match="dense"):
+        t(tg, tx.to_sparse(), ty, tb)
 
 
 def test_copies_give_the_right_answer(conv, data):
@@ -102,6 +104,11 @@ def test_copies_give_the_right_answer(conv, data):
     tx = torch.from_numpy(np.ascontiguousarray(x.T)).T
     assert not tx.is_contiguous()
     got = t(0.5, tx, torch.from_numpy(y), torch.from_numpy(b))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-13, atol=1e-13)
+    # A lazily negated tensor's memory holds the values before the negation.
+    neg = torch._neg_view(torch.from_numpy(-x))
+    assert neg.is_neg()
+    got = t(0.5, neg, torch.from_numpy(y), torch.from_numpy(b))
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-13, atol=1e-13)
     one = kred.numpy.Genred("X * Y", ["X = Vi(1)", "Y = Vj(1)"], axis=1)
     np.testing.assert_allclose(one(x[:, 0], y[:, :1])[:, 0], x[:, 0] * y[:, 0].sum(), rtol=1e-13)
