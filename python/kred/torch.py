@@ -133,6 +133,8 @@ class _Reduce(torch.autograd.Function):
         op = ctx.op
         grads = [None] * len(args)
         cotangent = grad_out.contiguous()
+        if cotangent.is_neg():
+            cotangent = cotangent.resolve_neg()
         parts = op.softmax_parts()
         if parts is not None and torch.is_grad_enabled():
             # create_graph=True on a SumSoftMaxWeight, whose gradient kred cannot
