@@ -892,12 +892,15 @@ static void from_device(kred_context *ctx, void *host, CUdeviceptr p, size_t byt
 /* Runs r (on host arrays, or on GPU memory with device set) and ref at (nx, ny) on the same
  * inputs; 0 when they agree within the row's tolerance, else 1 with msg. */
 static int run_pair(kred_reduction *r, kred_reduction *ref, const struct input *in,
-		    kred_dtype dt, kred_axis axis, double rtol, double atol, int64_t nx,
+		    kred_dtype dt, double rtol, double atol, int64_t nx,
 		    int64_t ny, uint64_t seed, int device, char *msg, size_t len)
 {
 	int n = kred_reduction_n_args(r), od = kred_reduction_out_dim(r);
-	/* A parameter's gradient is one row. */
-	int64_t rows_out = r->pm_sum ? 1 : axis == KRED_REDUCE_J ? nx : ny;
+	/* The rows of r's own output: a gradient reduces over the axis of its variable
+	 * (nx rows for a Vi one, whatever the forward reduction's axis), and a parameter's
+	 * gradient is one row. The forward axis sized this buffer once, and host-array runs
+	 * of an axis-i reduction's Vi gradient wrote past it. */
+	int64_t rows_out = r->pm_sum ? 1 : r->axis == KRED_REDUCE_J ? nx : ny;
 	size_t size = dt == KRED_FLOAT64 ? 8 : 4, count = (size_t)rows_out * (size_t)od;
 	void *args[16] = { 0 }, *got, *want;
 	uint64_t dargs[16] = { 0 }, dout = 0;
@@ -957,7 +960,7 @@ START_TEST(test_run_row)
 	for (int k = 0; k < 6 && row->sizes[k][0] >= 0; k++) {
 		int64_t nx = row->sizes[k][0], ny = row->sizes[k][1];
 
-		if (run_pair(r, ref, &row->in, row->dtype, row->axis, row->rtol, row->atol, nx, ny,
+		if (run_pair(r, ref, &row->in, row->dtype, row->rtol, row->atol, nx, ny,
 			     (uint64_t)_i * 7 + (uint64_t)k, mode == 2, msg, sizeof(msg)))
 			ck_abort_msg("%s [%s], axis %s, %s, %s, nx = %lld, ny = %lld: %s",
 				     row->formula, row->reduction,
@@ -1033,7 +1036,7 @@ START_TEST(test_run_grad)
 		ck_assert_int_eq(kred_reduction_grad(r, vars[v], &g), KRED_OK);
 		ck_assert_int_eq(kred_reduction_grad(ref, vars[v], &gref), KRED_OK);
 		/* The cotangent and forward output are inputs like the others here. */
-		if (run_pair(g, gref, &in, KRED_FLOAT64, row->axis, 1e-9, 1e-12, 37, 300,
+		if (run_pair(g, gref, &in, KRED_FLOAT64, 1e-9, 1e-12, 37, 300,
 			     (uint64_t)_i, _i % 2, msg, sizeof(msg)))
 			ck_abort_msg("%s axis %c, d/d%s%s: %s", row->reduction,
 				     row->axis == KRED_REDUCE_J ? 'j' : 'i', vars[v],

@@ -1190,7 +1190,7 @@ int main(void)
 		backend = env;
 		rc = probe_or_skip(backend);
 		if (rc)
-			return rc;
+			return rc < 0 ? 0 : rc;
 	}
 	s = suite_create("diff");
 	tcase_add_checked_fixture(ops, setup, teardown);

@@ -315,7 +315,7 @@ int main(void)
 
 		if (rc) {
 			free_cases();
-			return rc;
+			return rc < 0 ? 0 : rc;
 		}
 	}
 

@@ -951,8 +951,23 @@ static int compile_ptx(struct cli *c)
 	int rc;
 	bool ok;
 
+	char arch_backend[64];
+
 	if (!c->have_dtype)
 		c->dtype = KRED_FLOAT64;
+	/* PTX for a named architecture needs NVRTC, not a GPU: "cuda" with --arch is the
+	 * compile-only context of that architecture, the same with a GPU and without. */
+	if (c->arch && (!c->backend || !strcmp(c->backend, "cuda"))) {
+		bool named = !strncmp(c->arch, "sm_", 3) || !strncmp(c->arch, "compute_", 8);
+		bool number = c->arch[0] && strspn(c->arch, "0123456789") == strlen(c->arch);
+
+		/* anything else is left to kred_reduction_ptx, which says what it takes */
+		if (named || number) {
+			snprintf(arch_backend, sizeof(arch_backend), "cuda:%s%s",
+				 named ? "" : "sm_", c->arch);
+			c->backend = arch_backend;
+		}
+	}
 	if (!c->backend)
 		c->backend = "cuda";
 	rc = create(c);
