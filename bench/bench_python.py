@@ -25,6 +25,7 @@ except ImportError:
     torch = None
 
 TARGET_US = 50.0
+ROUNDS = 5
 FORMULA = "Exp(-G * SqDist(X, Y)) * B"
 ALIASES = ["G = Pm(1)", "X = Vi(3)", "Y = Vj(3)", "B = Vj(2)"]
 
@@ -44,8 +45,10 @@ def per_call_us(f, batches=25, calls=400):
 def main():
     exe = sys.argv[1]
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 10
-    out = subprocess.run([exe, str(n)], check=True, capture_output=True, text=True).stdout
-    c_us = float(out.split()[1])
+
+    def c_api():
+        out = subprocess.run([exe, str(n)], check=True, capture_output=True, text=True).stdout
+        return float(out.split()[1])
 
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((n, 3)), rng.standard_normal((n, 3))
@@ -54,21 +57,31 @@ def main():
     conv_np = kred.numpy.Genred(FORMULA, ALIASES, axis=1)
     raw = conv_np.op.compiled("float64", _core.resolve_backend("CPU"))
     a = np.empty((n, 2))
-    rows = [("C API (kred_reduction_run)", c_us)]
-    rows.append(("kred._kred Reduction.run", per_call_us(lambda: raw.run(n, n, [g, x, y, b], a))))
-    rows.append(("kred.numpy.Genred", per_call_us(lambda: conv_np(g, x, y, b, backend="CPU"))))
+    cases = [("C API (kred_reduction_run)", c_api),
+             ("kred._kred Reduction.run", lambda: per_call_us(
+                 lambda: raw.run(n, n, [g, x, y, b], a))),
+             ("kred.numpy.Genred", lambda: per_call_us(
+                 lambda: conv_np(g, x, y, b, backend="CPU")))]
     if torch is not None:
         conv_t = kred.torch.Genred(FORMULA, ALIASES, axis=1)
         xt, yt, bt = (torch.from_numpy(v) for v in (x, y, b))
         gt = torch.tensor([0.5], dtype=torch.float64)
-        rows.append(("kred.torch.Genred",
-                     per_call_us(lambda: conv_t(gt, xt, yt, bt, backend="CPU"))))
         xg = xt.clone().requires_grad_()
-        rows.append(("kred.torch.Genred, x.requires_grad",
-                     per_call_us(lambda: conv_t(gt, xg, yt, bt, backend="CPU"))))
-    print(f"per-call time, {n} x {n} rows, float64, host backend (median of 25 x 400 calls)")
+        cases.append(("kred.torch.Genred", lambda: per_call_us(
+            lambda: conv_t(gt, xt, yt, bt, backend="CPU"))))
+        cases.append(("kred.torch.Genred, x.requires_grad", lambda: per_call_us(
+            lambda: conv_t(gt, xg, yt, bt, backend="CPU"))))
+    # Rounds that alternate the C and Python measurements, and the best of each: on a
+    # shared machine, other work only ever adds time.
+    best = [float("inf")] * len(cases)
+    for _ in range(ROUNDS):
+        for k, (_, measure) in enumerate(cases):
+            best[k] = min(best[k], measure())
+    c_us = best[0]
+    print(f"per-call time, {n} x {n} rows, float64, host backend (best of {ROUNDS} rounds of "
+          f"the median of 25 x 400 calls)")
     worst = 0.0
-    for name, us in rows:
+    for (name, _), us in zip(cases, best):
         added = us - c_us
         worst = max(worst, added)
         print(f"  {name:38s} {us:8.2f} us   added {added:7.2f} us")
