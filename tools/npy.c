@@ -297,33 +297,72 @@ static int shape_count(int ndim, const int64_t *shape, size_t size, size_t *coun
 	return 0;
 }
 
-int npy_read(const char *path, struct npy_array *a, char *err, size_t errlen)
+/* Reads bytes of data from f into a fresh buffer (at least 1 byte, so that an empty
+ * array still has a non-NULL pointer). known: whether f's size was checked to hold them;
+ * when it was not (a pipe, a stream in memory), the buffer grows with what arrives, so
+ * that a header that promises terabytes costs no more memory than the data there is.
+ * Returns 0, or -1 with err set. */
+static int read_data(FILE *f, const char *path, size_t bytes, bool known, void **out,
+		     char *err, size_t errlen)
+{
+	size_t have = 0, cap = known || bytes < (1u << 20) ? bytes : 1u << 20;
+	unsigned char *p = malloc(cap ? cap : 1), *q;
+
+	*out = NULL;
+	while (p) {
+		have += fread(p + have, 1, cap - have, f);
+		if (have < cap || have == bytes)
+			break;
+		cap = cap > bytes / 2 ? bytes : 2 * cap;
+		q = realloc(p, cap);
+		if (!q) {
+			free(p);
+			p = NULL;
+			break;
+		}
+		p = q;
+	}
+	if (!p) {
+		fail(err, errlen, path, "out of memory (%zu bytes)", bytes);
+		return -1;
+	}
+	if (have != bytes) {
+		fail(err, errlen, path, "truncated: fewer than the %zu bytes of data the header promises",
+		     bytes);
+		free(p);
+		return -1;
+	}
+	*out = p;
+	return 0;
+}
+
+int npy_read_stream(FILE *f, const char *path, struct npy_array *a, char *err, size_t errlen)
 {
 	unsigned char pre[12];
 	size_t hlen, prelen, count, bytes;
 	char *text = NULL;
-	FILE *f = NULL;
 	struct stat st;
+	bool sized = false;
 	struct hdr h;
-	int c;
+	int c, fd;
 
 	if (!a) {
 		fail(err, errlen, path, "no array to read into");
 		return -1;
 	}
 	memset(a, 0, sizeof(*a));
-	if (!path) {
-		fail(err, errlen, path, "no file name");
-		return -1;
-	}
-	f = fopen(path, "rb");
 	if (!f) {
-		fail(err, errlen, path, "cannot open: %s", strerror(errno));
+		fail(err, errlen, path, "no stream to read from");
 		return -1;
 	}
-	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
-		fail(err, errlen, path, "is a directory, not a .npy file");
-		goto out;
+	/* A regular file's size says at once whether the data is all there. */
+	fd = fileno(f);
+	if (fd >= 0 && fstat(fd, &st) == 0) {
+		if (S_ISDIR(st.st_mode)) {
+			fail(err, errlen, path, "is a directory, not a .npy file");
+			return -1;
+		}
+		sized = S_ISREG(st.st_mode) && ftell(f) == 0;
 	}
 
 	if (fread(pre, 1, 10, f) != 10 || memcmp(pre, npy_magic, sizeof(npy_magic)) != 0) {
@@ -380,7 +419,7 @@ int npy_read(const char *path, struct npy_array *a, char *err, size_t errlen)
 	}
 	/* Check the file holds the data before allocating: a corrupt shape must not
 	 * make us allocate terabytes. */
-	if (S_ISREG(st.st_mode)) {
+	if (sized) {
 		uint64_t have = (uint64_t)st.st_size - (prelen + hlen);
 
 		if ((uint64_t)st.st_size < prelen + hlen || have < bytes) {
@@ -390,17 +429,8 @@ int npy_read(const char *path, struct npy_array *a, char *err, size_t errlen)
 			goto out;
 		}
 	}
-	/* At least one byte, so that an empty array still has a non-NULL pointer. */
-	a->data = malloc(bytes ? bytes : 1);
-	if (!a->data) {
-		fail(err, errlen, path, "out of memory (%zu bytes)", bytes);
+	if (read_data(f, path, bytes, sized, &a->data, err, errlen) != 0)
 		goto out;
-	}
-	if (fread(a->data, 1, bytes, f) != bytes) {
-		fail(err, errlen, path, "truncated: fewer than the %zu bytes of data the header promises",
-		     bytes);
-		goto out;
-	}
 	c = fgetc(f);
 	if (c != EOF) {
 		fail(err, errlen, path, "%s", "bytes after the array data (not a plain .npy file?)");
@@ -412,29 +442,48 @@ int npy_read(const char *path, struct npy_array *a, char *err, size_t errlen)
 	}
 	a->count = count;
 	free(text);
-	fclose(f);
 	return 0;
 
 out:
 	free(text);
-	fclose(f);
 	npy_free(a);
 	return -1;
 }
 
-int npy_write(const char *path, kred_dtype dtype, int ndim, const int64_t *shape,
-	      const void *data, char *err, size_t errlen)
+int npy_read(const char *path, struct npy_array *a, char *err, size_t errlen)
 {
-	char dict[64 + NPY_MAX_DIMS * 24];
-	unsigned char pre[12];
-	size_t count, bytes, dlen, prelen, total, hlen;
-	int n;
 	FILE *f;
+	int rc;
 
+	if (!a) {
+		fail(err, errlen, path, "no array to read into");
+		return -1;
+	}
+	memset(a, 0, sizeof(*a));
 	if (!path) {
 		fail(err, errlen, path, "no file name");
 		return -1;
 	}
+	f = fopen(path, "rb");
+	if (!f) {
+		fail(err, errlen, path, "cannot open: %s", strerror(errno));
+		return -1;
+	}
+	rc = npy_read_stream(f, path, a, err, errlen);
+	fclose(f);
+	return rc;
+}
+
+/* The checks of a write, and the header: pre[0..*prelen) then dict[0..*dlen), padded
+ * with spaces to hlen - 1 and a newline. Returns 0, or -1 with err set. */
+static int write_header(const char *path, kred_dtype dtype, int ndim, const int64_t *shape,
+			const void *data, unsigned char pre[12], size_t *prelen, char *dict,
+			size_t dictlen, size_t *dlen, size_t *hlen, size_t *bytes, char *err,
+			size_t errlen)
+{
+	size_t count, total;
+	int n;
+
 	if (dtype != KRED_FLOAT32 && dtype != KRED_FLOAT64) {
 		fail(err, errlen, path, "cannot write dtype %d", (int)dtype);
 		return -1;
@@ -443,50 +492,97 @@ int npy_write(const char *path, kred_dtype dtype, int ndim, const int64_t *shape
 		fail(err, errlen, path, "cannot write an array of %d dimensions", ndim);
 		return -1;
 	}
-	if (shape_count(ndim, shape, dtype_size(dtype), &count, &bytes) != 0) {
+	if (shape_count(ndim, shape, dtype_size(dtype), &count, bytes) != 0) {
 		fail(err, errlen, path, "bad shape (negative, or the size overflows)");
 		return -1;
 	}
-	if (bytes && !data) {
+	if (*bytes && !data) {
 		fail(err, errlen, path, "no data to write");
 		return -1;
 	}
 
-	n = snprintf(dict, sizeof(dict), "{'descr': '%cf%d', 'fortran_order': False, 'shape': (",
+	n = snprintf(dict, dictlen, "{'descr': '%cf%d', 'fortran_order': False, 'shape': (",
 		     host_is_little() ? '<' : '>', (int)dtype_size(dtype));
 	for (int k = 0; k < ndim; k++)
-		n += snprintf(dict + n, sizeof(dict) - (size_t)n, "%s%lld", k ? ", " : "",
+		n += snprintf(dict + n, dictlen - (size_t)n, "%s%lld", k ? ", " : "",
 			      (long long)shape[k]);
 	/* A 1-tuple needs its trailing comma in Python. */
-	n += snprintf(dict + n, sizeof(dict) - (size_t)n, "%s), }", ndim == 1 ? "," : "");
-	dlen = (size_t)n;
+	n += snprintf(dict + n, dictlen - (size_t)n, "%s), }", ndim == 1 ? "," : "");
+	*dlen = (size_t)n;
 
 	/* Version 1.0 has a 16-bit header length; only a longer header needs 2.0. With
 	 * at most NPY_MAX_DIMS dimensions it never does, but the rule costs nothing. */
-	prelen = 10;
-	total = (prelen + dlen + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
-	if (total - prelen > 0xffff) {
-		prelen = 12;
-		total = (prelen + dlen + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
+	*prelen = 10;
+	total = (*prelen + *dlen + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
+	if (total - *prelen > 0xffff) {
+		*prelen = 12;
+		total = (*prelen + *dlen + 1 + NPY_ALIGN - 1) / NPY_ALIGN * NPY_ALIGN;
 	}
-	hlen = total - prelen;
+	*hlen = total - *prelen;
 	memcpy(pre, npy_magic, sizeof(npy_magic));
-	pre[6] = prelen == 10 ? 1 : 2;
+	pre[6] = *prelen == 10 ? 1 : 2;
 	pre[7] = 0;
-	for (size_t k = 0; k < prelen - 8; k++)
-		pre[8 + k] = (unsigned char)(hlen >> (8 * k));
+	for (size_t k = 0; k < *prelen - 8; k++)
+		pre[8 + k] = (unsigned char)(*hlen >> (8 * k));
+	return 0;
+}
 
+static int write_body(FILE *f, const unsigned char *pre, size_t prelen, const char *dict,
+		      size_t dlen, size_t hlen, const void *data, size_t bytes)
+{
+	if (fwrite(pre, 1, prelen, f) != prelen || fwrite(dict, 1, dlen, f) != dlen)
+		return -1;
+	for (size_t k = dlen; k + 1 < hlen; k++)
+		if (fputc(' ', f) == EOF)
+			return -1;
+	if (fputc('\n', f) == EOF || (bytes && fwrite(data, 1, bytes, f) != bytes))
+		return -1;
+	return 0;
+}
+
+int npy_write_stream(FILE *f, const char *path, kred_dtype dtype, int ndim,
+		     const int64_t *shape, const void *data, char *err, size_t errlen)
+{
+	char dict[64 + NPY_MAX_DIMS * 24];
+	unsigned char pre[12];
+	size_t bytes, dlen, prelen, hlen;
+
+	if (!f) {
+		fail(err, errlen, path, "no stream to write to");
+		return -1;
+	}
+	if (write_header(path, dtype, ndim, shape, data, pre, &prelen, dict, sizeof(dict), &dlen,
+			 &hlen, &bytes, err, errlen) != 0)
+		return -1;
+	if (write_body(f, pre, prelen, dict, dlen, hlen, data, bytes) != 0 || fflush(f) != 0) {
+		fail(err, errlen, path, "write error: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int npy_write(const char *path, kred_dtype dtype, int ndim, const int64_t *shape,
+	      const void *data, char *err, size_t errlen)
+{
+	char dict[64 + NPY_MAX_DIMS * 24];
+	unsigned char pre[12];
+	size_t bytes, dlen, prelen, hlen;
+	FILE *f;
+
+	if (!path) {
+		fail(err, errlen, path, "no file name");
+		return -1;
+	}
+	/* checked before the file is created, so that a bad call leaves no file */
+	if (write_header(path, dtype, ndim, shape, data, pre, &prelen, dict, sizeof(dict), &dlen,
+			 &hlen, &bytes, err, errlen) != 0)
+		return -1;
 	f = fopen(path, "wb");
 	if (!f) {
 		fail(err, errlen, path, "cannot create: %s", strerror(errno));
 		return -1;
 	}
-	if (fwrite(pre, 1, prelen, f) != prelen || fwrite(dict, 1, dlen, f) != dlen)
-		goto fail_io;
-	for (size_t k = dlen; k + 1 < hlen; k++)
-		if (fputc(' ', f) == EOF)
-			goto fail_io;
-	if (fputc('\n', f) == EOF || (bytes && fwrite(data, 1, bytes, f) != bytes))
+	if (write_body(f, pre, prelen, dict, dlen, hlen, data, bytes) != 0)
 		goto fail_io;
 	if (fclose(f) != 0) {
 		f = NULL;
