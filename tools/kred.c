@@ -1004,13 +1004,22 @@ static void cli_free(struct cli *c)
 	kred_context_destroy(c->ctx);
 }
 
+/* Parses the words of a run, grad, source or compile command (argv[0] is the command's
+ * name) into c, and runs nothing: 0, -1 when help was asked for, or an exit status.
+ * Free c with cli_free either way. tests/fuzz/fuzz_cli.c calls it alone. */
+static int parse_command(struct cli *c, int argc, char **argv)
+{
+	*c = (struct cli){ .cmd = argv[0], .nx = -1, .ny = -1 };
+	return parse_args(c, argc - 1, argv + 1);
+}
+
 /* Every command gets its own name in argv[0]. run, grad and source share their
  * options. */
 static int cmd_reduction(int argc, char **argv)
 {
 	const char *cmd = argv[0];
-	struct cli c = { .cmd = cmd, .nx = -1, .ny = -1 };
-	int rc = parse_args(&c, argc - 1, argv + 1);
+	struct cli c;
+	int rc = parse_command(&c, argc, argv);
 
 	if (rc == -1)
 		rc = 0;
@@ -1074,6 +1083,9 @@ static const struct command {
 	{ "version", cmd_version },
 };
 
+/* The fuzz harness of the command line includes this file with KRED_CLI_NO_MAIN, to call
+ * the parser without running anything. */
+#ifndef KRED_CLI_NO_MAIN
 int main(int argc, char **argv)
 {
 	size_t n = sizeof(commands) / sizeof(commands[0]);
@@ -1099,3 +1111,4 @@ int main(int argc, char **argv)
 	}
 	return rc;
 }
+#endif
