@@ -403,23 +403,45 @@ done:
 
 #define PRINT_LIMIT (4u << 20) /* a DAG printed as a tree can grow exponentially */
 
+/* Appends to the text being printed, unless it is already past PRINT_LIMIT: then nothing
+ * more is written, so that a cut text is a prefix of the whole one (the frames still on
+ * the stack would otherwise append their closing parentheses and commas to it). */
+static void put(struct kred__buf *b, const char *s)
+{
+	if (b->len <= PRINT_LIMIT)
+		kred__buf_puts(b, s);
+}
+
+static void putf(struct kred__buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void putf(struct kred__buf *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (b->len > PRINT_LIMIT)
+		return;
+	va_start(ap, fmt);
+	kred__buf_vprintf(b, fmt, ap);
+	va_end(ap);
+}
+
 static void print_double(struct kred__buf *b, double v)
 {
 	char s[40];
 
 	if (isnan(v)) {
-		kred__buf_puts(b, "NaN");
+		put(b, "NaN");
 		return;
 	}
 	if (isinf(v)) {
-		kred__buf_puts(b, v > 0 ? "Inf" : "-Inf");
+		put(b, v > 0 ? "Inf" : "-Inf");
 		return;
 	}
 	if (v == floor(v) && fabs(v) < 1e15) {
 		snprintf(s, sizeof(s), "%.0f", v);
 		if (v == 0 && signbit(v))
 			snprintf(s, sizeof(s), "-0.0");
-		kred__buf_puts(b, s);
+		put(b, s);
 		return;
 	}
 	for (int prec = 1; prec <= 17; prec++) {
@@ -427,7 +449,7 @@ static void print_double(struct kred__buf *b, double v)
 		if (strtod(s, NULL) == v)
 			break;
 	}
-	kred__buf_puts(b, s);
+	put(b, s);
 }
 
 static void print_node(const struct kred__graph *g, const struct kred__node *n,
@@ -447,17 +469,17 @@ static void print_node(const struct kred__graph *g, const struct kred__node *n,
 			const struct kred__var *v = &g->vars[k];
 
 			if (v->pos == n->ints[0] && v->dim == n->ints[1] && v->cat == n->ints[2]) {
-				kred__buf_puts(b, v->name);
+				put(b, v->name);
 				return;
 			}
 		}
-		kred__buf_printf(b, "Var(%d,%d,%d)", n->ints[0], n->ints[1], n->ints[2]);
+		putf(b, "Var(%d,%d,%d)", n->ints[0], n->ints[1], n->ints[2]);
 		return;
 	}
-	kred__buf_printf(b, "%s(", kred__ops[n->op].name);
+	putf(b, "%s(", kred__ops[n->op].name);
 	for (const char *c = sig; *c; c++) {
 		if (c != sig)
-			kred__buf_puts(b, ",");
+			put(b, ",");
 		switch (*c) {
 		case 'f':
 		case 'v':
@@ -465,20 +487,20 @@ static void print_node(const struct kred__graph *g, const struct kred__node *n,
 			break;
 		case 'i':
 		case 'p':
-			kred__buf_printf(b, "%d", n->ints[ii++]);
+			putf(b, "%d", n->ints[ii++]);
 			break;
 		case 'L': {
 			int len = n->ints[ii++];
 
-			kred__buf_puts(b, "Ind(");
+			put(b, "Ind(");
 			for (int k = 0; k < len; k++)
-				kred__buf_printf(b, k ? ",%d" : "%d", n->ints[ii++]);
-			kred__buf_puts(b, ")");
+				putf(b, k ? ",%d" : "%d", n->ints[ii++]);
+			put(b, ")");
 			break;
 		}
 		}
 	}
-	kred__buf_puts(b, ")");
+	put(b, ")");
 }
 
 char *kred__node_print(const struct kred__graph *g, const struct kred__node *n)
@@ -486,7 +508,9 @@ char *kred__node_print(const struct kred__graph *g, const struct kred__node *n)
 	struct kred__buf b = { 0 };
 
 	print_node(g, n, &b);
-	if (b.len > PRINT_LIMIT)
+	if (b.len > PRINT_LIMIT) {
+		b.len = PRINT_LIMIT;
 		kred__buf_puts(&b, "...");
+	}
 	return kred__buf_take(&b);
 }

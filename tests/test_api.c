@@ -463,6 +463,46 @@ START_TEST(test_longest_chain)
 }
 END_TEST
 
+/* A canonical form longer than the printer's 4 MiB (a DAG printed as a tree: here the
+ * gradient of Exp(Exp(...(X))), which holds every Exp(...(X)) of the chain, grows as its
+ * square) is cut to a prefix of itself followed by "...". The frames still open at the
+ * cut once appended their closing parentheses and commas ("Exp())))...,)"), which balanced
+ * the text: now they add nothing, and the cut text has more '(' than ')'. Found by
+ * tests/fuzz (corpus/formula/regress-print-cut). */
+START_TEST(test_cut_canonical_form)
+{
+	enum { N = 2000 };
+	kred_context *ctx = ref_ctx();
+	kred_reduction *r, *g;
+	char *f = malloc(5 * N + 2), *p = f;
+	const char *text;
+	size_t len, open = 0, close = 0;
+
+	for (int k = 0; k < N; k++, p += 4)
+		memcpy(p, "Exp(", 4);
+	*p++ = 'X';
+	memset(p, ')', N);
+	p[N] = 0;
+	ck_assert_msg(try_formula(ctx, f, &r) == KRED_OK, "%.300s", kred_errmsg(ctx));
+	ck_assert_int_eq(kred_reduction_grad(r, "X", &g), KRED_OK);
+	text = kred_reduction_formula(g);
+	len = strlen(text);
+	ck_assert_uint_eq(len, (4u << 20) + 3);
+	ck_assert_str_eq(text + len - 3, "...");
+	for (const char *c = text; *c; c++) {
+		open += *c == '(';
+		close += *c == ')';
+	}
+	ck_assert_msg(open > close, "a cut text with %zu '(' and %zu ')'", open, close);
+	ck_assert_ptr_null(strstr(text, "()"));
+	ck_assert_ptr_null(strstr(text, ",)"));
+	kred_reduction_destroy(g);
+	kred_reduction_destroy(r);
+	free(f);
+	kred_context_destroy(ctx);
+}
+END_TEST
+
 /* A kernel-product text of a megabyte: a chain of atoms, and parentheses. */
 START_TEST(test_megabyte_kernel)
 {
@@ -503,6 +543,7 @@ int main(void)
 	tcase_add_test(tc, test_megabyte_too_deep);
 	tcase_add_test(tc, test_megabyte_balanced);
 	tcase_add_test(tc, test_longest_chain);
+	tcase_add_test(tc, test_cut_canonical_form);
 	tcase_add_test(tc, test_megabyte_kernel);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
