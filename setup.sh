@@ -10,10 +10,13 @@ case "$mode" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
 # What kred builds and tests with (see DEPENDENCIES in the README). The GPU stacks are
 # loaded at run time, so each is optional for a user; CI installs all of them. Open MPI
 # is for libkred_mpi, built when an MPI is found ("On a cluster" in the README).
+# The Python package (python/) is built for Debian's python3 with its numpy and torch.
 packages="gcc libc6-dev meson ninja-build pkg-config check python3
   opencl-headers ocl-icd-opencl-dev pocl-opencl-icd clinfo
   libvulkan-dev mesa-vulkan-drivers glslc libshaderc-dev
-  libopenmpi-dev openmpi-bin"
+  libopenmpi-dev openmpi-bin
+  python3-dev python3-pip python3-mesonpy python3-numpy python3-torch python3-pytest"
+if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
 
 missing=""
 for p in $packages; do
@@ -22,7 +25,6 @@ for p in $packages; do
 done
 if [ -n "$missing" ]; then
 	echo "setup: installing$missing"
-	if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
@@ -44,8 +46,23 @@ build() { # build DIR [meson options...]
 	fi
 }
 
+# Debian's own interpreter, where apt put numpy and torch: on some machines the first
+# python3 on PATH is another one (pyenv's) without them.
+py=/usr/bin/python3
+
+# Installs the Python package for $py with pip (pyproject.toml: meson-python builds the
+# package alone), so that `import kred.torch` works anywhere. Debian marks its python as
+# externally managed: --break-system-packages lets pip install into /usr/local.
+install_python() {
+	echo "setup: installing the Python package for $py"
+	PIP_ROOT_USER_ACTION=ignore $sudo "$py" -m pip install -q --no-build-isolation \
+		--break-system-packages .
+	(cd / && "$py" -c 'import kred.torch')
+}
+
 if [ "$mode" = demo ]; then
-	build build
+	build build "-Dpython_exe=$py"
+	install_python
 	exec ./build/examples/gaussian_demo
 fi
 
@@ -54,10 +71,11 @@ fi
 # strict_tests: every device stack was installed above, so a suite that finds no device,
 # or a backend whose headers are missing, fails the run instead of skipping.
 status=0
-opts=("-Dtest_cache_dir=$PWD/.cache/kred-test" -Dstrict_tests=true)
+opts=("-Dtest_cache_dir=$PWD/.cache/kred-test" -Dstrict_tests=true "-Dpython_exe=$py")
 # Every suite runs, the CUDA compile matrix whole (KRED_TEST_CUDA_STRIDE=N compiles
 # every Nth source only, for a quick look).
 build build "${opts[@]}"
+install_python
 meson test -C build --print-errorlogs --num-processes "$jobs" || status=1
 if [ "${KRED_SKIP_SANITIZERS:-}" != 1 ]; then
 	# Under the sanitizers: the core and the host backend (the GPU backends ran
