@@ -142,7 +142,8 @@ static int dim_extract(const struct kred__node *n, struct kred__error *err)
 {
 	if (n->ints[0] < 0 || n->ints[0] >= A(n, 0))
 		return range(err, "start", n->ints[0]);
-	if (n->ints[1] < 1 || n->ints[0] + n->ints[1] > A(n, 0))
+	/* start is within the argument: dim - start cannot overflow, start + length can */
+	if (n->ints[1] < 1 || n->ints[1] > A(n, 0) - n->ints[0])
 		return range(err, "length", n->ints[1]);
 	return n->ints[1];
 }
@@ -151,7 +152,7 @@ static int dim_extractt(const struct kred__node *n, struct kred__error *err)
 {
 	if (n->ints[1] < 1 || n->ints[1] > KRED__MAX_DIM)
 		return range(err, "dimension", n->ints[1]);
-	if (n->ints[0] < 0 || n->ints[0] + A(n, 0) > n->ints[1])
+	if (n->ints[0] < 0 || n->ints[0] > n->ints[1] - A(n, 0))
 		return range(err, "start", n->ints[0]);
 	return n->ints[1];
 }
@@ -206,12 +207,18 @@ static const int *list_at(const struct kred__node *n, int which, int *len)
 	return &n->ints[at + 1];
 }
 
+/* The product of a list of dimensions (each 1 to KRED__MAX_DIM, list_positive), or
+ * KRED__MAX_DIM + 1 once it passes KRED__MAX_DIM: it is only compared with dimensions,
+ * and 32 factors of 65,536 would overflow even a 64-bit long. */
 static long list_prod(const int *v, int len)
 {
 	long p = 1;
 
-	for (int k = 0; k < len; k++)
+	for (int k = 0; k < len; k++) {
 		p *= v[k];
+		if (p > KRED__MAX_DIM)
+			return KRED__MAX_DIM + 1L;
+	}
 	return p;
 }
 

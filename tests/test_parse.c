@@ -224,6 +224,14 @@ static const struct {
 	{ "Grad(X, Y, X)", KRED_EGRAD, 8 },
 	{ "Grad(SqNorm2(X), X*2, G)", KRED_EGRAD, 17 },
 	{ "GradFromPos(SqDist(X,Y), 5, G)", KRED_EGRAD, 0 },
+	/* found by tests/fuzz: sums and products of integer arguments that overflowed
+	 * (undefined behaviour) in the dimension rules (corpus/formula/regress-ops-*) */
+	{ "Extract(X, 1, 2147483647)", KRED_ERANGE, 0 },
+	{ "ExtractT(X, 2147483647, 5)", KRED_ERANGE, 0 },
+	{ "TensorDot(X, X, Ind(65536,65536,65536,65536,3), Ind(3), Ind(4), Ind(0))", KRED_EDIM,
+	  0 },
+	{ "Kron(X, X, Ind(65536,65536,65536,65536,3), Ind(1,1,1,1,3))", KRED_EDIM, 0 },
+	{ "Pow(X, -2147483648)", KRED_ERANGE, 7 },
 };
 
 START_TEST(test_invalid)
