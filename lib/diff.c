@@ -1,6 +1,7 @@
 /* Symbolic derivatives: vector-Jacobian products over formula DAGs, the rewriting of
  * Grad, Diff, GradMatrix, Divergence and Laplacian nodes, and gradient reductions. */
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -762,6 +763,11 @@ static void vjp_pow(struct dx *c, const struct kred__node *n, const struct kred_
 		d[0] = zero(c, A0->dim);
 	else if (p == 1)
 		d[0] = ct;
+	else if (p == -INT_MAX)
+		/* Pow(f, INT_MIN) could be neither parsed nor negated: no exponent below
+		 * -INT_MAX is ever made */
+		kred__fail(c->err, KRED_ERANGE, -1, "the derivative of Pow(f, %d) needs the "
+			   "exponent %d - 1, out of range", p, p);
 	else
 		d[0] = mul(c, mul(c, cst(c, p), ct), powi(c, A0, p - 1));
 }

@@ -503,6 +503,47 @@ START_TEST(test_cut_canonical_form)
 }
 END_TEST
 
+/* Pow's exponent stays within -INT_MAX..INT_MAX, so that every Pow prints to an integer
+ * the parser reads back (and that the emitters can negate): the derivative of
+ * Pow(X, -INT_MAX), which would need Pow(X, INT_MIN), is KRED_ERANGE; one step up, the
+ * derivative exists and its canonical form parses back to itself. Found by tests/fuzz
+ * (corpus/formula/regress-pow-int-min). */
+START_TEST(test_pow_exponent_limit)
+{
+	kred_context *ctx = ref_ctx();
+	kred_reduction *r, *g, *back;
+	char *text;
+
+	ck_assert_msg(try_formula(ctx, "Pow(X, -2147483647) * Y", &r) == KRED_OK, "%s",
+		      kred_errmsg(ctx));
+	ck_assert_int_eq(kred_reduction_grad(r, "X", &g), KRED_ERANGE);
+	ck_assert_ptr_null(g);
+	ck_assert_ptr_nonnull(strstr(kred_errmsg(ctx), "Pow"));
+	kred_reduction_destroy(r);
+
+	ck_assert_msg(try_formula(ctx, "Pow(X, -2147483646) * Y", &r) == KRED_OK, "%s",
+		      kred_errmsg(ctx));
+	ck_assert_int_eq(kred_reduction_grad(r, "X", &g), KRED_OK);
+	ck_assert_ptr_nonnull(strstr(kred_reduction_formula(g), "Pow(X,-2147483647)"));
+	text = strdup(kred_reduction_formula(g));
+	kred_reduction_destroy(g);
+	/* the gradient's text, over the same variables and GRAD_OUT */
+	{
+		static const char *const aliases[] = { "X = Vi(1)", "Y = Vj(1)", "GRAD_OUT = Vi(1)" };
+		kred_spec s = { .formula = text, .aliases = aliases, .n_aliases = 3,
+				.reduction = "Sum", .dtype = KRED_FLOAT64 };
+
+		ck_assert_msg(kred_reduction_create(ctx, &s, &back) == KRED_OK, "%s",
+			      kred_errmsg(ctx));
+		ck_assert_str_eq(kred_reduction_formula(back), text);
+		kred_reduction_destroy(back);
+	}
+	free(text);
+	kred_reduction_destroy(r);
+	kred_context_destroy(ctx);
+}
+END_TEST
+
 /* A kernel-product text of a megabyte: a chain of atoms, and parentheses. */
 START_TEST(test_megabyte_kernel)
 {
@@ -544,6 +585,7 @@ int main(void)
 	tcase_add_test(tc, test_megabyte_balanced);
 	tcase_add_test(tc, test_longest_chain);
 	tcase_add_test(tc, test_cut_canonical_form);
+	tcase_add_test(tc, test_pow_exponent_limit);
 	tcase_add_test(tc, test_megabyte_kernel);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
