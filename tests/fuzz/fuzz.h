@@ -51,9 +51,9 @@ kred_status fz_run(kred_reduction *r, int64_t nx, int64_t ny);
  * of spec, with spec's aliases and reduction, makes a reduction that prints the same. */
 void fz_round_trip(kred_reduction *r, const kred_spec *spec);
 /* The same for a reduction the library made (a gradient): its aliases are rebuilt from
- * its argument table (read inside the reduction, since kred_reduction_arg hides the
- * argument an auxiliary reduction fills), and it is parsed as a Sum (one with a weight
- * is left out). */
+ * the names of its graph and its argument table (read inside the reduction: the public
+ * table gives one name a position, and hides the argument an auxiliary reduction
+ * fills), and it is parsed as a Sum (one with a weight is left out). */
 void fz_round_trip_args(kred_reduction *r);
 
 #endif

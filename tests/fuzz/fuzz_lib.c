@@ -139,7 +139,8 @@ void fz_round_trip(kred_reduction *r, const kred_spec *spec)
 void fz_round_trip_args(kred_reduction *r)
 {
 	const char *text = kred_reduction_formula(r);
-	int n = r->n_args;
+	const struct kred__graph *g = r->g;
+	int n = r->n_args + g->n_vars;
 	char (*aliases)[96] = calloc((size_t)n + 1, sizeof(*aliases));
 	const char **list = calloc((size_t)n + 1, sizeof(*list));
 	size_t n_aliases = 0;
@@ -149,23 +150,30 @@ void fz_round_trip_args(kred_reduction *r)
 	FZ_CHECK(text && *text, "no canonical formula");
 	if (!aliases || !list || strstr(text, " ; weight ") || cut(text))
 		goto out;
-	for (int k = 0; k < n; k++) {
+	/* every name of the graph: a position may have several, and the printer uses the
+	 * first that matches, the argument table the last */
+	for (int k = 0; k < g->n_vars; k++) {
+		const struct kred__var *v = &g->vars[k];
+
+		if (strlen(v->name) > 32)
+			goto out;
+		snprintf(aliases[n_aliases], sizeof(aliases[0]), "%s = Var(%d, %d, %d)", v->name,
+			 v->pos, v->dim, v->cat);
+		list[n_aliases] = aliases[n_aliases];
+		n_aliases++;
+	}
+	for (int k = 0; k < r->n_args; k++) {
 		const struct kred__arg *a = &r->args[k];
 		char var[48];
 
-		if (!a->name || !*a->name) {
-			/* an argument the formula does not use (a variable that the derivative
-			 * took away) keeps its place through an alias of its own */
-			snprintf(var, sizeof(var), "Var(%d,%d,%d)", k, a->dim, a->cat);
-			if (strstr(text, var))
-				continue;
-			snprintf(aliases[n_aliases], sizeof(aliases[0]), "_unused%d = %s", k, var);
-		} else if (strlen(a->name) > 32) {
-			goto out;
-		} else {
-			snprintf(aliases[n_aliases], sizeof(aliases[0]), "%s = Var(%d, %d, %d)",
-				 a->name, k, a->dim, a->cat);
-		}
+		if (a->name && *a->name)
+			continue;
+		/* an argument the formula does not use (a variable that the derivative took
+		 * away) keeps its place through an alias of its own */
+		snprintf(var, sizeof(var), "Var(%d,%d,%d)", k, a->dim, a->cat);
+		if (strstr(text, var))
+			continue;
+		snprintf(aliases[n_aliases], sizeof(aliases[0]), "_unused%d = %s", k, var);
 		list[n_aliases] = aliases[n_aliases];
 		n_aliases++;
 	}
