@@ -315,7 +315,9 @@ static void find_module(const char *dir, char *out, size_t len)
 	FILE *p;
 
 	out[0] = 0;
-	snprintf(cmd, sizeof(cmd), "ls '%s' 2>/dev/null | grep -v tmp | head -n 1", dir);
+	/* files only: POCL keeps its own cache in a folder of the cache dir */
+	snprintf(cmd, sizeof(cmd), "ls -p '%s' 2>/dev/null | grep -v / | grep -v tmp | head -n 1",
+		 dir);
 	p = popen(cmd, "r");
 	ck_assert_ptr_nonnull(p);
 	if (fgets(out, (int)len, p))
@@ -336,7 +338,21 @@ static void teardown_tmp(void)
 	rm_rf(tmp_root);
 }
 
-START_TEST(test_cache_damage)
+/* Sets name to value (NULL: unsets it); *saved receives the old value, for restore. */
+static void swap_env(const char *name, const char *value, char *saved, size_t len)
+{
+	const char *old = getenv(name);
+
+	if (saved)
+		snprintf(saved, len, "%s%s", old ? "=" : "", old ? old : "");
+	if (value)
+		setenv(name, value, 1);
+	else
+		unsetenv(name);
+}
+
+/* The body of test_cache_damage, with kred's OpenCL binary cache on. */
+static void cache_damage(void)
 {
 	char dir[512], formula[128], msg[512], name[256], path[800];
 	FILE *f;
@@ -349,8 +365,13 @@ START_TEST(test_cache_damage)
 	rm_rf(dir);
 	ck_assert_msg(!check_formula(formula, dir, msg, sizeof(msg)), "%s", msg);
 	find_module(dir, name, sizeof(name));
-	if (!name[0])
-		return; /* a backend that caches nothing on disk */
+	if (!name[0]) {
+		/* the reference backend compiles nothing, so it caches nothing */
+		ck_assert_msg(!strcmp(backend, "reference"), "%s left nothing in its cache dir",
+			      backend);
+		printf("test_cache_damage: not applicable on %s (it caches nothing)\n", backend);
+		return;
+	}
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	/* garbage in place of the module */
 	f = fopen(path, "w");
@@ -369,6 +390,17 @@ START_TEST(test_cache_damage)
 	/* and it is whole again */
 	if (!strcmp(backend, "host"))
 		ck_assert_int_gt(kred__cache_check(path), 0);
+}
+
+/* On OpenCL, kred's own binary cache is on for this test (POCL, which caches kernels
+ * itself, has it off by default), so that the damage is done to kred's files. */
+START_TEST(test_cache_damage)
+{
+	char saved[600];
+
+	swap_env("KRED_OPENCL_BINARY_CACHE", "1", saved, sizeof(saved));
+	cache_damage();
+	swap_env("KRED_OPENCL_BINARY_CACHE", saved[0] ? saved + 1 : NULL, NULL, 0);
 }
 END_TEST
 
@@ -434,12 +466,16 @@ START_TEST(test_cache_concurrent)
 }
 END_TEST
 
-/* A compiler that fails: KRED_EBUILD, with its output in kred_error_log. Only for
- * backends that run $KRED_CC. */
+/* A compiler that fails: KRED_EBUILD, with the compiler's own words in kred_error_log, on
+ * every backend that compiles. Each is made to fail its own way: the host backend and
+ * Vulkan run a fake compiler ($KRED_CC, $KRED_GLSLC) that prints an error; OpenCL and
+ * CUDA get a macro through their options that breaks the kernel source, so that the
+ * real compiler (POCL's clang, NVRTC) reports it. */
 START_TEST(test_build_failure)
 {
-	char script[512], cc[600], formula[128];
+	char script[512], saved[600], formula[128];
 	const char *al[3] = { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)" };
+	const char *var, *value, *expect;
 	kred_context_options o = { 0 };
 	kred_context *ctx = NULL;
 	kred_reduction *r = NULL;
@@ -447,22 +483,31 @@ START_TEST(test_build_failure)
 	kred_status st;
 	FILE *f;
 
-	if (strcmp(backend, "host") != 0)
-		return;
 	snprintf(script, sizeof(script), "%s/fakecc", tmp_root);
-	f = fopen(script, "w");
-	ck_assert_ptr_nonnull(f);
-	fputs("#!/bin/sh\n"
-	      "if [ \"$1\" = --version ]; then echo 'fakecc 1.0'; exit 0; fi\n"
-	      "echo 'fakecc: error: the kernel is not welcome here' >&2\n"
-	      "exit 1\n", f);
-	fclose(f);
-	ck_assert_int_eq(chmod(script, 0755), 0);
-	snprintf(cc, sizeof(cc), "%s", getenv("KRED_CC") ? getenv("KRED_CC") : "");
-	setenv("KRED_CC", script, 1);
+	if (!strcmp(backend, "host") || !strncmp(backend, "vulkan", 6)) {
+		f = fopen(script, "w");
+		ck_assert_ptr_nonnull(f);
+		fputs("#!/bin/sh\n"
+		      "if [ \"$1\" = --version ]; then echo 'fakecc 1.0'; exit 0; fi\n"
+		      "echo 'fakecc: error: the kernel is not welcome here' >&2\n"
+		      "exit 1\n", f);
+		fclose(f);
+		ck_assert_int_eq(chmod(script, 0755), 0);
+		var = !strcmp(backend, "host") ? "KRED_CC" : "KRED_GLSLC";
+		value = script;
+		expect = "not welcome";
+	} else if (!strncmp(backend, "opencl", 6) || !strncmp(backend, "cuda", 4)) {
+		var = backend[0] == 'o' ? "KRED_OPENCL_OPTIONS" : "KRED_CUDA_OPTIONS";
+		value = "-Dkr_update=)";
+		expect = "error";
+	} else {
+		printf("test_build_failure: not applicable on %s (it compiles nothing)\n", backend);
+		return;
+	}
+	swap_env(var, value, saved, sizeof(saved));
 	fresh_formula(formula, sizeof(formula));
 	o.struct_size = sizeof(o);
-	o.backend = "host";
+	o.backend = backend;
 	o.cache_dir = tmp_root;
 	ck_assert_int_eq(kred_context_create(&o, &ctx), KRED_OK);
 	s.formula = formula;
@@ -470,16 +515,16 @@ START_TEST(test_build_failure)
 	s.aliases = al;
 	s.n_aliases = 3;
 	st = kred_reduction_create(ctx, &s, &r);
-	ck_assert_int_eq(st, KRED_EBUILD);
+	/* as it was: without fork mode, the next tests see the environment */
+	swap_env(var, saved[0] ? saved + 1 : NULL, NULL, 0);
+	ck_assert_msg(st == KRED_EBUILD, "%s: %s: %s", backend, kred_status_name(st),
+		      kred_errmsg(ctx));
 	ck_assert_ptr_null(r);
-	ck_assert_ptr_nonnull(strstr(kred_error_log(ctx), "not welcome"));
-	ck_assert_ptr_nonnull(strstr(kred_errmsg(ctx), "fakecc"));
+	ck_assert_msg(strstr(kred_error_log(ctx), expect), "%s: the log has no '%s': %s", backend,
+		      expect, kred_error_log(ctx));
+	if (value == script)
+		ck_assert_ptr_nonnull(strstr(kred_errmsg(ctx), "fakecc"));
 	kred_context_destroy(ctx);
-	/* as it was: without fork mode, the next tests see it */
-	if (cc[0])
-		setenv("KRED_CC", cc, 1);
-	else
-		unsetenv("KRED_CC");
 }
 END_TEST
 
