@@ -155,6 +155,8 @@ void fz_round_trip_args(kred_reduction *r)
 	for (int k = 0; k < g->n_vars; k++) {
 		const struct kred__var *v = &g->vars[k];
 
+		if (!*v->name) /* a gradient keeps an unnamed argument's place so */
+			continue;
 		if (strlen(v->name) > 32)
 			goto out;
 		snprintf(aliases[n_aliases], sizeof(aliases[0]), "%s = Var(%d, %d, %d)", v->name,
