@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -497,8 +498,16 @@ struct seal {
 	char magic[8];
 	uint64_t length;
 	uint64_t sum;
-	uint64_t reserved;
+	uint64_t identity;
 };
+
+uint64_t kred__cache_identity(const struct kred__hash *h)
+{
+	/* 0 is what a footer from before identities held: never an identity */
+	uint64_t id = mix64(h->a) ^ h->b;
+
+	return id ? id : 1;
+}
 
 static uint64_t checksum(const unsigned char *p, size_t n)
 {
@@ -545,7 +554,7 @@ fail:
 	return NULL;
 }
 
-kred_status kred__cache_seal(const char *path, struct kred__error *err)
+kred_status kred__cache_seal(const char *path, uint64_t identity, struct kred__error *err)
 {
 	struct seal s;
 	size_t len;
@@ -559,6 +568,7 @@ kred_status kred__cache_seal(const char *path, struct kred__error *err)
 	memcpy(s.magic, SEAL_MAGIC, 8);
 	s.length = len;
 	s.sum = checksum(p, len);
+	s.identity = identity;
 	kred__free(p);
 	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
 	if (fd < 0 || write(fd, &s, sizeof(s)) != (ssize_t)sizeof(s) || fsync(fd) != 0) {
@@ -572,7 +582,7 @@ kred_status kred__cache_seal(const char *path, struct kred__error *err)
 	return KRED_OK;
 }
 
-int kred__cache_check(const char *path)
+int kred__cache_check(const char *path, uint64_t identity)
 {
 	struct seal s;
 	size_t len;
@@ -588,14 +598,20 @@ int kred__cache_check(const char *path)
 	if (ok) {
 		memcpy(&s, p + len - sizeof(s), sizeof(s));
 		ok = !memcmp(s.magic, SEAL_MAGIC, 8) && s.length == len - sizeof(s) &&
-		     s.sum == checksum(p, (size_t)s.length);
+		     s.sum == checksum(p, (size_t)s.length) &&
+		     (s.identity == identity || identity == 0);
 	}
 	kred__free(p);
+	if (ok)
+		utimes(path, NULL); /* used now: last in line for eviction */
 	return ok ? 1 : -1;
 }
 
 kred_status kred__cache_publish(const char *tmp, const char *final, struct kred__error *err)
 {
+	const char *slash;
+	char *dir;
+
 	if (rename(tmp, final) != 0) {
 		int e = errno;
 
@@ -603,5 +619,94 @@ kred_status kred__cache_publish(const char *tmp, const char *final, struct kred_
 		return kred__fail(err, KRED_EIO, -1, "cannot rename %s to %s: %s", tmp, final,
 				  strerror(e));
 	}
+	slash = strrchr(final, '/');
+	dir = slash ? kred__strndup(final, (size_t)(slash - final)) : kred__strdup(".");
+	if (dir)
+		kred__cache_trim(dir[0] ? dir : "/", final);
+	kred__free(dir);
 	return KRED_OK;
+}
+
+/* ---- the size bound */
+
+#define CACHE_MAX_DEFAULT ((int64_t)1 << 30)
+
+struct entry {
+	char *path;
+	int64_t size;
+	struct timespec used;
+};
+
+static int older_first(const void *a, const void *b)
+{
+	const struct entry *x = a, *y = b;
+
+	if (x->used.tv_sec != y->used.tv_sec)
+		return x->used.tv_sec < y->used.tv_sec ? -1 : 1;
+	if (x->used.tv_nsec != y->used.tv_nsec)
+		return x->used.tv_nsec < y->used.tv_nsec ? -1 : 1;
+	return strcmp(x->path, y->path);
+}
+
+void kred__cache_trim(const char *dir, const char *keep)
+{
+	int64_t max = kred__env_bytes("KRED_CACHE_MAX"), total = 0;
+	struct entry *e = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	DIR *d;
+
+	if (max <= 0)
+		max = CACHE_MAX_DEFAULT;
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		struct kred__buf b = { 0 };
+		struct stat st;
+		char *path;
+
+		if (de->d_name[0] == '.' || strstr(de->d_name, ".tmp."))
+			continue;
+		kred__buf_printf(&b, "%s/%s", dir, de->d_name);
+		path = kred__buf_take(&b);
+		if (!path || lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+			kred__free(path);
+			continue;
+		}
+		if (n == cap) {
+			size_t c2 = cap ? 2 * cap : 64;
+			struct entry *e2 = kred__realloc(e, c2 * sizeof(*e2));
+
+			if (!e2) {
+				kred__free(path);
+				break;
+			}
+			e = e2;
+			cap = c2;
+		}
+		e[n].path = path;
+		e[n].size = (int64_t)st.st_size;
+		e[n].used = st.st_mtim;
+		total += e[n].size;
+		n++;
+	}
+	closedir(d);
+	if (total > max) {
+		int64_t target = max / 10 * 9;
+
+		qsort(e, n, sizeof(*e), older_first);
+		for (size_t k = 0; k < n && total > target; k++) {
+			if (keep && !strcmp(e[k].path, keep))
+				continue;
+			if (unlink(e[k].path) == 0) {
+				total -= e[k].size;
+				kred__log("cache: evicted %s (%lld bytes; the bound is %lld)",
+					  e[k].path, (long long)e[k].size, (long long)max);
+			}
+		}
+	}
+	for (size_t k = 0; k < n; k++)
+		kred__free(e[k].path);
+	kred__free(e);
 }

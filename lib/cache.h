@@ -65,13 +65,30 @@ kred_status kred__cache_tmpfile(struct kred__cache *c, const char *stem, const c
 				char **path, const char **dir, struct kred__error *err);
 void kred__cache_close(struct kred__cache *c);
 
-/* Sealed files: a footer (magic, length, checksum) appended after the contents, so that
- * a truncated or overwritten file is recognised. ELF loaders ignore trailing bytes. */
-kred_status kred__cache_seal(const char *path, struct kred__error *err);
-/* 1 when path exists and its footer matches its contents, 0 when it does not exist,
- * -1 when it exists but is damaged. */
-int kred__cache_check(const char *path);
-/* rename(tmp, final): atomic, so readers see the old file or the whole new one. */
+/* The identity of what a cache entry was built by and for: everything its key hashes
+ * but the source (kred's version, the backend, the CPU or device and driver, the
+ * compiler's path, version and flags). A backend hashes these into a kred__hash, keeps
+ * kred__cache_identity of it, then adds the source to make the key. */
+uint64_t kred__cache_identity(const struct kred__hash *h);
+
+/* Sealed files: a footer (magic, length, checksum of the contents, identity) appended
+ * after the contents, so that a truncated or overwritten file is recognised, and so is
+ * one built by another kred, compiler, CPU or driver (copied in, or a key collision).
+ * ELF loaders ignore trailing bytes. */
+kred_status kred__cache_seal(const char *path, uint64_t identity, struct kred__error *err);
+/* 1 when path exists, its footer matches its contents and its identity is identity (0:
+ * any identity, for tests that check a file is whole), 0 when it does not exist, -1 when
+ * it exists but is damaged or foreign. A valid entry's time stamp is refreshed: the size
+ * bound below evicts the least recently used. */
+int kred__cache_check(const char *path, uint64_t identity);
+/* rename(tmp, final): atomic, so readers see the old file or the whole new one. Then the
+ * directory is trimmed to its size bound (kred__cache_trim). */
 kred_status kred__cache_publish(const char *tmp, const char *final, struct kred__error *err);
+/* Bounds the entries of dir (its regular files, but those being written: ".tmp." in their
+ * name) to $KRED_CACHE_MAX bytes (default 1 GiB; K, M and G suffixes), removing the least
+ * recently used first, down to 90% of the bound; keep (may be NULL) is never removed.
+ * Safe while other processes read: a file removed under a reader stays whole for it (an
+ * open or mapped file lives on), and a reader that finds it gone builds it again. */
+void kred__cache_trim(const char *dir, const char *keep);
 
 #endif /* KRED_CACHE_H */

@@ -7,6 +7,25 @@
 
 #include "internal.h"
 
+int64_t kred__env_bytes(const char *name)
+{
+	const char *e = getenv(name);
+	char *end;
+	long long v;
+
+	if (!e || !*e)
+		return 0;
+	v = strtoll(e, &end, 10);
+	if (end == e || v <= 0)
+		return 0;
+	switch (*end) {
+	case 'k': case 'K': return v <= INT64_MAX >> 10 ? v << 10 : INT64_MAX;
+	case 'm': case 'M': return v <= INT64_MAX >> 20 ? v << 20 : INT64_MAX;
+	case 'g': case 'G': return v <= INT64_MAX >> 30 ? v << 30 : INT64_MAX;
+	default: return v;
+	}
+}
+
 /* Opens the backend that spec names ("auto", "host", "opencl:1", ...). backend.c. */
 kred_status kred__backend_open(kred_context *ctx, const char *spec, struct kred__error *err);
 

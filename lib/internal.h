@@ -54,6 +54,10 @@ kred_status kred__fail(struct kred__error *err, kred_status status, long offset,
 		       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void kred__error_clear(struct kred__error *err);
 
+/* A byte count from the environment variable name: digits and an optional K, M or G
+ * suffix (powers of 1024); 0 when it is unset, empty, not a positive number. */
+int64_t kred__env_bytes(const char *name);
+
 /* ---- the operation table. One row per operation:
  *   X(ENUM, "Name", "signature", dim rule, flags)
  * signature: one letter per argument in the call, f = formula, i = integer,

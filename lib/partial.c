@@ -287,29 +287,10 @@ void kred__state_finish(const kred_reduction *r, int64_t rows, const double *st,
 
 /* ---- chunked runs */
 
-static int64_t env_cap(void)
-{
-	const char *e = getenv("KRED_DEVICE_MEMORY");
-	char *end;
-	long long v;
-
-	if (!e || !*e)
-		return 0;
-	v = strtoll(e, &end, 10);
-	if (end == e || v <= 0)
-		return 0;
-	switch (*end) {
-	case 'k': case 'K': v <<= 10; break;
-	case 'm': case 'M': v <<= 20; break;
-	case 'g': case 'G': v <<= 30; break;
-	default: break;
-	}
-	return v;
-}
-
 int64_t kred__memory_cap(const kred_context *ctx)
 {
-	int64_t cap = ctx->opt.device_memory > 0 ? ctx->opt.device_memory : 0, e = env_cap(), dev = 0;
+	int64_t cap = ctx->opt.device_memory > 0 ? ctx->opt.device_memory : 0, dev = 0;
+	int64_t e = kred__env_bytes("KRED_DEVICE_MEMORY");
 
 	if (e > 0 && (cap == 0 || e < cap))
 		cap = e;

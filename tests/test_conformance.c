@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -389,7 +391,7 @@ static void cache_damage(void)
 	ck_assert_msg(!check_formula(formula, dir, msg, sizeof(msg)), "empty module: %s", msg);
 	/* and it is whole again */
 	if (!strcmp(backend, "host"))
-		ck_assert_int_gt(kred__cache_check(path), 0);
+		ck_assert_int_gt(kred__cache_check(path, 0), 0);
 }
 
 /* On OpenCL, kred's own binary cache is on for this test (POCL, which caches kernels
@@ -423,18 +425,47 @@ START_TEST(test_cache_unwritable)
 }
 END_TEST
 
-/* Two processes compile the same new formula at the same moment. The children start
- * together from a pipe; neither has run an OpenMP kernel before its fork. */
+/* The entries of a cache directory: its regular files but those being written. */
+static int count_entries(const char *dir)
+{
+	char cmd[700];
+	int n = -1;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "ls -p '%s' 2>/dev/null | grep -v / | grep -vc '[.]tmp[.]'", dir);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(fscanf(p, "%d", &n), 1);
+	pclose(p);
+	return n;
+}
+
+/* The backends that cache on disk; the reference backend does not (and says so). */
+static int caches(const char *test)
+{
+	if (strcmp(backend, "reference") != 0)
+		return 1;
+	printf("%s: not applicable on %s (it caches nothing)\n", test, backend);
+	return 0;
+}
+
+/* Eight processes compile the same new formula at the same moment on an empty cache
+ * directory: all get the right result, and one entry remains. The children start
+ * together from a pipe; none has run a kernel (or OpenMP, or POCL) before its fork. */
 START_TEST(test_cache_concurrent)
 {
-	char dir[512], formula[128];
+	enum { N_PROC = 8 };
+	char dir[512], formula[128], saved[600];
 	int go[2], status;
-	pid_t pid[2];
+	pid_t pid[N_PROC];
 
+	if (!caches("test_cache_concurrent"))
+		return;
+	swap_env("KRED_OPENCL_BINARY_CACHE", "1", saved, sizeof(saved));
 	snprintf(dir, sizeof(dir), "%s/shared", tmp_root);
 	fresh_formula(formula, sizeof(formula));
 	ck_assert_int_eq(pipe(go), 0);
-	for (int k = 0; k < 2; k++) {
+	for (int k = 0; k < N_PROC; k++) {
 		pid[k] = fork();
 		ck_assert_int_ge(pid[k], 0);
 		if (pid[k] == 0) {
@@ -451,18 +482,202 @@ START_TEST(test_cache_concurrent)
 		}
 	}
 	close(go[0]);
-	close(go[1]); /* both children read EOF: go */
-	for (int k = 0; k < 2; k++) {
+	close(go[1]); /* every child reads EOF: go */
+	for (int k = 0; k < N_PROC; k++) {
 		ck_assert_int_eq(waitpid(pid[k], &status, 0), pid[k]);
 		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 			      "child %d failed (status %d)", k, status);
 	}
-	/* and a third comes after them, from the cache */
+	ck_assert_int_eq(count_entries(dir), 1);
+	/* and one more comes after them, from the cache */
 	{
 		char msg[512];
 
 		ck_assert_msg(!check_formula(formula, dir, msg, sizeof(msg)), "%s", msg);
 	}
+	ck_assert_int_eq(count_entries(dir), 1);
+	swap_env("KRED_OPENCL_BINARY_CACHE", saved[0] ? saved + 1 : NULL, NULL, 0);
+}
+END_TEST
+
+/* An entry sealed by another kred, compiler, CPU or driver (its identity differs, as a
+ * copied-in cache or a key collision would have it) is not loaded: it is rebuilt, and
+ * the rebuilt one holds this process's identity again. */
+START_TEST(test_cache_foreign)
+{
+	char dir[512], formula[128], msg[512], name[256], path[800], saved[600];
+	unsigned char mine[8], theirs[8];
+	FILE *f;
+
+	if (!caches("test_cache_foreign"))
+		return;
+	swap_env("KRED_OPENCL_BINARY_CACHE", "1", saved, sizeof(saved));
+	snprintf(dir, sizeof(dir), "%s/foreign", tmp_root);
+	fresh_formula(formula, sizeof(formula));
+	ck_assert_msg(!check_formula(formula, dir, msg, sizeof(msg)), "%s", msg);
+	find_module(dir, name, sizeof(name));
+	ck_assert_msg(name[0], "%s left nothing in its cache dir", backend);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	/* the identity is the seal's last 8 bytes (lib/cache.c) */
+	f = fopen(path, "r+b");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fseek(f, -8, SEEK_END), 0);
+	ck_assert_int_eq(fread(mine, 1, 8, f), 8);
+	for (int k = 0; k < 8; k++)
+		theirs[k] = (unsigned char)(mine[k] ^ 0x5a);
+	ck_assert_int_eq(fseek(f, -8, SEEK_END), 0);
+	ck_assert_int_eq(fwrite(theirs, 1, 8, f), 8);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_gt(kred__cache_check(path, 0), 0); /* whole, but not ours */
+	ck_assert_msg(!check_formula(formula, dir, msg, sizeof(msg)), "%s", msg);
+	f = fopen(path, "rb");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fseek(f, -8, SEEK_END), 0);
+	ck_assert_int_eq(fread(theirs, 1, 8, f), 8);
+	fclose(f);
+	ck_assert_msg(!memcmp(mine, theirs, 8), "the foreign entry was kept");
+	swap_env("KRED_OPENCL_BINARY_CACHE", saved[0] ? saved + 1 : NULL, NULL, 0);
+}
+END_TEST
+
+/* The size bound: with KRED_CACHE_MAX at 2.5 entries, a third entry evicts the least
+ * recently used one, not the first made, which was used since. */
+START_TEST(test_cache_bound)
+{
+	char dir[512], f[3][128], names[3][256], path[800], msg[512], bound[64], saved[600];
+	char saved_max[600];
+	struct stat st;
+
+	if (!caches("test_cache_bound"))
+		return;
+	swap_env("KRED_OPENCL_BINARY_CACHE", "1", saved, sizeof(saved));
+	snprintf(dir, sizeof(dir), "%s/bound", tmp_root);
+	for (int k = 0; k < 3; k++)
+		fresh_formula(f[k], sizeof(f[k]));
+	ck_assert_msg(!check_formula(f[0], dir, msg, sizeof(msg)), "%s", msg);
+	find_module(dir, names[0], sizeof(names[0]));
+	ck_assert(names[0][0]);
+	snprintf(path, sizeof(path), "%s/%s", dir, names[0]);
+	ck_assert_int_eq(stat(path, &st), 0);
+	snprintf(bound, sizeof(bound), "%lld", (long long)st.st_size * 5 / 2);
+	swap_env("KRED_CACHE_MAX", bound, saved_max, sizeof(saved_max));
+	usleep(20000);
+	ck_assert_msg(!check_formula(f[1], dir, msg, sizeof(msg)), "%s", msg);
+	ck_assert_int_eq(count_entries(dir), 2);
+	usleep(20000);
+	ck_assert_msg(!check_formula(f[0], dir, msg, sizeof(msg)), "%s", msg); /* a hit */
+	ck_assert_int_eq(count_entries(dir), 2);
+	usleep(20000);
+	ck_assert_msg(!check_formula(f[2], dir, msg, sizeof(msg)), "%s", msg);
+	ck_assert_int_eq(count_entries(dir), 2);
+	ck_assert_msg(stat(path, &st) == 0, "the entry used last but one was evicted");
+	swap_env("KRED_CACHE_MAX", saved_max[0] ? saved_max + 1 : NULL, NULL, 0);
+	swap_env("KRED_OPENCL_BINARY_CACHE", saved[0] ? saved + 1 : NULL, NULL, 0);
+}
+END_TEST
+
+/* A cache directory that this process cannot write (root ignores modes: the check runs
+ * in a child that becomes nobody): kred compiles in a private temporary directory,
+ * leaves the cache directory untouched, and says why under KRED_VERBOSE. */
+START_TEST(test_cache_readonly)
+{
+	char dir[512], formula[128], log[600], saved[600];
+	int status;
+	pid_t pid;
+
+	if (!caches("test_cache_readonly"))
+		return;
+	swap_env("KRED_OPENCL_BINARY_CACHE", "1", saved, sizeof(saved));
+	ck_assert_int_eq(chmod(tmp_root, 0755), 0);
+	snprintf(dir, sizeof(dir), "%s/readonly", tmp_root);
+	snprintf(log, sizeof(log), "%s/stderr", tmp_root);
+	ck_assert_int_eq(mkdir(dir, 0555), 0);
+	fresh_formula(formula, sizeof(formula));
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		char msg[512];
+		int bad;
+
+		if (!freopen(log, "w", stderr))
+			_exit(4);
+		if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+			_exit(5);
+		setenv("KRED_VERBOSE", "1", 1);
+		setenv("HOME", "/nonexistent", 1);
+		bad = check_formula(formula, dir, msg, sizeof(msg));
+		if (bad)
+			fprintf(stderr, "child: %s\n", msg);
+		fflush(stderr); /* _exit does not */
+		_exit(bad ? 1 : 0);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	{
+		char text[4096] = "";
+		FILE *f = fopen(log, "r");
+		size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+
+		if (f)
+			fclose(f);
+		text[n] = 0;
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			      "child failed (status %d): %s", status, text);
+		ck_assert_msg(strstr(text, "cannot write the cache directory"), "no reason: %s",
+			      text);
+	}
+	ck_assert_int_eq(count_entries(dir), 0);
+	swap_env("KRED_OPENCL_BINARY_CACHE", saved[0] ? saved + 1 : NULL, NULL, 0);
+}
+END_TEST
+
+/* No room to write (a file-size limit, RLIMIT_FSIZE, in a child): creating a reduction
+ * fails with a clear error, not a crash or a signal (SIGXFSZ is ignored, as a server
+ * would), and leaves nothing damaged: the same formula then runs and caches normally. */
+START_TEST(test_cache_full)
+{
+	char dir[512], formula[128], msg[512], log[600], saved[600];
+	int status;
+	pid_t pid;
+
+	if (!caches("test_cache_full"))
+		return;
+	swap_env("KRED_OPENCL_BINARY_CACHE", "1", saved, sizeof(saved));
+	snprintf(dir, sizeof(dir), "%s/full", tmp_root);
+	snprintf(log, sizeof(log), "%s/stderr", tmp_root);
+	fresh_formula(formula, sizeof(formula));
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct rlimit rl = { 2048, 2048 };
+		int bad;
+
+		if (!freopen(log, "w", stderr))
+			_exit(4);
+		signal(SIGXFSZ, SIG_IGN);
+		if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+			_exit(5);
+		bad = check_formula(formula, dir, msg, sizeof(msg));
+		fprintf(stderr, "%s\n", bad ? msg : "ran");
+		fflush(stderr);
+		_exit(bad ? 1 : 0);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	{
+		char text[4096] = "";
+		FILE *f = fopen(log, "r");
+		size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+
+		if (f)
+			fclose(f);
+		text[n] = 0;
+		ck_assert_msg(WIFEXITED(status), "the child died (status %d): %s", status, text);
+		/* an error that says what failed, when it failed */
+		ck_assert_msg(WEXITSTATUS(status) == 0 || strstr(text, "too large") ||
+			      strstr(text, "failed"), "status %d: %s", WEXITSTATUS(status), text);
+	}
+	ck_assert_msg(!check_formula(formula, dir, msg, sizeof(msg)), "%s", msg);
+	ck_assert_int_eq(count_entries(dir), 1);
+	swap_env("KRED_OPENCL_BINARY_CACHE", saved[0] ? saved + 1 : NULL, NULL, 0);
 }
 END_TEST
 
@@ -612,6 +827,10 @@ int main(int argc, char **argv)
 	tcase_add_test(tc, test_cache_damage);
 	tcase_add_test(tc, test_cache_unwritable);
 	tcase_add_test(tc, test_cache_concurrent);
+	tcase_add_test(tc, test_cache_foreign);
+	tcase_add_test(tc, test_cache_bound);
+	tcase_add_test(tc, test_cache_readonly);
+	tcase_add_test(tc, test_cache_full);
 	tcase_add_test(tc, test_build_failure);
 	tcase_add_test(tc, test_alloc_sweep);
 	suite_add_tcase(s, tc);

@@ -698,7 +698,7 @@ START_TEST(test_cache)
 	ck_assert_ptr_nonnull(fgets(file, sizeof(file), p));
 	pclose(p);
 	file[strcspn(file, "\n")] = 0;
-	ck_assert_int_gt(kred__cache_check(file), 0);
+	ck_assert_int_gt(kred__cache_check(file, 0), 0);
 	/* found again; not with another driver version */
 	ck_assert_int_eq(kred__cu_compile(nv, ctx, &cache, 1, 13000, src, &t, &image, &len, &hit,
 					  &err), KRED_OK);
@@ -714,7 +714,7 @@ START_TEST(test_cache)
 					  &err), KRED_OK);
 	ck_assert(!hit);
 	kred__free(image);
-	ck_assert_int_gt(kred__cache_check(file), 0);
+	ck_assert_int_gt(kred__cache_check(file, 0), 0);
 	/* PTX, for a GPU newer than NVRTC, is cached too, NUL-terminated */
 	t.cubin = 0;
 	ck_assert_int_eq(kred__cu_compile(nv, ctx, &cache, 1, 13000, src, &t, &image, &len, &hit,
@@ -1105,7 +1105,7 @@ START_TEST(test_run_cache)
 	ck_assert_ptr_nonnull(fgets(file, sizeof(file), p));
 	pclose(p);
 	file[strcspn(file, "\n")] = 0;
-	ck_assert_int_gt(kred__cache_check(file), 0);
+	ck_assert_int_gt(kred__cache_check(file, 0), 0);
 	ck_assert_int_eq(truncate(file, 100), 0);
 	ctx = open_ctx("cuda", KRED_SCHEME_AUTO, dir);
 	r = make_row(ctx, &rows[4]);
@@ -1117,7 +1117,7 @@ START_TEST(test_run_cache)
 	}
 	kred_reduction_destroy(r);
 	kred_context_destroy(ctx);
-	ck_assert_int_gt(kred__cache_check(file), 0);
+	ck_assert_int_gt(kred__cache_check(file, 0), 0);
 	rm_rf(dir);
 }
 END_TEST

@@ -571,7 +571,7 @@ START_TEST(test_disk_cache)
 			pclose(p);
 			name[strcspn(name, "\n")] = 0;
 			snprintf(path, sizeof(path), "%s/%s", tmp_root, name);
-			ck_assert_int_gt(kred__cache_check(path), 0);
+			ck_assert_int_gt(kred__cache_check(path, 0), 0);
 		}
 	}
 }

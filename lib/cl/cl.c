@@ -91,8 +91,8 @@ static int make_dirs(const char *path)
 	return ok;
 }
 
-/* "<kred cache dir>/pocl" when that can be made, else NULL (POCL then uses its own
- * default). POCL reads its directory once per process, so it follows the process's
+/* "<kred cache dir>/pocl" when that can be made, else a private temporary directory,
+ * else NULL (POCL then uses its own default); NULL too when the user set POCL_CACHE_DIR. POCL reads its directory once per process, so it follows the process's
  * default cache directory (the rules of lib/context.c), not a context's cache_dir option:
  * that would be whichever context came first, and would put a directory among the files
  * of a cache that kred_context_options.cache_dir says is kred's. */
@@ -110,7 +110,26 @@ static char *pocl_cache_dir(void)
 		kred__buf_printf(&b, "%s/.cache/kred/pocl", env);
 	}
 	dir = kred__buf_take(&b);
-	if (dir && (getenv("POCL_CACHE_DIR") || !make_dirs(dir))) {
+	if (getenv("POCL_CACHE_DIR")) {
+		kred__free(dir);
+		return NULL;
+	}
+	if (dir && !make_dirs(dir)) {
+		/* An unwritable cache (a read-only home, another user's directory): POCL
+		 * cannot start its devices without a cache of its own, so it gets a private
+		 * temporary one, as kred's own files do (lib/cache.c). */
+		const char *t = getenv("TMPDIR");
+		struct kred__buf p = { 0 };
+		char *tmp;
+
+		kred__buf_printf(&p, "%s/kred-pocl-XXXXXX", t && *t ? t : "/tmp");
+		tmp = kred__buf_take(&p);
+		if (tmp && mkdtemp(tmp)) {
+			kred__log("warning: cannot write %s: POCL's cache goes to %s", dir, tmp);
+			kred__free(dir);
+			return tmp;
+		}
+		kred__free(tmp);
 		kred__free(dir);
 		dir = NULL;
 	}
@@ -370,20 +389,36 @@ static char *build_log(const struct cl_state *st, cl_program prog)
 	return log;
 }
 
+/* What a program's binary depends on but its source: kred, the device, its driver and
+ * the build options. */
+static void identity_hash(const struct cl_state *st, const char *opts, struct kred__hash *h)
+{
+	kred__hash_init(h);
+	kred__hash_str(h, kred_version());
+	kred__hash_str(h, "opencl");
+	kred__hash_str(h, st->dev->platform_name);
+	kred__hash_str(h, st->dev->name);
+	kred__hash_str(h, st->dev->driver);
+	kred__hash_str(h, st->dev->version);
+	kred__hash_str(h, opts);
+}
+
+/* The identity sealed into a cached binary (kred__cache_seal). */
+static uint64_t program_identity(const struct cl_state *st, const char *opts)
+{
+	struct kred__hash h;
+
+	identity_hash(st, opts, &h);
+	return kred__cache_identity(&h);
+}
+
 /* The cache key of a program: everything its binary depends on. */
 static void program_key(const struct cl_state *st, const char *src, const char *opts,
 			char key[33])
 {
 	struct kred__hash h;
 
-	kred__hash_init(&h);
-	kred__hash_str(&h, kred_version());
-	kred__hash_str(&h, "opencl");
-	kred__hash_str(&h, st->dev->platform_name);
-	kred__hash_str(&h, st->dev->name);
-	kred__hash_str(&h, st->dev->driver);
-	kred__hash_str(&h, st->dev->version);
-	kred__hash_str(&h, opts);
+	identity_hash(st, opts, &h);
 	kred__hash_str(&h, src);
 	kred__hash_hex(&h, key);
 }
@@ -433,7 +468,7 @@ static cl_program program_from_cache(struct cl_state *st, const char *key, const
 
 	if (!dir || !*dir || !(path = clbin_path(dir, key)))
 		return NULL;
-	state = kred__cache_check(path);
+	state = kred__cache_check(path, program_identity(st, opts));
 	if (state > 0)
 		data = read_binary(path, &len);
 	else if (state < 0)
@@ -456,7 +491,8 @@ static cl_program program_from_cache(struct cl_state *st, const char *key, const
 }
 
 /* Stores a built program's binary; failures only cost a rebuild next time. */
-static void program_to_cache(struct cl_state *st, cl_program prog, const char *key)
+static void program_to_cache(struct cl_state *st, cl_program prog, const char *key,
+			     const char *opts)
 {
 	struct kred__error e;
 	unsigned char *bin = NULL;
@@ -481,7 +517,8 @@ static void program_to_cache(struct cl_state *st, cl_program prog, const char *k
 			fclose(f);
 		goto done;
 	}
-	if (fclose(f) != 0 || kred__cache_seal(tmp, &e) || !(path = clbin_path(dir, key)))
+	if (fclose(f) != 0 || kred__cache_seal(tmp, program_identity(st, opts), &e) ||
+	    !(path = clbin_path(dir, key)))
 		goto done;
 	if (kred__cache_publish(tmp, path, &e) == KRED_OK) {
 		kred__log("opencl: cached %s", path);
@@ -537,7 +574,7 @@ static kred_status build_program(struct cl_state *st, kred_context *ctx, const c
 	}
 	kred__log("opencl: built in %.3f s on %s", kred__now() - t0, st->dev->name);
 	if (st->binary_cache)
-		program_to_cache(st, prog, key);
+		program_to_cache(st, prog, key, opts);
 	*out = prog;
 	return KRED_OK;
 }

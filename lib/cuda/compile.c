@@ -174,8 +174,10 @@ done:
 	return s;
 }
 
+/* The key of an image, and in *identity what it was built by and for (the sealed
+ * identity: kred, the target, the driver, NVRTC and its options). */
 static void cache_key(const struct kred__nvrtc_api *nv, int driver_version, const char *src,
-		      const struct kred__cu_target *t, char key[33])
+		      const struct kred__cu_target *t, char key[33], uint64_t *identity)
 {
 	const char *env = getenv("KRED_CUDA_OPTIONS");
 	struct kred__hash h;
@@ -188,6 +190,7 @@ static void cache_key(const struct kred__nvrtc_api *nv, int driver_version, cons
 		 t->arch, driver_version, nv->major, nv->minor);
 	kred__hash_str(&h, ver);
 	kred__hash_str(&h, env ? env : "");
+	*identity = kred__cache_identity(&h);
 	kred__hash_str(&h, src);
 	kred__hash_hex(&h, key);
 }
@@ -202,13 +205,13 @@ static char *image_path(const char *dir, const char *key, int cubin)
 
 /* The image of a sealed cache file, without its seal and with a NUL after it; NULL when
  * the file is missing or damaged. */
-static char *cache_read(const char *path, size_t *len)
+static char *cache_read(const char *path, uint64_t identity, size_t *len)
 {
 	FILE *f;
 	char *p = NULL;
 	long n;
 
-	if (kred__cache_check(path) <= 0)
+	if (kred__cache_check(path, identity) <= 0)
 		return NULL;
 	f = fopen(path, "rb");
 	if (!f)
@@ -230,8 +233,8 @@ static char *cache_read(const char *path, size_t *len)
 }
 
 /* Stores an image; a failure only costs a compile next time. */
-static void cache_write(struct kred__cache *cache, const char *key, int cubin, const char *image,
-			size_t len)
+static void cache_write(struct kred__cache *cache, const char *key, uint64_t identity, int cubin,
+			const char *image, size_t len)
 {
 	struct kred__error e;
 	char *tmp = NULL, *path = NULL;
@@ -247,7 +250,8 @@ static void cache_write(struct kred__cache *cache, const char *key, int cubin, c
 			fclose(f);
 		goto done;
 	}
-	if (fclose(f) != 0 || kred__cache_seal(tmp, &e) || !(path = image_path(dir, key, cubin)))
+	if (fclose(f) != 0 || kred__cache_seal(tmp, identity, &e) ||
+	    !(path = image_path(dir, key, cubin)))
 		goto done;
 	if (kred__cache_publish(tmp, path, &e) == KRED_OK) {
 		kred__log("cuda: cached %s", path);
@@ -267,19 +271,20 @@ kred_status kred__cu_compile(const struct kred__nvrtc_api *nv, kred_context *ctx
 			     size_t *len, int *hit, struct kred__error *err)
 {
 	const char *dir = cache ? kred__cache_read_dir(cache) : NULL;
+	uint64_t identity = 0;
 	char key[33];
 	kred_status s;
 
 	*image = NULL;
 	*hit = 0;
 	if (cache) {
-		cache_key(nv, driver_version, src, t, key);
+		cache_key(nv, driver_version, src, t, key, &identity);
 		if (lookup && dir && *dir) {
 			char *path = image_path(dir, key, t->cubin);
 
 			if (!path)
 				return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-			*image = cache_read(path, len);
+			*image = cache_read(path, identity, len);
 			if (*image)
 				kred__log("cuda: cache hit on disk: %s", path);
 			kred__free(path);
@@ -291,6 +296,6 @@ kred_status kred__cu_compile(const struct kred__nvrtc_api *nv, kred_context *ctx
 	}
 	s = build(nv, ctx, src, t, image, len, err);
 	if (!s && cache)
-		cache_write(cache, key, t->cubin, *image, *len);
+		cache_write(cache, key, identity, t->cubin, *image, *len);
 	return s;
 }

@@ -214,9 +214,10 @@ static int write_file(const char *path, const char *text)
 	return ok ? 0 : -1;
 }
 
-/* Compiles src into a sealed module published at <dir>/<key>.so; *path is where. */
-static kred_status build(struct host *h, const char *key, const char *src, const char *flags,
-			 char **path, struct kred__error *err)
+/* Compiles src into a module sealed with identity and published at <dir>/<key>.so;
+ * *path is where. */
+static kred_status build(struct host *h, const char *key, uint64_t identity, const char *src,
+			 const char *flags, char **path, struct kred__error *err)
 {
 	char *so = NULL, *c_src = NULL, *store = NULL, *log = NULL, **argv = NULL;
 	struct kred__buf cmd = { 0 };
@@ -258,7 +259,7 @@ static kred_status build(struct host *h, const char *key, const char *src, const
 			       h->cc);
 		goto done;
 	}
-	s = kred__cache_seal(so, err);
+	s = kred__cache_seal(so, identity, err);
 	if (s)
 		goto done;
 	*path = path_of(dir, key);
@@ -290,10 +291,11 @@ done:
 	return s;
 }
 
-/* The module with this key: from the context's memory, else from the disk cache, else
- * freshly built. */
-static kred_status get_module(struct host *h, const char *key, const char *src,
-			      const char *flags, struct entry **out, struct kred__error *err)
+/* The module with this key: from the context's memory, else from the disk cache (when
+ * its seal holds identity), else freshly built. */
+static kred_status get_module(struct host *h, const char *key, uint64_t identity,
+			      const char *src, const char *flags, struct entry **out,
+			      struct kred__error *err)
 {
 	struct entry *e;
 	const char *dir, *why = NULL;
@@ -322,7 +324,7 @@ static kred_status get_module(struct host *h, const char *key, const char *src,
 			kred__free(e);
 			return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 		}
-		state = kred__cache_check(path);
+		state = kred__cache_check(path, identity);
 		if (state > 0)
 			dl = load(path, &run, &why);
 		if (dl)
@@ -335,7 +337,7 @@ static kred_status get_module(struct host *h, const char *key, const char *src,
 		path = NULL;
 	}
 	if (!dl) {
-		s = build(h, key, src, flags, &path, err);
+		s = build(h, key, identity, src, flags, &path, err);
 		if (s) {
 			kred__free(e);
 			return s;
@@ -379,6 +381,7 @@ static kred_status host_compile(void *state, struct kred_reduction *r, void **mo
 	struct host *h = state;
 	struct host_module *m;
 	struct kred__hash hash;
+	uint64_t identity;
 	const char *flags = cflags(), *reason = NULL, *version;
 	char *src = NULL, key[33];
 	kred_status s;
@@ -407,9 +410,10 @@ static kred_status host_compile(void *state, struct kred_reduction *r, void **mo
 	kred__hash_str(&hash, kred__compiler_path(h->cc));
 	kred__hash_str(&hash, version);
 	kred__hash_str(&hash, flags);
+	identity = kred__cache_identity(&hash);
 	kred__hash_str(&hash, src);
 	kred__hash_hex(&hash, key);
-	s = get_module(h, key, src, flags, &m->e, err);
+	s = get_module(h, key, identity, src, flags, &m->e, err);
 	if (s)
 		goto fail;
 	kred__free(src);

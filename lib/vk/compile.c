@@ -133,9 +133,10 @@ static int write_file(const char *path, const char *text)
 	return ok ? 0 : -1;
 }
 
-/* Compiles src with glslc into a sealed module published at <dir>/<key>.spv. */
-static kred_status build(struct kred__vk *v, const char *key, const char *src, char **path,
-			 struct kred__error *err)
+/* Compiles src with glslc into a module sealed with identity and published at
+ * <dir>/<key>.spv. */
+static kred_status build(struct kred__vk *v, const char *key, uint64_t identity, const char *src,
+			 char **path, struct kred__error *err)
 {
 	char *spv = NULL, *comp = NULL, *log = NULL;
 	char *argv[N_FLAGS + 5];
@@ -175,7 +176,7 @@ static kred_status build(struct kred__vk *v, const char *key, const char *src, c
 			       v->glslc);
 		goto done;
 	}
-	s = kred__cache_seal(spv, err);
+	s = kred__cache_seal(spv, identity, err);
 	if (s)
 		goto done;
 	*path = path_of(dir, key);
@@ -248,6 +249,7 @@ kred_status kred__vk_pipeline(struct kred__vk *v, const char *src, struct kred__
 	const char *version, *reason = NULL, *dir;
 	struct kred__vk_pipe *pe;
 	struct kred__hash h;
+	uint64_t identity;
 	uint32_t *code = NULL;
 	size_t words = 0;
 	char key[33], *path = NULL;
@@ -272,6 +274,7 @@ kred_status kred__vk_pipeline(struct kred__vk *v, const char *src, struct kred__
 	kred__hash_str(&h, version);
 	for (size_t k = 0; k < N_FLAGS; k++)
 		kred__hash_str(&h, glslc_flags[k]);
+	identity = kred__cache_identity(&h);
 	kred__hash_str(&h, src);
 	kred__hash_hex(&h, key);
 
@@ -295,7 +298,7 @@ kred_status kred__vk_pipeline(struct kred__vk *v, const char *src, struct kred__
 			s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 			goto fail;
 		}
-		state = kred__cache_check(path);
+		state = kred__cache_check(path, identity);
 		if (state > 0 && read_spirv(path, &code, &words) == KRED_ENOMEM) {
 			s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 			goto fail;
@@ -308,7 +311,7 @@ kred_status kred__vk_pipeline(struct kred__vk *v, const char *src, struct kred__
 		path = NULL;
 	}
 	if (!code) {
-		s = build(v, key, src, &path, err);
+		s = build(v, key, identity, src, &path, err);
 		if (s)
 			goto fail;
 		s = read_spirv(path, &code, &words);
