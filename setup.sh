@@ -82,11 +82,17 @@ if [ "${KRED_SKIP_SANITIZERS:-}" != 1 ]; then
 	# above; through ASan their tables would take too long on 2 cores).
 	build build-asan "${opts[@]}" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	asan_tests=$(meson test -C build-asan --list --no-rebuild 2>/dev/null | grep -xE \
-		'parse|api|eval|golden|diff|cli|kernel_product|conformance-host|golden-host|cuda-no-toolkit|chunk-host|comm')
+		'parse|api|eval|golden|diff|cli|kernel_product|conformance-host|golden-host|cuda-no-toolkit|chunk-host|comm|threads-host|threads-reference')
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C build-asan --print-errorlogs --num-processes "$jobs" $asan_tests || status=1
+	# Under ThreadSanitizer: eight threads sharing a context (kred.h, "Threads"), and the
+	# core and host suites.
+	build build-tsan "${opts[@]}" -Db_sanitize=thread -Db_lundef=false -Dbuildtype=debug
+	TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --print-errorlogs \
+		--num-processes "$jobs" threads-host threads-reference parse api eval golden-host ||
+		status=1
 fi
-asan_dir=build-asan
-[ "${KRED_SKIP_SANITIZERS:-}" = 1 ] && asan_dir=
-python3 tools/test_summary.py --strict build $asan_dir || status=1
+sanitizer_dirs="build-asan build-tsan"
+[ "${KRED_SKIP_SANITIZERS:-}" = 1 ] && sanitizer_dirs=
+python3 tools/test_summary.py --strict build $sanitizer_dirs || status=1
 exit $status

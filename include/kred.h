@@ -8,8 +8,14 @@
  * functions and enum values are only added, and option structs only grow at their end
  * (the caller sets their size field, so that an older caller keeps working).
  *
- * Threads: a context and the reductions made from it may be used by one thread at a
- * time. Distinct contexts are independent.
+ * Threads: a context may be shared by threads. Several threads may create, run, get the
+ * gradient of and destroy reductions on one context at once; the context serialises its
+ * compilations and, on the GPU backends (opencl, cuda, vulkan), its runs, while host
+ * and reference runs go on in parallel. One reduction may be used by one thread at a
+ * time (run it from several threads only with a lock of your own). kred_errmsg,
+ * kred_error_offset and kred_error_log tell of the calling thread's last call on the
+ * context, as errno does, whatever other threads do with it. Creating and destroying a
+ * context are not concurrent with other calls on it. Distinct contexts are independent.
  */
 #ifndef KRED_H
 #define KRED_H
@@ -123,9 +129,10 @@ KRED_API void kred_context_destroy(kred_context *ctx);
  * pthread-...". Owned by the context. */
 KRED_API const char *kred_context_backend(const kred_context *ctx);
 
-/* The last error on this context (or on a reduction made from it): a message that, for a
- * formula error, holds the formula and a caret under the offending byte. "" when the last
- * call succeeded. Owned by the context, valid until its next call. ctx may be NULL. */
+/* The calling thread's last error on this context (or on a reduction made from it): a
+ * message that, for a formula error, holds the formula and a caret under the offending
+ * byte (a window of it for a long formula). "" when that call succeeded. Owned by the
+ * context, valid until the thread's next call on it. ctx may be NULL. */
 KRED_API const char *kred_errmsg(const kred_context *ctx);
 /* Byte offset in the formula string (or alias, or weight: the message says which) of
  * the last error, or -1 when the error is not about a position. */

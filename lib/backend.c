@@ -205,4 +205,5 @@ const struct kred_backend kred__backend_reference = {
 	.describe = ref_describe,
 	.compile = ref_compile,
 	.run = ref_run,
+	.concurrent_run = 1, /* kred__eval_run keeps nothing between runs */
 };

@@ -340,7 +340,7 @@ kred_status kred_reduction_run_comm(kred_reduction *r, const kred_comm *comm, in
 	if (!s) {
 		s = kred__run_check(r, nx_local, ny_local, args, out, total);
 		if (s)
-			err = r->ctx->err;
+			err = *kred__ctx_error(r->ctx);
 	}
 	if (agree(&g, s != KRED_OK, &err)) {
 		if (!s)

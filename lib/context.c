@@ -5,7 +5,141 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdatomic.h>
+
 #include "internal.h"
+
+/*
+ * Errors are per thread, as errno is: each thread keeps a short list of records, one per
+ * context it called lately, so that a thread's kred_errmsg(ctx) tells of its own last
+ * call on ctx whatever other threads do with ctx meanwhile. A record names its context
+ * by address and serial number (a new context may take a freed one's address). The
+ * records use malloc rather than kred__malloc: an allocation failure injected by a test
+ * must hit the call under test, not the reporting of its error. A thread's records are
+ * freed when it exits, and its record of a context when it destroys that context.
+ */
+struct record {
+	const kred_context *ctx;
+	unsigned long serial;
+	struct kred__error err;
+	char *msg, *log;
+	struct record *next;
+};
+
+#define MAX_RECORDS 16 /* per thread; the least recently used is dropped past it */
+
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t key;
+static int key_ok;
+static atomic_ulong next_serial;
+
+static void clear(struct record *r)
+{
+	kred__error_clear(&r->err);
+	free(r->msg);
+	free(r->log);
+	r->msg = r->log = NULL;
+}
+
+static void free_records(void *head)
+{
+	for (struct record *r = head, *next; r; r = next) {
+		next = r->next;
+		clear(r);
+		free(r);
+	}
+}
+
+static void make_key(void)
+{
+	key_ok = pthread_key_create(&key, free_records) == 0;
+}
+
+/* The calling thread's record of ctx, moved to the front of its list; made when create
+ * is set (NULL when memory is short), else NULL when there is none. */
+static struct record *find(const kred_context *ctx, int create)
+{
+	struct record *head, *r, *prev = NULL;
+	int n = 0;
+
+	pthread_once(&key_once, make_key);
+	if (!key_ok)
+		return NULL;
+	head = pthread_getspecific(key);
+	for (r = head; r; prev = r, r = r->next, n++) {
+		if (r->ctx != ctx || r->serial != ctx->serial)
+			continue;
+		if (prev) {
+			prev->next = r->next;
+			r->next = head;
+			pthread_setspecific(key, r);
+		}
+		return r;
+	}
+	if (!create)
+		return NULL;
+	if (n >= MAX_RECORDS) { /* drop the last */
+		struct record *last = head, *before = NULL;
+
+		while (last->next) {
+			before = last;
+			last = last->next;
+		}
+		if (before)
+			before->next = NULL;
+		else
+			head = NULL;
+		clear(last);
+		free(last);
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->ctx = ctx;
+	r->serial = ctx->serial;
+	kred__error_clear(&r->err);
+	r->next = head;
+	if (pthread_setspecific(key, r) != 0) {
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* The calling thread forgets ctx (kred_context_destroy). */
+static void forget(const kred_context *ctx)
+{
+	struct record *r = find(ctx, 0);
+
+	if (r) { /* find moved it to the front */
+		pthread_setspecific(key, r->next);
+		clear(r);
+		free(r);
+	}
+}
+
+/* When a record could not be made, the status of the last error is still known from
+ * here (per thread, for one context). */
+static _Thread_local const kred_context *lost_ctx;
+static _Thread_local kred_status lost;
+
+static kred_status lost_status(const kred_context *ctx)
+{
+	return lost_ctx == ctx ? lost : KRED_OK;
+}
+
+static int init_lock(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t a;
+	int rc;
+
+	if (pthread_mutexattr_init(&a) != 0)
+		return -1;
+	pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+	rc = pthread_mutex_init(m, &a);
+	pthread_mutexattr_destroy(&a);
+	return rc ? -1 : 0;
+}
 
 int64_t kred__env_bytes(const char *name)
 {
@@ -62,7 +196,12 @@ kred_status kred_context_create(const kred_context_options *opt, kred_context **
 	ctx = kred__calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return KRED_ENOMEM;
-	kred__error_clear(&ctx->err);
+	if (init_lock(&ctx->lock)) {
+		kred__free(ctx);
+		return KRED_ENOMEM;
+	}
+	ctx->serial = atomic_fetch_add(&next_serial, 1) + 1;
+	kred__ctx_clear_error(ctx);
 	if (opt) {
 		size_t n = opt->struct_size && opt->struct_size < sizeof(*opt) ? opt->struct_size
 									     : sizeof(*opt);
@@ -88,7 +227,7 @@ kred_status kred_context_create(const kred_context_options *opt, kred_context **
 		spec = "auto";
 	kred__error_clear(&err);
 	s = kred__backend_open(ctx, spec, &err);
-	if (s == KRED_ENOMEM && !ctx->errmsg) {
+	if (s == KRED_ENOMEM) {
 		kred_context_destroy(ctx);
 		return KRED_ENOMEM;
 	}
@@ -104,10 +243,10 @@ void kred_context_destroy(kred_context *ctx)
 		return;
 	if (ctx->backend && ctx->backend->close)
 		ctx->backend->close(ctx->bstate);
+	forget(ctx);
+	pthread_mutex_destroy(&ctx->lock);
 	kred__free(ctx->backend_name);
 	kred__free(ctx->cache_dir);
-	kred__free(ctx->errmsg);
-	kred__free(ctx->errlog);
 	kred__free(ctx);
 }
 
@@ -120,34 +259,52 @@ const char *kred_context_backend(const kred_context *ctx)
 
 const char *kred_errmsg(const kred_context *ctx)
 {
+	const struct record *r;
+
 	if (!ctx)
 		return "no context";
-	if (ctx->err.status == KRED_OK)
+	r = find(ctx, 0);
+	if (!r)
+		return lost_status(ctx) ? kred_status_message(lost_status(ctx)) : "";
+	if (r->err.status == KRED_OK)
 		return "";
-	return ctx->errmsg ? ctx->errmsg : ctx->err.msg;
+	return r->msg ? r->msg : r->err.msg;
 }
 
 long kred_error_offset(const kred_context *ctx)
 {
-	if (!ctx || ctx->err.status == KRED_OK)
+	const struct record *r = ctx ? find(ctx, 0) : NULL;
+
+	if (!r || r->err.status == KRED_OK)
 		return -1;
-	return ctx->err.offset;
+	return r->err.offset;
 }
 
 const char *kred_error_log(const kred_context *ctx)
 {
-	if (!ctx || !ctx->errlog || ctx->err.status != KRED_EBUILD)
+	const struct record *r = ctx ? find(ctx, 0) : NULL;
+
+	if (!r || !r->log || r->err.status != KRED_EBUILD)
 		return "";
-	return ctx->errlog;
+	return r->log;
+}
+
+const struct kred__error *kred__ctx_error(const kred_context *ctx)
+{
+	static const struct kred__error none = { .status = KRED_OK, .offset = -1 };
+	const struct record *r = find(ctx, 0);
+
+	return r ? &r->err : &none;
 }
 
 void kred__ctx_clear_error(kred_context *ctx)
 {
-	kred__error_clear(&ctx->err);
-	kred__free(ctx->errmsg);
-	ctx->errmsg = NULL;
-	kred__free(ctx->errlog);
-	ctx->errlog = NULL;
+	struct record *r = find(ctx, 0);
+
+	if (r)
+		clear(r);
+	if (lost_ctx == ctx)
+		lost = KRED_OK;
 }
 
 static const char *where_text(const struct kred__error *err)
@@ -168,10 +325,16 @@ kred_status kred__ctx_set_error(kred_context *ctx, const struct kred__error *err
 {
 	struct kred__buf b = { 0 };
 	const char *where = where_text(err);
+	struct record *r = find(ctx, 1);
 
-	kred__free(ctx->errmsg);
-	ctx->errmsg = NULL;
-	ctx->err = *err;
+	if (!r) { /* no memory for the message: kred_errmsg says the status */
+		lost_ctx = ctx;
+		lost = err->status;
+		return err->status;
+	}
+	free(r->msg);
+	r->msg = NULL;
+	r->err = *err;
 	if (err->where == KRED__IN_ALIAS && where)
 		kred__buf_printf(&b, "alias %d: ", err->alias_index);
 	else if (where && src)
@@ -192,7 +355,10 @@ kred_status kred__ctx_set_error(kred_context *ctx, const struct kred__error *err
 			kred__buf_puts(&b, src[k] == '\t' ? "\t" : " ");
 		kred__buf_puts(&b, "^");
 	}
-	ctx->errmsg = kred__buf_take(&b); /* NULL on failure: kred_errmsg falls back */
+	/* (kred__buf's memory is kred__malloc's; a record's is malloc's) */
+	if (b.p && !b.oom)
+		r->msg = strdup(b.p);
+	kred__buf_free(&b); /* NULL on failure: kred_errmsg falls back to err.msg */
 	return err->status;
 }
 
@@ -211,6 +377,10 @@ kred_status kred__ctx_fail(kred_context *ctx, kred_status status, const char *fm
 
 void kred__ctx_set_log(kred_context *ctx, const char *log)
 {
-	kred__free(ctx->errlog);
-	ctx->errlog = log ? kred__strdup(log) : NULL;
+	struct record *r = find(ctx, 1);
+
+	if (!r)
+		return;
+	free(r->log);
+	r->log = log ? strdup(log) : NULL;
 }

@@ -3,6 +3,7 @@
 #ifndef KRED_INTERNAL_H
 #define KRED_INTERNAL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -338,7 +339,7 @@ struct kred_reduction;
 
 /* The backend interface. A backend is one const table; optional members may be NULL.
  * Members are only ever appended; version says how many the table has. */
-#define KRED__BACKEND_VERSION 2
+#define KRED__BACKEND_VERSION 3
 struct kred_backend {
 	int version;
 	const char *name; /* "reference", "host", "opencl", "cuda", "vulkan" */
@@ -375,6 +376,10 @@ struct kred_backend {
 	/* How many devices "name:N" can open (N from 0), for "name:all"; 0 when none.
 	 * Optional: NULL means the backend has one device and no "all". */
 	int (*device_count)(void);
+	/* -- version 3 */
+	/* Non-zero when run may be called by several threads at once on one state (each
+	 * with its own module or reduction); otherwise the context serialises runs. */
+	int concurrent_run;
 };
 
 extern const struct kred_backend kred__backend_reference;
@@ -400,19 +405,24 @@ int kred__multi_shares(const kred_context *ctx, double *shares, int max);
  * that much slower. KRED_EBACKEND when ctx is not a "name:all" context. */
 kred_status kred__multi_test_time_scale(kred_context *ctx, int device, double scale);
 
+/* A context may be shared by threads (kred.h): its backend's compile, source and
+ * module_free, and its run unless the backend says concurrent_run, are called under
+ * lock (recursive). Its last error is kept per thread (context.c), as errno is. */
 struct kred_context {
 	const struct kred_backend *backend;
 	void *bstate;
 	char *backend_name;
 	char *cache_dir;
 	kred_context_options opt;
-	struct kred__error err;
-	char *errmsg;
-	char *errlog;
+	pthread_mutex_t lock;
+	unsigned long serial; /* unique in the process: tells a new context at an old
+			       * address from the old one */
 };
 
-/* Records err on the context, formatting the message with src and a caret at the
- * offset when there is one. Returns err->status. */
+/* The calling thread's last error on ctx (status KRED_OK when there is none). */
+const struct kred__error *kred__ctx_error(const kred_context *ctx);
+/* Records err as the calling thread's last error on the context, formatting the message
+ * with src and a caret at the offset when there is one. Returns err->status. */
 kred_status kred__ctx_set_error(kred_context *ctx, const struct kred__error *err,
 				const char *src);
 kred_status kred__ctx_fail(kred_context *ctx, kred_status status, const char *fmt, ...)

@@ -341,8 +341,16 @@ static void offset_args(const kred_reduction *r, const void *const *args, int64_
 static kred_status direct(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
 			  void *out, struct kred__error *err)
 {
+	const struct kred_backend *b = r->ctx->backend;
+	kred_status s;
+
 	atomic_fetch_add_explicit(&n_runs, 1, memory_order_relaxed);
-	return r->ctx->backend->run(r->ctx->bstate, r->module, r, nx, ny, args, out, err);
+	if (b->version >= 3 && b->concurrent_run)
+		return b->run(r->ctx->bstate, r->module, r, nx, ny, args, out, err);
+	pthread_mutex_lock(&r->ctx->lock);
+	s = b->run(r->ctx->bstate, r->module, r, nx, ny, args, out, err);
+	pthread_mutex_unlock(&r->ctx->lock);
+	return s;
 }
 
 /* Runs r on (rows, cols) = output rows and reduced rows of the block at (r0, c0), with

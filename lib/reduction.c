@@ -133,7 +133,9 @@ kred_status kred__reduction_finish(kred_context *ctx, struct kred__graph *g,
 		s = kred__fail(&err, KRED_ENOMEM, -1, "out of memory");
 		goto fail;
 	}
+	pthread_mutex_lock(&ctx->lock);
 	s = ctx->backend->compile(ctx->bstate, r, &r->module, &err);
+	pthread_mutex_unlock(&ctx->lock);
 	if (s)
 		goto fail;
 	*out = r;
@@ -260,8 +262,11 @@ void kred_reduction_destroy(kred_reduction *r)
 {
 	if (!r)
 		return;
-	if (r->module && r->ctx->backend->module_free)
+	if (r->module && r->ctx->backend->module_free) {
+		pthread_mutex_lock(&r->ctx->lock);
 		r->ctx->backend->module_free(r->ctx->bstate, r->module);
+		pthread_mutex_unlock(&r->ctx->lock);
+	}
 	kred_reduction_destroy(r->pre);
 	kred_reduction_destroy(r->state_red);
 	kred__graph_free(r->g);
@@ -313,7 +318,12 @@ const char *kred_reduction_source(kred_reduction *r)
 		return r->source;
 	kred__error_clear(&err);
 	if (r->ctx->backend->source) {
-		if (r->ctx->backend->source(r->ctx->bstate, r, &r->source, &err)) {
+		kred_status s;
+
+		pthread_mutex_lock(&r->ctx->lock);
+		s = r->ctx->backend->source(r->ctx->bstate, r, &r->source, &err);
+		pthread_mutex_unlock(&r->ctx->lock);
+		if (s) {
 			kred__ctx_set_error(r->ctx, &err, NULL);
 			return NULL;
 		}

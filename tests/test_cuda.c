@@ -751,7 +751,7 @@ START_TEST(test_alloc_sweep)
 		kred__test_alloc_fail(n, 0);
 		st = kred_reduction_create(ctx, &s, &r);
 		if (!st && !kred_reduction_source(r))
-			st = ctx->err.status;
+			st = kred__ctx_error(ctx)->status;
 		if (!st && nv)
 			st = kred_reduction_ptx(r, NULL, &ptx);
 		kred__test_alloc_fail(0, 0);

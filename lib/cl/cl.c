@@ -1205,7 +1205,9 @@ kred_status kred_reduction_run_opencl(kred_reduction *r, int64_t nx, int64_t ny,
 			       kred__reds[r->red].name, (long long)reduced);
 		goto done;
 	}
+	pthread_mutex_lock(&r->ctx->lock); /* the context's runs are serialised */
 	s = device_run(st, r, nx, ny, mems, (cl_mem)cl_mem_out, &err);
+	pthread_mutex_unlock(&r->ctx->lock);
 	/* Returns with the work done, so that the caller may use the output on any queue. */
 	e = st->cl->Finish(st->queue);
 	if (!s && e != CL_SUCCESS)

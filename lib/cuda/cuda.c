@@ -993,10 +993,12 @@ kred_status kred_reduction_run_cuda(kred_reduction *r, int64_t nx, int64_t ny,
 			       kred__reds[r->red].name, (long long)reduced);
 		goto done;
 	}
+	pthread_mutex_lock(&r->ctx->lock); /* the context's runs are serialised */
 	s = device_run(st, r, nx, ny, ptrs, (CUdeviceptr)cu_out, &err);
 	/* Returns with the work done, so that the caller may use the output on any
 	 * stream; a failure inside a kernel shows here. */
 	e = st->cu->CtxSynchronize();
+	pthread_mutex_unlock(&r->ctx->lock);
 	if (!s && e != CUDA_SUCCESS)
 		s = cu_fail(&err, "cuCtxSynchronize", e);
 done:
@@ -1092,7 +1094,8 @@ kred_status kred_reduction_ptx(kred_reduction *r, const char *arch, char **ptx)
 	}
 	src = kred_reduction_source(r);
 	if (!src)
-		return r->ctx->err.status ? r->ctx->err.status : KRED_ENOMEM;
+		return kred__ctx_error(r->ctx)->status ? kred__ctx_error(r->ctx)->status
+						       : KRED_ENOMEM;
 	s = kred__cu_compile(st->nv, r->ctx, NULL, 0, 0, src, &t, ptx, &len, &hit, &err);
 	if (s)
 		kred__ctx_set_error(r->ctx, &err, NULL);

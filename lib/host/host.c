@@ -529,4 +529,7 @@ const struct kred_backend kred__backend_host = {
 	.module_free = host_module_free,
 	.source = host_source,
 	.report = host_report,
+	/* a run reads its module and writes only its own buffers (the module stays
+	 * loaded while the reduction holds it) */
+	.concurrent_run = 1,
 };
