@@ -302,7 +302,9 @@ static double weighted_sqnorm(const double *s, int ds, const struct kred__node *
 	for (int a = 0; a < d; a++) {
 		double va = at(f, fv, a) - (g ? at(g, gv, a) : 0);
 
-		if (ds != d * d) {
+		/* a full matrix has d * d > d values (d > 1); d * d itself overflows an int
+		 * past 46,340 */
+		if (ds == 1 || ds == d) {
 			acc += s[ds == 1 ? 0 : a] * va * va;
 			continue;
 		}

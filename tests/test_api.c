@@ -544,6 +544,39 @@ START_TEST(test_pow_exponent_limit)
 }
 END_TEST
 
+/* WeightedSqNorm and WeightedSqDist at the largest dimension, with a scalar and a
+ * diagonal weight: the reference evaluator told a full matrix by ds != d * d, an int
+ * product that overflows past d = 46,340 (undefined behaviour: UBSan's report in the
+ * sanitized suites). Found by tests/fuzz (corpus/kernel/regress-wide-weight). */
+START_TEST(test_wide_weighted_sqnorm)
+{
+	enum { D = 65536 };
+	static const char *const aliases[] = { "S = Pm(1)", "T = Pm(65536)", "X = Vi(65536)",
+					       "Y = Vj(1)" };
+	kred_spec s = { .formula = "WeightedSqNorm(S, X) + WeightedSqDist(T, X, Y * X)",
+			.aliases = aliases, .n_aliases = 4, .reduction = "Sum",
+			.dtype = KRED_FLOAT64 };
+	kred_context *ctx = ref_ctx();
+	kred_reduction *r;
+	double *t = malloc(D * sizeof(double)), *x = malloc(D * sizeof(double));
+	double sv = 2, y = 3, out;
+	const void *args[] = { &sv, t, x, &y };
+
+	for (int k = 0; k < D; k++) {
+		t[k] = 0.5;
+		x[k] = 1;
+	}
+	ck_assert_msg(kred_reduction_create(ctx, &s, &r) == KRED_OK, "%s", kred_errmsg(ctx));
+	ck_assert_int_eq(kred_reduction_run(r, 1, 1, args, &out), KRED_OK);
+	/* 2 |x|^2 + sum 0.5 (x - 3 x)^2 */
+	ck_assert_msg(out == 2.0 * D + 0.5 * 4 * D, "%.17g", out);
+	kred_reduction_destroy(r);
+	free(t);
+	free(x);
+	kred_context_destroy(ctx);
+}
+END_TEST
+
 /* A kernel-product text of a megabyte: a chain of atoms, and parentheses. */
 START_TEST(test_megabyte_kernel)
 {
@@ -586,6 +619,7 @@ int main(void)
 	tcase_add_test(tc, test_longest_chain);
 	tcase_add_test(tc, test_cut_canonical_form);
 	tcase_add_test(tc, test_pow_exponent_limit);
+	tcase_add_test(tc, test_wide_weighted_sqnorm);
 	tcase_add_test(tc, test_megabyte_kernel);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
