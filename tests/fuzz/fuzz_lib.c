@@ -56,7 +56,22 @@ kred_status fz_run(kred_reduction *r, int64_t nx, int64_t ny)
 	kred_status st = KRED_OK;
 
 	FZ_CHECK(n >= 0 && out_dim >= 1, "%d arguments, out_dim %d", n, out_dim);
-	if (!args || !bufs || (int64_t)out_dim * (rows ? rows : 1) > FZ_MAX_VALUES)
+	if (!args || !bufs)
+		goto out;
+	/* wide arguments or outputs run on one row each, so that dimensions up to the
+	 * largest still run */
+	for (int k = 0; k < n && (nx > 1 || ny > 1); k++) {
+		int cat, dim;
+
+		if (kred_reduction_arg(r, k, &cat, &dim, NULL) == KRED_OK &&
+		    ((int64_t)dim * (cat == 0 ? nx : cat == 1 ? ny : 1) > FZ_MAX_VALUES ||
+		     (int64_t)out_dim * rows > FZ_MAX_VALUES)) {
+			nx = nx > 1 ? 1 : nx;
+			ny = ny > 1 ? 1 : ny;
+			rows = nx > ny ? nx : ny;
+		}
+	}
+	if ((int64_t)out_dim * (rows ? rows : 1) > FZ_MAX_VALUES)
 		goto out;
 	for (int k = 0; k < n; k++) {
 		int cat, dim;
