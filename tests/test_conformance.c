@@ -1,5 +1,8 @@
 /* The conformance suite every backend runs: a table of (formula, reduction, axis, dtype,
- * sizes) cases compared with the reference backend, special values, and the kernel cache. */
+ * sizes) cases compared with the reference backend, special values, and the kernel cache.
+ * The reference backend itself is compared with values computed by numpy, apart from kred:
+ * tests/data/conformance/, written by `/usr/bin/python3 tools/conformance_numpy.py` (run it
+ * again after changing the table, its sizes or its inputs). */
 #include <check.h>
 #include <errno.h>
 #include <math.h>
@@ -25,6 +28,16 @@
  * reason) are in conformance_cases.h, shared with the suites that only compile kernels.
  * Each row is compiled once, on the backend and on the reference backend, and run at
  * each of its sizes on the same deterministic inputs.
+ *
+ * On the reference backend, which would only meet itself, each row is compared instead with
+ * numpy's values in $KRED_TEST_DATA/conformance (tools/conformance_numpy.py: an evaluator
+ * written from docs/FORMULAS.md, not from lib/eval.c): rNNN.npy holds row NNN's outputs at
+ * its sizes whose output has at most 1000 rows, stacked, and index.txt names each row, so
+ * that a table changed without regenerating the data fails rather than compares the wrong
+ * numbers. The 40 sizes with 4099 output rows (SZ_RED's and SZ_KMIN's long side on the
+ * output, SZ_WIDE's 1 x 4099 over i) are not stored, to keep the data small: the reference
+ * runs the same loop there as at 1000 rows, and the other backends still meet it there.
+ * Every row has data; there is no exception.
  */
 
 static const char *backend = "host";
@@ -68,9 +81,214 @@ static kred_reduction *make(kred_context *ctx, const struct row *row)
 	return r;
 }
 
-/* Runs r and ref at (nx, ny) on the same inputs; 0 when they agree. */
-static int run_pair(kred_reduction *r, kred_reduction *ref, const struct row *row, int64_t nx,
-		    int64_t ny, uint64_t seed, char *msg, size_t len)
+/* ---- numpy's values, for the reference backend */
+
+/* The names tools/conformance_numpy.py gives the schemes, in kred_sum_scheme's order. */
+static const char *const scheme_names[] = { "default", "direct", "block", "kahan" };
+
+/* Row k as the first fields of its line in index.txt (conformance_numpy.py's row_key):
+ * everything that decides its values, so that a changed row asks for new data. */
+static void row_key(int k, const struct row *row, char *buf, size_t len)
+{
+	size_t n = (size_t)snprintf(buf, len, "%03d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s %g %g\t", k,
+				    row->formula, row->weight ? row->weight : "-",
+				    row->reduction, row->aliases,
+				    row->axis == KRED_REDUCE_J ? "j" : "i",
+				    row->dtype == KRED_FLOAT64 ? "float64" : "float32",
+				    scheme_names[row->scheme],
+				    row->in.kind == GRID ? "grid" : "uniform", row->in.lo,
+				    row->in.hi);
+
+	for (int s = 0; s < 6 && row->sizes[s][0] >= 0 && n < len; s++)
+		n += (size_t)snprintf(buf + n, len - n, "%s%dx%d", s ? " " : "", row->sizes[s][0],
+				      row->sizes[s][1]);
+	if (n < len)
+		snprintf(buf + n, len - n, "\t");
+	ck_assert_uint_lt(n, len - 1);
+}
+
+/* The whole of a file, with a NUL after it, malloc'd; NULL (errno set) if unreadable. */
+static char *read_whole(const char *path, size_t *size)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	long n;
+
+	if (!f)
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+		buf[n] = 0;
+		*size = (size_t)n;
+	} else {
+		free(buf);
+		buf = NULL;
+		errno = EIO;
+	}
+	fclose(f);
+	return buf;
+}
+
+/* A 2-D float64 .npy file as np.save writes one (little-endian '<f8', C order, format 1,
+ * 2 or 3): its values, malloc'd, and its shape; NULL with the reason in msg otherwise. */
+static double *read_npy(const char *path, size_t *n_rows, size_t *n_cols, char *msg,
+		       size_t len)
+{
+	static const uint16_t one = 1;
+	size_t size = 0, off, hlen;
+	unsigned char *b;
+	char *buf = read_whole(path, &size), *header, *shape;
+	double *v = NULL;
+
+	if (!buf) {
+		snprintf(msg, len, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	b = (unsigned char *)buf;
+	if (size < 12 || memcmp(buf, "\x93NUMPY", 6) || b[6] < 1 || b[6] > 3)
+		goto bad;
+	hlen = (size_t)b[8] | (size_t)b[9] << 8; /* format 1: 2 bytes; 2 and 3: 4 bytes */
+	if (b[6] > 1)
+		hlen |= (size_t)b[10] << 16 | (size_t)b[11] << 24;
+	header = buf + (b[6] == 1 ? 10 : 12);
+	off = (size_t)(header - buf) + hlen;
+	if (off > size || hlen == 0)
+		goto bad;
+	buf[off - 1] = 0; /* the header's last byte is its '\n' */
+	shape = strstr(header, "'shape': (");
+	if (!strstr(header, "'descr': '<f8'") || !strstr(header, "'fortran_order': False") ||
+	    !shape || sscanf(shape + 10, "%zu, %zu)", n_rows, n_cols) != 2 ||
+	    size - off != *n_rows * *n_cols * 8 ||
+	    *(const unsigned char *)&one != 1) /* the doubles are copied as they are */
+		goto bad;
+	v = malloc(size - off + 1);
+	ck_assert_ptr_nonnull(v);
+	memcpy(v, buf + off, size - off);
+	free(buf);
+	return v;
+bad:
+	snprintf(msg, len, "%s: not a 2-D little-endian float64 .npy file of np.save (on a "
+		 "little-endian machine)", path);
+	free(buf);
+	return NULL;
+}
+
+/* Row k's values from numpy: all its stored sizes' outputs, stacked. */
+struct numpy_row {
+	double *values;		/* n_rows x out_dim */
+	size_t n_rows, next;	/* next: the first row of the next stored size */
+	int stored[6];		/* stored[s]: size s is in the file */
+};
+
+/* Loads row k's values from $KRED_TEST_DATA/conformance; fails the test when they are
+ * missing, do not have the row's output dimension, or were written for another table. */
+static void load_numpy(int k, const struct row *row, int od, struct numpy_row *nr)
+{
+	const char *dir = getenv("KRED_TEST_DATA"), *regen = "regenerate them with "
+		"/usr/bin/python3 tools/conformance_numpy.py";
+	char path[512], key[2048], head[16], msg[1024], *index, *line;
+	size_t size, cols, want_rows = 0;
+
+	ck_assert_msg(dir && *dir, "KRED_TEST_DATA is not set (tests/meson.build sets it)");
+	snprintf(path, sizeof(path), "%s/conformance/index.txt", dir);
+	index = read_whole(path, &size);
+	ck_assert_msg(index, "%s: %s: %s", path, strerror(errno), regen);
+	row_key(k, row, key, sizeof(key));
+	snprintf(head, sizeof(head), "\n%03d\t", k); /* the first line is a comment */
+	line = strstr(index, head);
+	ck_assert_msg(line && !strncmp(line + 1, key, strlen(key)),
+		      "%s describes row %d otherwise than the table (%s): %s", path, k,
+		      row->formula, regen);
+	line += 1 + strlen(key);
+	line[strcspn(line, "\n")] = 0;
+	/* the stored sizes, in the row's order: a subsequence of its sizes */
+	for (int s = 0; s < 6 && row->sizes[s][0] >= 0; s++) {
+		char tok[32];
+		size_t n = (size_t)snprintf(tok, sizeof(tok), "%dx%d", row->sizes[s][0],
+					    row->sizes[s][1]);
+
+		nr->stored[s] = !strncmp(line, tok, n) && (line[n] == ' ' || !line[n]);
+		if (!nr->stored[s])
+			continue;
+		line += n + (line[n] == ' ');
+		want_rows += (size_t)row->sizes[s][row->axis == KRED_REDUCE_J ? 0 : 1];
+	}
+	ck_assert_msg(!*line, "%s: row %d has no size %s: %s", path, k, line, regen);
+	free(index);
+	snprintf(path, sizeof(path), "%s/conformance/r%03d.npy", dir, k);
+	nr->values = read_npy(path, &nr->n_rows, &cols, msg, sizeof(msg));
+	ck_assert_msg(nr->values, "%s: %s", msg, regen);
+	ck_assert_msg(nr->n_rows == want_rows && cols == (size_t)od,
+		      "%s: shape (%zu, %zu), the row needs (%zu, %d): %s", path, nr->n_rows, cols,
+		      want_rows, od, regen);
+	nr->next = 0;
+}
+
+/*
+ * The reference against numpy: the row's tolerance in float64 (T64, or EXACT); in
+ * float32, 2^-23 relative instead of the row's. The reference evaluates in double and
+ * rounds once to the output type (docs/DESIGN.md), and numpy's float64 value of the same
+ * float32 inputs is within a few 1e-16 of that double, so the two are within half a float32
+ * ulp, 2^-24 relative: 2^-23 leaves a factor of 2 (measured: at most 5.2e-8). The table's
+ * float32 tolerances budget for a backend that computes in float32; the reference, which
+ * they are measured from, must be closer than that.
+ */
+static void numpy_tolerance(const struct row *row, double *rtol, double *atol)
+{
+	*rtol = row->rtol;
+	*atol = row->atol;
+	if (row->dtype == KRED_FLOAT32 && row->rtol > 0x1p-23) {
+		*rtol = 0x1p-23;
+		*atol = 0;
+	}
+}
+
+/* The first output column that holds indices (od when none): the Arg reductions give only
+ * indices; Min_ArgMin, Max_ArgMax and KMin_ArgKMin give values, then as many indices. */
+static int first_index_column(const char *reduction, int od)
+{
+	if (!strncmp(reduction, "Arg", 3))
+		return 0;
+	return strstr(reduction, "_Arg") ? od / 2 : od;
+}
+
+/* As compare(), got in dt against numpy's float64 want, but index columns (from
+ * first_index) exactly: both sides apply FORMULAS.md's rule for ties (the first index
+ * wins), and the grid inputs of the rows with ties make every tie exact in float32 too.
+ * The scale is the mean |want| of the value columns. */
+static int compare_numpy(const void *got, kred_dtype dt, const double *want, size_t n, int od,
+			 int first_index, double rtol, double atol, char *msg, size_t len)
+{
+	double scale = 0;
+	size_t finite = 0;
+
+	for (size_t k = 0; k < n; k++) {
+		if ((int)(k % (size_t)od) < first_index && isfinite(want[k])) {
+			scale += fabs(want[k]);
+			finite++;
+		}
+	}
+	scale = finite ? scale / (double)finite : 0;
+	for (size_t k = 0; k < n; k++) {
+		int index = (int)(k % (size_t)od) >= first_index;
+		double g = value(got, dt, k), w = want[k];
+		double allowed = index ? 0 : atol + rtol * (fabs(w) + scale);
+
+		if ((isnan(w) && isnan(g)) || (isinf(w) && g == w) || fabs(g - w) <= allowed)
+			continue;
+		snprintf(msg, len, "row %zu, %s %zu: got %.17g, numpy %.17g (|diff| %.3g, allowed "
+			 "%.3g)", k / (size_t)od, index ? "index" : "value", k % (size_t)od, g, w,
+			 fabs(g - w), allowed);
+		return 1;
+	}
+	return 0;
+}
+
+/* Runs r at (nx, ny) and compares its output with numpy's values (when numpy is not NULL:
+ * on the reference backend) or with ref's on the same inputs; 0 when they agree. */
+static int run_pair(kred_reduction *r, kred_reduction *ref, const double *numpy,
+		    const struct row *row, int64_t nx, int64_t ny, uint64_t seed, char *msg,
+		    size_t len)
 {
 	int n = kred_reduction_n_args(r), od = kred_reduction_out_dim(r);
 	int64_t rows_out = row->axis == KRED_REDUCE_J ? nx : ny;
@@ -80,7 +298,8 @@ static int run_pair(kred_reduction *r, kred_reduction *ref, const struct row *ro
 	int bad;
 
 	ck_assert_int_le(n, 16);
-	ck_assert_int_eq(od, kred_reduction_out_dim(ref));
+	if (ref)
+		ck_assert_int_eq(od, kred_reduction_out_dim(ref));
 	for (int p = 0; p < n; p++) {
 		int cat, dim;
 
@@ -94,11 +313,21 @@ static int run_pair(kred_reduction *r, kred_reduction *ref, const struct row *ro
 	ck_assert(got && want);
 	/* NaN everywhere first: an output the backend forgets to write shows. */
 	memset(got, 0xff, count * size);
-	s = kred_reduction_run(ref, nx, ny, (const void *const *)args, want);
-	ck_assert_msg(s == KRED_OK, "reference: %s", kred_status_name(s));
+	if (!numpy) {
+		s = kred_reduction_run(ref, nx, ny, (const void *const *)args, want);
+		ck_assert_msg(s == KRED_OK, "reference: %s", kred_status_name(s));
+	}
 	s = kred_reduction_run(r, nx, ny, (const void *const *)args, got);
 	ck_assert_msg(s == KRED_OK, "%s: %s", backend, kred_status_name(s));
-	bad = compare(got, want, count, od, row->dtype, row->rtol, row->atol, msg, len);
+	if (numpy) {
+		double rtol, atol;
+
+		numpy_tolerance(row, &rtol, &atol);
+		bad = compare_numpy(got, row->dtype, numpy, count, od,
+				    first_index_column(row->reduction, od), rtol, atol, msg, len);
+	} else {
+		bad = compare(got, want, count, od, row->dtype, row->rtol, row->atol, msg, len);
+	}
 	for (int p = 0; p < n; p++)
 		free(args[p]);
 	free(got);
@@ -109,26 +338,44 @@ static int run_pair(kred_reduction *r, kred_reduction *ref, const struct row *ro
 START_TEST(test_row)
 {
 	const struct row *row = &rows[_i];
-	kred_context *ctx = open_ctx(backend, NULL), *rctx = open_ctx("reference", NULL);
-	kred_reduction *r = make(ctx, row), *ref = make(rctx, row);
+	/* the reference backend meets numpy's values, not itself */
+	int numpy = !strcmp(backend, "reference");
+	kred_context *ctx = open_ctx(backend, NULL);
+	kred_context *rctx = numpy ? NULL : open_ctx("reference", NULL);
+	kred_reduction *r = make(ctx, row), *ref = numpy ? NULL : make(rctx, row);
+	struct numpy_row nr = { 0 };
 	char msg[512];
 
+	if (numpy)
+		load_numpy(_i, row, kred_reduction_out_dim(r), &nr);
 	for (int k = 0; k < 6 && row->sizes[k][0] >= 0; k++) {
 		int64_t nx = row->sizes[k][0], ny = row->sizes[k][1];
+		const double *want = NULL;
 
-		if (run_pair(r, ref, row, nx, ny, (uint64_t)_i * 7 + (uint64_t)k, msg,
+		if (numpy) {
+			if (!nr.stored[k])
+				continue; /* an output of 4099 rows: not stored */
+			want = nr.values + nr.next * (size_t)kred_reduction_out_dim(r);
+			nr.next += (size_t)(row->axis == KRED_REDUCE_J ? nx : ny);
+		}
+		if (run_pair(r, ref, want, row, nx, ny, (uint64_t)_i * 7 + (uint64_t)k, msg,
 			     sizeof(msg)))
-			ck_abort_msg("%s%s%s, %s, axis %s, %s, scheme %d, nx = %lld, ny = %lld: %s",
+			ck_abort_msg("%s%s%s, %s, axis %s, %s, scheme %d, nx = %lld, "
+				     "ny = %lld%s: %s",
 				     row->formula, row->weight ? " ; weight " : "",
 				     row->weight ? row->weight : "", row->reduction,
 				     row->axis == KRED_REDUCE_J ? "j" : "i",
 				     row->dtype == KRED_FLOAT64 ? "float64" : "float32",
-				     (int)row->scheme, (long long)nx, (long long)ny, msg);
+				     (int)row->scheme, (long long)nx, (long long)ny,
+				     numpy ? ", against numpy (tests/data/conformance)" : "", msg);
 	}
+	free(nr.values);
 	kred_reduction_destroy(r);
-	kred_reduction_destroy(ref);
+	if (ref)
+		kred_reduction_destroy(ref);
 	kred_context_destroy(ctx);
-	kred_context_destroy(rctx);
+	if (rctx)
+		kred_context_destroy(rctx);
 }
 END_TEST
 
