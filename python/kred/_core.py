@@ -306,3 +306,34 @@ def check_count(op_, args, what="the reduction"):
         names = ", ".join(op_.describe(k) for k in range(op_.n_args))
         raise TypeError(f"{what} takes {op_.n_args} argument{'s' if op_.n_args != 1 else ''} "
                         f"({names}), not {len(args)}")
+
+
+class GenredBase:
+    """What kred.numpy.Genred and kred.torch.Genred share: KeOps 2.x's constructor, which
+    checks and compiles nothing but the formula's argument list (on the reference
+    backend); each subclass's __call__ runs it on its arrays."""
+
+    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
+                 formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
+                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False):
+        if axis not in (0, 1):
+            raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), not {axis!r}")
+        if use_double_acc or dtype_acc not in ("auto", None):
+            raise NotImplementedError("dtype_acc and use_double_acc: kred accumulates in the "
+                                      "data's type (choose sum_scheme='kahan_scheme' for "
+                                      "accuracy)")
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        self.reduction_op = reduction_name(reduction_op, opt_arg, formula2)
+        self.axis = axis
+        self.op = op(formula, aliases, self.reduction_op, REDUCE_J if axis == 1 else REDUCE_I,
+                     formula2, globals()["sum_scheme"](sum_scheme))
+
+    @staticmethod
+    def check_call(device_id, ranges, device_hint):
+        """KeOps' call arguments that kred does not take: ranges, device_id."""
+        if ranges is not None:
+            raise NotImplementedError("ranges (block-sparse reductions) are not supported by "
+                                      "kred")
+        if device_id not in (-1, None):
+            raise ValueError(f"device_id: {device_hint}")

@@ -180,37 +180,16 @@ def postprocess(op, out):
     return out
 
 
-class Genred:
+class Genred(_core.GenredBase):
     """A reduction of a formula over i or j, as KeOps 2.x's pykeops.torch.Genred; see
     kred.numpy.Genred for the arguments. The call takes tensors (CPU or CUDA; a Python
     float for a Pm of dimension 1) in alias order and backend=, and returns a tensor on
     their device, differentiable with respect to every input that requires grad (index
     reductions excepted)."""
 
-    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
-                 formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
-                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False):
-        if axis not in (0, 1):
-            raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), not {axis!r}")
-        if use_double_acc or dtype_acc not in ("auto", None):
-            raise NotImplementedError("dtype_acc and use_double_acc: kred accumulates in the "
-                                      "data's type (choose sum_scheme='kahan_scheme' for "
-                                      "accuracy)")
-        if isinstance(aliases, str):
-            aliases = [aliases]
-        self.reduction_op = _core.reduction_name(reduction_op, opt_arg, formula2)
-        self.axis = axis
-        self.op = _core.op(formula, aliases, self.reduction_op,
-                           _core.REDUCE_J if axis == 1 else _core.REDUCE_I, formula2,
-                           _core.sum_scheme(sum_scheme))
-
     def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None):
-        if ranges is not None:
-            raise NotImplementedError("ranges (block-sparse reductions) are not supported by "
-                                      "kred")
-        if device_id not in (-1, None):
-            raise ValueError("device_id: kred runs where the tensors are; move them to the "
-                             "GPU, or name it in backend= ('cuda:1', 'opencl:0', ...)")
+        self.check_call(device_id, ranges, "kred runs where the tensors are; move them to "
+                        "the GPU, or name it in backend= ('cuda:1', 'opencl:0', ...)")
         result = postprocess(self.op, run(self.op, args, backend))
         if out is not None:
             if isinstance(result, tuple):
