@@ -894,6 +894,51 @@ START_TEST(npy_not_npy)
 }
 END_TEST
 
+/* A stream whose size cannot be known (a pipe) and whose header promises 8 TB: the
+ * reader grows its buffer with the data that arrives and says "truncated", where it once
+ * asked malloc for the 8 TB at once (which ASan refuses outright). The stream forms
+ * also read and write in memory. Found by the .npy fuzz harness, which reads from
+ * memory (corpus/npy/regress-unsized-stream). */
+START_TEST(npy_streams)
+{
+	static const char header[] = "{'descr': '<f8', 'fortran_order': False, "
+				     "'shape': (1000000000000,), }\n";
+	unsigned char pre[10] = { 0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, sizeof(header) - 1, 0 };
+	double v[3] = { 1, -2, 0.5 };
+	int64_t shape[1] = { 3 };
+	struct npy_array a;
+	char err[512], *buf = NULL;
+	size_t len = 0;
+	int fds[2];
+	FILE *f;
+
+	ck_assert_int_eq(pipe(fds), 0);
+	ck_assert(write(fds[1], pre, sizeof(pre)) == (ssize_t)sizeof(pre));
+	ck_assert(write(fds[1], header, sizeof(header) - 1) == (ssize_t)sizeof(header) - 1);
+	ck_assert(write(fds[1], v, sizeof(v)) == (ssize_t)sizeof(v));
+	close(fds[1]);
+	f = fdopen(fds[0], "rb");
+	ck_assert_int_eq(npy_read_stream(f, "pipe", &a, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "pipe") && strstr(err, "truncated"), "%s", err);
+	ck_assert_ptr_null(a.data);
+	fclose(f);
+
+	f = open_memstream(&buf, &len);
+	ck_assert_int_eq(npy_write_stream(f, "memory", KRED_FLOAT64, 1, shape, v, err,
+					  sizeof(err)), 0);
+	fclose(f);
+	ck_assert_uint_eq((len - sizeof(v)) % 64, 0); /* numpy aligns the data on 64 bytes */
+	f = fmemopen(buf, len, "rb");
+	ck_assert_msg(npy_read_stream(f, "memory", &a, err, sizeof(err)) == 0, "%s", err);
+	fclose(f);
+	ck_assert_int_eq(a.ndim, 1);
+	ck_assert_uint_eq(a.count, 3);
+	ck_assert(memcmp(a.data, v, sizeof(v)) == 0);
+	npy_free(&a);
+	free(buf);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
 	Suite *s = suite_create("cli");
@@ -933,6 +978,7 @@ static Suite *cli_suite(void)
 	tcase_add_loop_test(npy, npy_rejects, 0,
 			    (int)(sizeof(npy_bad_cases) / sizeof(npy_bad_cases[0])));
 	tcase_add_test(npy, npy_not_npy);
+	tcase_add_test(npy, npy_streams);
 	return s;
 }
 
