@@ -625,6 +625,12 @@ def reduce_rows(red, k, f, g, nout):
         e = np.exp(f - shift[:, None])
         s = np.sum(e, axis=1)
         ew = np.sum(e[..., None] * g, axis=1) if g is not None else None
+        if ew is not None:
+            # A row whose f is -inf for every j (or that has no term) gives the neutral
+            # value, never NaN (FORMULAS.md), whatever its weights: its sum of weighted
+            # terms is 0, even where a weight is infinite (0 * inf would be NaN). Other
+            # rows follow IEEE arithmetic term by term.
+            ew = np.where((m == -np.inf)[:, None], 0.0, ew)
         if red == "LogSumExp":
             return (shift + np.log(s))[:, None]
         if red == "Max_SumShiftExp":
@@ -707,6 +713,71 @@ def generate(rows, out_dir=OUT_DIR):
     return total, skipped
 
 
+# ---------------------------------------------------------------- special values
+
+def read_specials(path=CASES):
+    """The specials[] table of conformance_cases.h (special values: NaN, infinities, empty
+    reductions, the conventions at 0), as dicts."""
+    text = open(path).read()
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    body = re.search(r"static const struct special specials\[\] = \{(.*?)\n\};", text,
+                     re.S).group(1)
+    consts = {"INFINITY": np.inf, "NAN": np.nan, "NULL": None}
+    out = []
+    for m in re.finditer(r"\{\s*((?:\"[^\"]*\"\s*)+),\s*(NULL|\"[^\"]*\"),\s*\"([^\"]*)\",\s*(\w+),"
+                         r"\s*\{([^}]*)\},\s*\{([^}]*)\},\s*(\d+)\s*\}", body):
+        formula = "".join(re.findall(r'"([^"]*)"', m.group(1)))
+        weight = None if m.group(2) == "NULL" else m.group(2).strip('"')
+
+        def nums(t):
+            vals = []
+            for v in t.split(","):
+                v = v.strip()
+                neg = v.startswith("-")
+                v = v.lstrip("-").strip()
+                x = consts[v] if v in consts else float(v)
+                vals.append(-x if neg else x)
+            return vals
+        x, y = nums(m.group(5)), nums(m.group(6))
+        x += [0.0] * (3 - len(x))  # as C zero-fills
+        y += [0.0] * (5 - len(y))
+        out.append({"formula": formula, "weight": weight, "reduction": m.group(3),
+                    "scheme": SCHEMES[m.group(4)] if m.group(4) in SCHEMES else m.group(4),
+                    "x": x, "y": y, "ny": int(m.group(7))})
+    return out
+
+
+def generate_specials(specials, out_dir=OUT_DIR):
+    """specials.npy: for special k and dtype t (0 float32, 1 float64, test_special's order
+    2k + t), its 3 output rows, padded with NaN to the widest output; the inputs in
+    float32 are the same values (each is exact in float32, or an infinity or NaN)."""
+    outs = []
+    for sp in specials:
+        row = {"formula": sp["formula"], "weight": sp["weight"], "reduction": sp["reduction"],
+               "aliases": "X=Vi(1);Y=Vj(1)", "axis": "j"}
+        r = Row(row)
+        ny = sp["ny"]
+        for dtype in (np.float32, np.float64):
+            xv = np.array(sp["x"], dtype).astype(np.float64).reshape(3, 1, 1)
+            yv = np.array(sp["y"][:ny], dtype).astype(np.float64).reshape(1, ny, 1)
+            values = {r.names["X"]: xv, r.names["Y"]: yv}
+            outs.append(r.run(3, ny, values))
+    width = max(o.shape[1] for o in outs)
+    data = np.full((len(outs), 3, width), np.nan)
+    for k, o in enumerate(outs):
+        data[k, :, :o.shape[1]] = o
+    path = os.path.join(out_dir, "specials.npy")
+    np.save(path, np.ascontiguousarray(data.reshape(len(outs) * 3, width), dtype="<f8"))
+    with open(os.path.join(out_dir, "specials.txt"), "w") as f:
+        f.write("# written by tools/conformance_numpy.py: do not edit. specials.npy holds, "
+                "for each line (special k, float32 then float64), 3 output rows of %d "
+                "columns\n" % width)
+        for k, sp in enumerate(specials):
+            f.write("%02d\t%s\t%s\t%s\t%s\n" % (k, sp["formula"], sp["weight"] or "",
+                                                sp["reduction"], sp["scheme"]))
+    return os.path.getsize(path)
+
+
 # ---------------------------------------------------------------- golden cases
 
 def check_golden():
@@ -748,6 +819,7 @@ def main(argv):
             return 1
     rows = read_table()
     total, skipped = generate(rows)
+    total += generate_specials(read_specials())
     print("%d rows, %.2f MB in %s; not stored (more than %d output rows): %d sizes, %s"
           % (len(rows), total / 1e6, os.path.relpath(OUT_DIR, ROOT), MAX_OUT_ROWS,
              len(skipped), ", ".join(skipped)))
