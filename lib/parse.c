@@ -24,6 +24,7 @@ struct parser {
 	size_t len;	 /* its length */
 	int depth;
 	struct kred__error *err;
+	const char *what; /* "formula" or "alias", for "found the end of the ..." */
 };
 
 static void next(struct parser *p)
@@ -102,8 +103,8 @@ static void next(struct parser *p)
 static const struct kred__node *syntax(struct parser *p, size_t at, const char *what)
 {
 	if (p->t == T_END)
-		kred__fail(p->err, KRED_ESYNTAX, (long)at, "%s, found the end of the formula",
-			   what);
+		kred__fail(p->err, KRED_ESYNTAX, (long)at, "%s, found the end of the %s", what,
+			   p->what);
 	else
 		kred__fail(p->err, KRED_ESYNTAX, (long)at, "%s, found '%.*s'", what,
 			   (int)p->len, p->src + p->start);
@@ -541,7 +542,7 @@ static const struct kred__node *subexpr(struct parser *p, int limit)
 kred_status kred__parse_formula(struct kred__graph *g, const char *src,
 				const struct kred__node **out, struct kred__error *err)
 {
-	struct parser p = { .g = g, .src = src, .err = err };
+	struct parser p = { .g = g, .src = src, .err = err, .what = "formula" };
 	const struct kred__node *e;
 
 	*out = NULL;
@@ -580,7 +581,7 @@ static int reserved(const char *s, size_t len)
 kred_status kred__parse_alias(struct kred__graph *g, const char *src, int default_pos,
 			      struct kred__error *err)
 {
-	struct parser p = { .g = g, .src = src, .err = err };
+	struct parser p = { .g = g, .src = src, .err = err, .what = "alias" };
 	size_t name_at, name_len, cat_at;
 	int cat, v[3], n = 0, want;
 	kred_status s;

@@ -377,6 +377,24 @@ START_TEST(test_alias)
 }
 END_TEST
 
+/* An alias that ends early says so, not "the end of the formula" (seen in the messages
+ * of the formula fuzz harness, KRED_FUZZ_VERBOSE=1). */
+START_TEST(test_alias_end_message)
+{
+	struct kred__graph *g = kred__graph_new();
+	struct kred__error err;
+
+	kred__error_clear(&err);
+	ck_assert_int_eq(kred__parse_alias(g, "X = Vi(3", 0, &err), KRED_ESYNTAX);
+	ck_assert_msg(strstr(err.msg, "end of the alias") && !strstr(err.msg, "formula"), "%s",
+		      err.msg);
+	kred__error_clear(&err);
+	ck_assert_int_eq(kred__parse_alias(g, "", 0, &err), KRED_ESYNTAX);
+	ck_assert_msg(strstr(err.msg, "end of the alias"), "%s", err.msg);
+	kred__graph_free(g);
+}
+END_TEST
+
 START_TEST(test_alias_conflicts)
 {
 	struct kred__graph *g = kred__graph_new();
@@ -462,6 +480,7 @@ int main(void)
 	tcase_add_test(tc, test_hash_consing);
 	tcase_add_loop_test(tc, test_alias, 0, N(alias_rows));
 	tcase_add_test(tc, test_alias_conflicts);
+	tcase_add_test(tc, test_alias_end_message);
 	tcase_add_loop_test(tc, test_reduction_names, 0, N(red_rows));
 	tcase_add_test(tc, test_status_names);
 	suite_add_tcase(s, tc);
