@@ -10,12 +10,14 @@ case "$mode" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
 # What kred builds and tests with (see DEPENDENCIES in the README). The GPU stacks are
 # loaded at run time, so each is optional for a user; CI installs all of them. Open MPI
 # is for libkred_mpi, built when an MPI is found ("On a cluster" in the README).
-# The Python package (python/) is built for Debian's python3 with its numpy and torch.
+# The Python package (python/) is built for Debian's python3 with its numpy and torch;
+# clang and its runtime build the libFuzzer harnesses (tests/fuzz).
 packages="gcc libc6-dev meson ninja-build pkg-config check python3
   opencl-headers ocl-icd-opencl-dev pocl-opencl-icd clinfo
   libvulkan-dev mesa-vulkan-drivers glslc libshaderc-dev
   libopenmpi-dev openmpi-bin
-  python3-dev python3-pip python3-mesonpy python3-numpy python3-torch python3-pytest"
+  python3-dev python3-pip python3-mesonpy python3-numpy python3-torch python3-pytest
+  clang libclang-rt-14-dev"
 if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
 
 missing=""
@@ -82,7 +84,7 @@ if [ "${KRED_SKIP_SANITIZERS:-}" != 1 ]; then
 	# above; through ASan their tables would take too long on 2 cores).
 	build build-asan "${opts[@]}" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	asan_tests=$(meson test -C build-asan --list --no-rebuild 2>/dev/null | grep -xE \
-		'parse|api|eval|golden|diff|cli|kernel_product|conformance-host|golden-host|cuda-no-toolkit|chunk-host|comm|threads-host|threads-reference')
+		'parse|api|eval|golden|diff|cli|kernel_product|conformance-host|golden-host|cuda-no-toolkit|chunk-host|comm|threads-host|threads-reference|fuzz-corpus-formula|fuzz-corpus-npy|fuzz-corpus-kernel|fuzz-corpus-cli')
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C build-asan --print-errorlogs --num-processes "$jobs" $asan_tests || status=1
 	# Under ThreadSanitizer: eight threads sharing a context (kred.h, "Threads"), and the
@@ -91,8 +93,12 @@ if [ "${KRED_SKIP_SANITIZERS:-}" != 1 ]; then
 	TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --print-errorlogs \
 		--num-processes "$jobs" threads-host threads-reference parse api eval golden-host ||
 		status=1
+	# The libFuzzer harnesses (tests/fuzz, clang, ASan and UBSan): each replays its
+	# committed corpus, then fuzzes for 20 seconds.
+	CC=clang build build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false
+	meson test -C build-fuzz --print-errorlogs || status=1
 fi
-sanitizer_dirs="build-asan build-tsan"
+sanitizer_dirs="build-asan build-tsan build-fuzz"
 [ "${KRED_SKIP_SANITIZERS:-}" = 1 ] && sanitizer_dirs=
 python3 tools/test_summary.py --strict build $sanitizer_dirs || status=1
 exit $status

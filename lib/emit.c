@@ -546,7 +546,7 @@ static void weighted(struct emit *e, const struct kred__node *n, const struct kr
 
 	def(e, n, 0);
 	for (int a = 0; a < d; a++) {
-		if (s->dim != d * d) {
+		if ((int64_t)s->dim != (int64_t)d * d) { /* 1 or d: d * d overflows an int past 46,340 */
 			emitf(e, "%s%e * v%d_d%d * v%d_d%d", a ? " + " : "", s, s->dim == 1 ? 0 : a,
 			      n->id, a, n->id, a);
 			continue;
