@@ -45,6 +45,10 @@ static kred_status collect_args(kred_reduction *r, struct kred__error *err)
 	for (int k = 0; k < g->n_vars; k++) {
 		struct kred__arg *a = &r->args[g->vars[k].pos];
 
+		/* two aliases of one position (they must agree, parse.c checks): the first
+		 * names it, as the printer does */
+		if (a->cat >= 0)
+			continue;
 		a->cat = g->vars[k].cat;
 		a->dim = g->vars[k].dim;
 		a->name = g->vars[k].name;

@@ -597,6 +597,31 @@ START_TEST(test_megabyte_kernel)
 }
 END_TEST
 
+/* Two aliases of one position: the argument is named by the first, as the canonical form
+ * writes it, so that a caller can find it by the name the formula shows. */
+START_TEST(test_two_aliases)
+{
+	static const char *const al[] = { "X = Vi(0,3)", "G = Vi(0,3)" };
+	kred_context *ctx = ref_ctx();
+	kred_reduction *r = NULL;
+	kred_spec s = { 0 };
+	const char *name = NULL;
+	int cat, dim;
+
+	s.formula = "X+G";
+	s.aliases = al;
+	s.n_aliases = 2;
+	s.reduction = "Sum";
+	ck_assert_int_eq(kred_reduction_create(ctx, &s, &r), KRED_OK);
+	ck_assert_int_eq(kred_reduction_n_args(r), 1);
+	ck_assert_int_eq(kred_reduction_arg(r, 0, &cat, &dim, &name), KRED_OK);
+	ck_assert_str_eq(name, "X");
+	ck_assert_str_eq(kred_reduction_formula(r), "Add(X,X)");
+	kred_reduction_destroy(r);
+	kred_context_destroy(ctx);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("api");
@@ -614,6 +639,7 @@ int main(void)
 	tcase_add_test(tc, test_float32_index_limit);
 	tcase_add_test(tc, test_devices_report);
 	tcase_add_loop_test(tc, test_alloc_sweep, 0, N(sweep_rows));
+	tcase_add_test(tc, test_two_aliases);
 	tcase_add_test(tc, test_megabyte_too_deep);
 	tcase_add_test(tc, test_megabyte_balanced);
 	tcase_add_test(tc, test_longest_chain);
