@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -449,7 +450,7 @@ kred_status kred__cache_tmpfile(struct kred__cache *c, const char *stem, const c
 					  "temporary one in %s (%s)", c->wanted ? c->wanted : "",
 					  strerror(why), tmp_root(), strerror(e));
 		}
-		if (c->wanted && *c->wanted)
+		if (c->wanted && *c->wanted && why) /* (kred__cache_full said why) */
 			kred__log("warning: cannot write the cache directory %s (%s): using %s "
 				  "for this context", c->wanted, strerror(why), c->private_dir);
 	}
@@ -460,6 +461,50 @@ kred_status kred__cache_tmpfile(struct kred__cache *c, const char *stem, const c
 				  strerror(errno));
 	*dir = c->private_dir;
 	return KRED_OK;
+}
+
+static _Atomic int no_space;
+
+void kred__test_cache_no_space(int on)
+{
+	no_space = on;
+}
+
+int kred__cache_write_text(const struct kred__cache *c, const char *dir, const char *path,
+			   const char *text)
+{
+	size_t n = strlen(text);
+	FILE *f;
+	int ok;
+
+	if (no_space && c->wanted && dir == c->wanted) {
+		errno = ENOSPC;
+		return -1;
+	}
+	f = fopen(path, "w");
+	if (!f)
+		return -1;
+	ok = fwrite(text, 1, n, f) == n;
+	if (fclose(f) != 0)
+		ok = 0;
+	return ok ? 0 : -1;
+}
+
+int kred__cache_full(struct kred__cache *c, const char *dir, int e)
+{
+	if (!c->wanted || dir != c->wanted || c->wanted_failed ||
+	    (e != ENOSPC && e != EDQUOT && e != EFBIG))
+		return 0;
+	c->wanted_failed = 1;
+	kred__log("warning: cannot write the cache directory %s (%s): compiling in a private "
+		  "directory instead", c->wanted, strerror(e));
+	return 1;
+}
+
+int kred__log_says_full(const char *log)
+{
+	return log && (strstr(log, strerror(ENOSPC)) || strstr(log, strerror(EDQUOT)) ||
+		       strstr(log, strerror(EFBIG)));
 }
 
 void kred__cache_close(struct kred__cache *c)

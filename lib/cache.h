@@ -64,6 +64,19 @@ const char *kred__cache_read_dir(const struct kred__cache *c);
 kred_status kred__cache_tmpfile(struct kred__cache *c, const char *stem, const char *suffix,
 				char **path, const char **dir, struct kred__error *err);
 void kred__cache_close(struct kred__cache *c);
+/* Writes text into path, a file of kred__cache_tmpfile in dir: 0, or -1 with errno. */
+int kred__cache_write_text(const struct kred__cache *c, const char *dir, const char *path,
+			   const char *text);
+/* After a write into dir failed with errno e (or a compiler's log says so): when dir is
+ * the wanted directory and e says it is full (ENOSPC, EDQUOT, EFBIG), the cache gives it
+ * up for the private one, says why under KRED_VERBOSE, and returns 1: the caller makes
+ * its files again (kred__cache_tmpfile now gives private ones). Else 0. */
+int kred__cache_full(struct kred__cache *c, const char *dir, int e);
+/* Whether a compiler's output says that it ran out of room to write. */
+int kred__log_says_full(const char *log);
+/* Test hook: while on, writes through kred__cache_write_text into a wanted directory fail
+ * with ENOSPC, as on a full file system. */
+KRED_API void kred__test_cache_no_space(int on);
 
 /* The identity of what a cache entry was built by and for: everything its key hashes
  * but the source (kred's version, the backend, the CPU or device and driver, the

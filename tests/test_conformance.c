@@ -905,6 +905,60 @@ START_TEST(test_cache_readonly)
 }
 END_TEST
 
+/* A full cache file system (kred__test_cache_no_space makes writes into the cache
+ * directory fail with ENOSPC): kred compiles in a private directory instead, runs, and
+ * says why under KRED_VERBOSE. The backends that compile in memory (OpenCL, CUDA) only
+ * lose the copy they would have cached. */
+START_TEST(test_cache_no_space)
+{
+	char dir[512], formula[128], log[600], saved[600];
+	int status, writes_source = !strcmp(backend, "host") || !strncmp(backend, "vulkan", 6);
+	pid_t pid;
+
+	if (!caches("test_cache_no_space"))
+		return;
+	swap_env("KRED_OPENCL_BINARY_CACHE", "1", saved, sizeof(saved));
+	snprintf(dir, sizeof(dir), "%s/nospace", tmp_root);
+	snprintf(log, sizeof(log), "%s/stderr", tmp_root);
+	fresh_formula(formula, sizeof(formula));
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		char msg[512];
+		int bad;
+
+		if (!freopen(log, "w", stderr))
+			_exit(4);
+		setenv("KRED_VERBOSE", "1", 1);
+		kred__test_cache_no_space(1);
+		bad = check_formula(formula, dir, msg, sizeof(msg));
+		if (bad)
+			fprintf(stderr, "child: %s\n", msg);
+		fflush(stderr);
+		_exit(bad ? 1 : 0);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	{
+		char text[8192] = "";
+		FILE *f = fopen(log, "r");
+		size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+
+		if (f)
+			fclose(f);
+		text[n] = 0;
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			      "child failed (status %d): %s", status, text);
+		if (writes_source) {
+			ck_assert_msg(strstr(text, "No space left on device") &&
+				      strstr(text, "compiling in a private directory"),
+				      "no reason: %s", text);
+			ck_assert_int_eq(count_entries(dir), 0);
+		}
+	}
+	swap_env("KRED_OPENCL_BINARY_CACHE", saved[0] ? saved + 1 : NULL, NULL, 0);
+}
+END_TEST
+
 /* No room to write (a file-size limit, RLIMIT_FSIZE, in a child): creating a reduction
  * fails with a clear error, not a crash or a signal (SIGXFSZ is ignored, as a server
  * would), and leaves nothing damaged: the same formula then runs and caches normally. */
@@ -1106,6 +1160,7 @@ int main(int argc, char **argv)
 	tcase_add_test(tc, test_cache_bound);
 	tcase_add_test(tc, test_cache_readonly);
 	tcase_add_test(tc, test_cache_full);
+	tcase_add_test(tc, test_cache_no_space);
 	tcase_add_test(tc, test_build_failure);
 	tcase_add_test(tc, test_alloc_sweep);
 	suite_add_tcase(s, tc);

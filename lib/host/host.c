@@ -201,23 +201,12 @@ static char **compile_argv(const char *cc, const char *flags, const char *out, c
 	return argv;
 }
 
-static int write_file(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-	size_t n = strlen(text);
-	int ok;
-
-	if (!f)
-		return -1;
-	ok = fwrite(text, 1, n, f) == n;
-	ok = fclose(f) == 0 && ok;
-	return ok ? 0 : -1;
-}
-
 /* Compiles src into a module sealed with identity and published at <dir>/<key>.so;
- * *path is where. */
-static kred_status build(struct host *h, const char *key, uint64_t identity, const char *src,
-			 const char *flags, char **path, struct kred__error *err)
+ * *path is where. On a failure for want of room in the cache directory, *full receives
+ * that directory (kred__cache_full decides whether to try elsewhere). */
+static kred_status build_once(struct host *h, const char *key, uint64_t identity,
+			      const char *src, const char *flags, char **path, const char **full,
+			      struct kred__error *err)
 {
 	char *so = NULL, *c_src = NULL, *store = NULL, *log = NULL, **argv = NULL;
 	struct kred__buf cmd = { 0 };
@@ -234,8 +223,12 @@ static kred_status build(struct host *h, const char *key, uint64_t identity, con
 	s = kred__cache_tmpfile(&h->cache, key, ".c", &c_src, &c_dir, err);
 	if (s)
 		goto done;
-	if (write_file(c_src, src) != 0) {
-		s = kred__fail(err, KRED_EIO, -1, "cannot write %s: %s", c_src, strerror(errno));
+	if (kred__cache_write_text(&h->cache, c_dir, c_src, src) != 0) {
+		int e = errno;
+
+		if (e == ENOSPC || e == EDQUOT || e == EFBIG)
+			*full = c_dir;
+		s = kred__fail(err, KRED_EIO, -1, "cannot write %s: %s", c_src, strerror(e));
 		goto done;
 	}
 	argv = compile_argv(h->cc, flags, so, c_src, &store);
@@ -250,6 +243,8 @@ static kred_status build(struct host *h, const char *key, uint64_t identity, con
 	}
 	rc = kred__spawn(argv, &log);
 	if (rc != 0) {
+		if (rc > 0 && kred__log_says_full(log))
+			*full = dir;
 		if (h->ctx)
 			kred__ctx_set_log(h->ctx, log ? log : "");
 		s = kred__fail(err, KRED_EBUILD, -1,
@@ -288,6 +283,21 @@ done:
 	kred__free(store);
 	kred__free(argv);
 	kred__free(log);
+	return s;
+}
+
+/* build_once, and once more in the private directory when the cache directory is full. */
+static kred_status build(struct host *h, const char *key, uint64_t identity, const char *src,
+			 const char *flags, char **path, struct kred__error *err)
+{
+	const char *full = NULL;
+	kred_status s = build_once(h, key, identity, src, flags, path, &full, err);
+
+	if (s && full && kred__cache_full(&h->cache, full, ENOSPC)) {
+		kred__error_clear(err);
+		full = NULL;
+		s = build_once(h, key, identity, src, flags, path, &full, err);
+	}
 	return s;
 }
 

@@ -120,23 +120,12 @@ fail:
 	return s;
 }
 
-static int write_file(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "w");
-	size_t n = strlen(text);
-	int ok;
-
-	if (!f)
-		return -1;
-	ok = fwrite(text, 1, n, f) == n;
-	ok = fclose(f) == 0 && ok;
-	return ok ? 0 : -1;
-}
-
 /* Compiles src with glslc into a module sealed with identity and published at
- * <dir>/<key>.spv. */
-static kred_status build(struct kred__vk *v, const char *key, uint64_t identity, const char *src,
-			 char **path, struct kred__error *err)
+ * <dir>/<key>.spv. On a failure for want of room in the cache directory, *full receives
+ * that directory. */
+static kred_status build_once(struct kred__vk *v, const char *key, uint64_t identity,
+			      const char *src, char **path, const char **full,
+			      struct kred__error *err)
 {
 	char *spv = NULL, *comp = NULL, *log = NULL;
 	char *argv[N_FLAGS + 5];
@@ -153,8 +142,12 @@ static kred_status build(struct kred__vk *v, const char *key, uint64_t identity,
 	s = kred__cache_tmpfile(&v->cache, key, ".comp", &comp, &comp_dir, err);
 	if (s)
 		goto done;
-	if (write_file(comp, src) != 0) {
-		s = kred__fail(err, KRED_EIO, -1, "cannot write %s: %s", comp, strerror(errno));
+	if (kred__cache_write_text(&v->cache, comp_dir, comp, src) != 0) {
+		int e = errno;
+
+		if (e == ENOSPC || e == EDQUOT || e == EFBIG)
+			*full = comp_dir;
+		s = kred__fail(err, KRED_EIO, -1, "cannot write %s: %s", comp, strerror(e));
 		goto done;
 	}
 	argv[n++] = v->glslc;
@@ -167,6 +160,8 @@ static kred_status build(struct kred__vk *v, const char *key, uint64_t identity,
 	kred__log("vulkan: compiling: %s ... -o %s %s", v->glslc, spv, comp);
 	rc = kred__spawn(argv, &log);
 	if (rc != 0) {
+		if (rc > 0 && kred__log_says_full(log))
+			*full = dir;
 		if (v->ctx)
 			kred__ctx_set_log(v->ctx, log ? log : "");
 		s = kred__fail(err, KRED_EBUILD, -1,
@@ -202,6 +197,21 @@ done:
 	kred__free(spv);
 	kred__free(comp);
 	kred__free(log);
+	return s;
+}
+
+/* build_once, and once more in the private directory when the cache directory is full. */
+static kred_status build(struct kred__vk *v, const char *key, uint64_t identity, const char *src,
+			 char **path, struct kred__error *err)
+{
+	const char *full = NULL;
+	kred_status s = build_once(v, key, identity, src, path, &full, err);
+
+	if (s && full && kred__cache_full(&v->cache, full, ENOSPC)) {
+		kred__error_clear(err);
+		full = NULL;
+		s = build_once(v, key, identity, src, path, &full, err);
+	}
 	return s;
 }
 
