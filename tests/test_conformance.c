@@ -851,6 +851,17 @@ START_TEST(test_cache_bound)
 }
 END_TEST
 
+/* What a child wrote into the file log (its stderr), as a string; "" when there is none. */
+static void read_log(const char *log, char *text, size_t len)
+{
+	FILE *f = fopen(log, "r");
+	size_t n = f ? fread(text, 1, len - 1, f) : 0;
+
+	if (f)
+		fclose(f);
+	text[n] = 0;
+}
+
 /* A cache directory that this process cannot write (root ignores modes: the check runs
  * in a child that becomes nobody): kred compiles in a private temporary directory,
  * leaves the cache directory untouched, and says why under KRED_VERBOSE. */
@@ -888,13 +899,9 @@ START_TEST(test_cache_readonly)
 	}
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	{
-		char text[4096] = "";
-		FILE *f = fopen(log, "r");
-		size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+		char text[8192];
 
-		if (f)
-			fclose(f);
-		text[n] = 0;
+		read_log(log, text, sizeof(text));
 		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 			      "child failed (status %d): %s", status, text);
 		ck_assert_msg(strstr(text, "cannot write the cache directory"), "no reason: %s",
@@ -939,13 +946,9 @@ START_TEST(test_cache_no_space)
 	}
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	{
-		char text[8192] = "";
-		FILE *f = fopen(log, "r");
-		size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+		char text[8192];
 
-		if (f)
-			fclose(f);
-		text[n] = 0;
+		read_log(log, text, sizeof(text));
 		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
 			      "child failed (status %d): %s", status, text);
 		if (writes_source) {
@@ -992,13 +995,9 @@ START_TEST(test_cache_full)
 	}
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	{
-		char text[4096] = "";
-		FILE *f = fopen(log, "r");
-		size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+		char text[8192];
 
-		if (f)
-			fclose(f);
-		text[n] = 0;
+		read_log(log, text, sizeof(text));
 		ck_assert_msg(WIFEXITED(status), "the child died (status %d): %s", status, text);
 		/* an error that says what failed, when it failed */
 		ck_assert_msg(WEXITSTATUS(status) == 0 || strstr(text, "too large") ||
