@@ -337,3 +337,22 @@ class GenredBase:
                                       "kred")
         if device_id not in (-1, None):
             raise ValueError(f"device_id: {device_hint}")
+
+
+class GenericBase:
+    """What the functions of generic_sum(_np) and generic_logsumexp(_np) share: KeOps
+    1.x's output alias ("A = Vx(2)") checked against the reduction; a subclass sets _run
+    (its array library's run)."""
+
+    _run = None
+
+    def __init__(self, reduction, formula, output, *aliases):
+        axis, dim = parse_output(output)
+        self.output = output
+        self.op = op(formula, aliases, reduction, axis)
+        if self.op.out_dim != dim:
+            raise ValueError(f"the output {output!r} has dimension {dim}, but the "
+                             f"{reduction} of {formula!r} has dimension {self.op.out_dim}")
+
+    def __call__(self, *args, backend="auto"):
+        return type(self)._run(self.op, args, backend)

@@ -199,19 +199,10 @@ class Genred(_core.GenredBase):
         return result
 
 
-class _Generic:
+class _Generic(_core.GenericBase):
     """The function generic_sum and generic_logsumexp return."""
 
-    def __init__(self, reduction, formula, output, *aliases):
-        axis, dim = _core.parse_output(output)
-        self.output = output
-        self.op = _core.op(formula, aliases, reduction, axis)
-        if self.op.out_dim != dim:
-            raise ValueError(f"the output {output!r} has dimension {dim}, but the "
-                             f"{reduction} of {formula!r} has dimension {self.op.out_dim}")
-
-    def __call__(self, *args, backend="auto"):
-        return run(self.op, args, backend)
+    _run = staticmethod(run)
 
 
 def generic_sum(formula, output, *aliases):
