@@ -428,8 +428,11 @@ KRED_API kred_status kred_kernel_product(kred_context *ctx, const kred_kernel_pr
  *
  * The OpenCL objects of an opencl context, so that the caller can make buffers in its
  * cl_context and order its own work with kred's: *cl_context receives the cl_context and
- * *cl_queue the in-order cl_command_queue, each cast to void *. They are owned by the
- * context and live until kred_context_destroy (clRetain* them to keep them longer). Either
+ * *cl_queue the in-order cl_command_queue, each cast to void *. The queue is the
+ * context's own; the cl_context is shared by every opencl context on the same device in
+ * the process (so a buffer made for one of them is valid in the others), and kept until
+ * the process ends. Both are valid at least until kred_context_destroy (clRetain* them
+ * to keep them longer). Either
  * out-pointer may be NULL. KRED_EBACKEND when ctx is not an opencl context. */
 KRED_API kred_status kred_context_opencl_handles(kred_context *ctx, void **cl_context,
 						 void **cl_queue);

@@ -354,8 +354,6 @@ int main(int argc, char **argv)
 {
 	Suite *s;
 	TCase *tc;
-	SRunner *sr;
-	int failed;
 
 	if (argc > 1 && argv[1][0])
 		backend = argv[1];
@@ -376,9 +374,5 @@ int main(int argc, char **argv)
 	if (argc > 2 && !strcmp(argv[2], "--large"))
 		tcase_add_test(tc, test_fifty_mib);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return run_suites(NULL, s) ? 1 : 0;
 }

@@ -1180,9 +1180,6 @@ int main(void)
 	Suite *s;
 	TCase *ops = tcase_create("ops"), *reds = tcase_create("reductions");
 	TCase *more = tcase_create("derivatives"), *errs = tcase_create("errors");
-	SRunner *sr;
-	int failed;
-
 	if (env && *env) {
 		/* A backend that cannot run here is a skip (77), except in CI. */
 		int rc;
@@ -1226,9 +1223,5 @@ int main(void)
 		tcase_add_loop_test(errs, test_alloc_sweep, 0, N(sweep_rows));
 	suite_add_tcase(s, errs);
 
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return run_suites(NULL, s) ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -299,7 +299,6 @@ int main(void)
 	const char *data = getenv("KRED_TEST_DATA");
 	Suite *s = suite_create("golden");
 	TCase *tc;
-	SRunner *sr;
 	int failed;
 
 	backend = getenv("KRED_TEST_BACKEND");
@@ -326,10 +325,7 @@ int main(void)
 		tcase_add_loop_test(tc, test_golden, 0, n_cases);
 	suite_add_tcase(s, tc);
 
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
+	failed = run_suites(NULL, s);
 	free_cases();
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

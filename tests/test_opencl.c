@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cl/loader.h"
+#include "probe.h"
 #include "internal.h"
 #include "run_exe.h"
 #include "test_config.h"
@@ -632,10 +633,9 @@ static int probe(char *why, size_t len)
 int main(void)
 {
 	Suite *s = suite_create("opencl");
+	Suite *apart = suite_create("opencl, builds and command");
 	TCase *tc;
-	SRunner *sr;
 	char why[256];
-	int failed;
 
 	/* No device is a skip (77), except in a strict_tests build (setup.sh test), where
 	 * the machine has one (POCL). The probe runs in a child: Check forks a process per
@@ -666,17 +666,15 @@ int main(void)
 	tcase_add_test(tc, test_binary_cache);
 	tcase_add_test(tc, test_no_fp64);
 	tcase_add_test(tc, test_device_names);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(apart, tc);
 
 	tc = tcase_create("command");
 	tcase_add_test(tc, test_cli_devices);
 	tcase_add_test(tc, test_cli_without_opencl);
 	tcase_add_test(tc, test_cli_scheme);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(apart, tc);
 
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	/* The builds change the environment and the command forks: each test apart. The
+	 * comparisons and the device buffers: in this one process (tests/probe.h). */
+	return run_suites(apart, s) ? 1 : 0;
 }

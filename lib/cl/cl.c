@@ -22,6 +22,9 @@
  * KRED_OPENCL_BINARY_CACHE=1 turns kred's binary cache on for POCL too (tests), =0 off.
  * KRED_OPENCL_OPTIONS adds build options ("-cl-mad-enable"); they are part of the key.
  *
+ * Contexts. Every kred context on one device shares that device's cl_context
+ * (kred__cl_device_context), and has a queue of its own.
+ *
  * Variants. On a GPU a group loads each tile of columns into local memory (one row per
  * work-item). On a CPU device local memory is ordinary memory and a barrier is a loop
  * split in POCL's work-group compiler, so each work-item reads its columns from global
@@ -234,7 +237,6 @@ static kred_status cl_open(kred_context *ctx, const char *device, void **state,
 {
 	const struct kred__cl_api *cl;
 	const struct kred__cl_device *devs;
-	cl_context_properties props[3];
 	struct kred__buf b = { 0 };
 	struct cl_state *st;
 	const char *env;
@@ -286,10 +288,7 @@ static kred_status cl_open(kred_context *ctx, const char *device, void **state,
 		kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 		goto fail;
 	}
-	props[0] = CL_CONTEXT_PLATFORM;
-	props[1] = (cl_context_properties)st->dev->platform;
-	props[2] = 0;
-	st->context = cl->CreateContext(props, 1, &st->dev->id, NULL, NULL, &e);
+	st->context = kred__cl_device_context(index, &e);
 	if (!st->context) {
 		kred__fail(err, e == CL_OUT_OF_HOST_MEMORY ? KRED_ENOMEM : KRED_EBACKEND, -1,
 			   "cannot create an OpenCL context on %s: %s", st->dev->name,

@@ -13,6 +13,7 @@
 
 static struct kred__cl_api api;
 static struct kred__cl_device devices[MAX_DEVICES];
+static cl_context shared[MAX_DEVICES]; /* kred__cl_device_context */
 static int n_devices;
 static int loaded; /* 1 ok, -1 failed */
 static pid_t load_pid; /* the process that initialised OpenCL */
@@ -75,6 +76,7 @@ static void load(const char *pocl_cache_dir)
 	LOAD(GetDeviceIDs);
 	LOAD(GetDeviceInfo);
 	LOAD(CreateContext);
+	LOAD(RetainContext);
 	LOAD(ReleaseContext);
 	LOAD(CreateCommandQueue);
 	LOAD(ReleaseCommandQueue);
@@ -179,6 +181,30 @@ int kred__cl_devices(const struct kred__cl_device **out)
 {
 	*out = devices;
 	return loaded > 0 && getpid() == load_pid ? n_devices : 0;
+}
+
+cl_context kred__cl_device_context(int index, cl_int *e)
+{
+	cl_context_properties props[3];
+	cl_context c;
+
+	*e = CL_SUCCESS;
+	if (loaded <= 0 || getpid() != load_pid || index < 0 || index >= n_devices) {
+		*e = CL_INVALID_DEVICE;
+		return NULL;
+	}
+	pthread_mutex_lock(&lock);
+	if (!shared[index]) {
+		props[0] = CL_CONTEXT_PLATFORM;
+		props[1] = (cl_context_properties)devices[index].platform;
+		props[2] = 0;
+		shared[index] = api.CreateContext(props, 1, &devices[index].id, NULL, NULL, e);
+	}
+	c = shared[index];
+	if (c && (*e = api.RetainContext(c)) != CL_SUCCESS)
+		c = NULL;
+	pthread_mutex_unlock(&lock);
+	return c;
 }
 
 const char *kred__cl_errname(cl_int e)

@@ -21,6 +21,7 @@ struct kred__cl_api {
 				    void(CL_CALLBACK *)(const char *, const void *, size_t,
 							void *),
 				    void *, cl_int *);
+	cl_int (*RetainContext)(cl_context);
 	cl_int (*ReleaseContext)(cl_context);
 	cl_command_queue (*CreateCommandQueue)(cl_context, cl_device_id,
 					       cl_command_queue_properties, cl_int *);
@@ -81,6 +82,13 @@ struct kred__cl_device {
 const struct kred__cl_api *kred__cl_load(const char *pocl_cache_dir, char *why, size_t whylen);
 /* The devices found by kred__cl_load, in platform then device order ("opencl:N"). */
 int kred__cl_devices(const struct kred__cl_device **devices);
+/* The cl_context of devices[index] that every kred context on that device shares, made at
+ * the first call and kept for the life of the process, retained once more for the caller
+ * (who releases it); NULL with the error in *e if it cannot be made. One per device
+ * rather than one per kred context: an implementation may attach costly state to a
+ * cl_context (POCL loads its kernel library, about 0.5 s, into each one, before its first
+ * build), and buffers made through one kred context are then valid in another. */
+cl_context kred__cl_device_context(int index, cl_int *e);
 /* "CL_OUT_OF_RESOURCES" and the like. */
 const char *kred__cl_errname(cl_int e);
 
