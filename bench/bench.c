@@ -1,5 +1,7 @@
-/* The benchmarks behind `kred bench`: standard cases run on the host backend side by side
- * with plain OpenMP loops written here, printing medians, pairs per second and ratios. */
+/* The benchmarks behind `kred bench`: standard cases run on a kred backend side by side
+ * with baselines (bench/baselines.c, built here with the host backend's compiler and
+ * flags, and with -ffast-math), printing medians, pairs per second and ratios. */
+#include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,10 +22,11 @@
 #include "bench_util.h"
 
 /*
- * The hand-written loops are what a careful user writes for one formula: one OpenMP
- * parallel loop over the output rows, libm's exp, compiled with the flags this command
- * is built with (meson's debugoptimized: -O2, with -fopenmp). Both sides run in the same
- * process on the same data, and each case checks that they agree.
+ * The baselines are bench/baselines.c: each case as a careful user writes it in C with
+ * OpenMP (structure-of-arrays inputs, `omp simd` reductions). The file is embedded in this
+ * command and compiled at run time, on this machine, by the host backend's compiler with
+ * the host backend's own flags, then again with -ffast-math added; kred and both builds
+ * run alternately on the same data, and each case checks that they agree.
  */
 
 struct opts {
@@ -31,6 +34,7 @@ struct opts {
 	int reps;
 	const char *cases;
 	const char *backend;
+	const char *json;
 };
 
 static uint64_t lcg = 42;
@@ -58,106 +62,81 @@ static void *fill(int64_t count, int f64, double lo, double hi)
 	return p;
 }
 
-/* ---- the hand-written loops */
+/* ---- the baselines, built here */
 
-/* out_i = sum_j exp(-g |x_i - y_j|^2) b_j, D = 3, E = 1, float32 */
-static void hand_gauss_f32(int64_t nx, int64_t ny, const float *x, const float *y,
-			   const float *b, float g, float *out)
+extern const char kred__kernel_baselines_c[]; /* bench/baselines.c (meson.build) */
+
+typedef void (*gauss_f32_fn)(int64_t, int64_t, const float *const *, const float *const *,
+			     const float *, float, float *);
+typedef void (*gauss_f64_fn)(int64_t, int64_t, const double *const *, const double *const *,
+			     const double *, double, double *);
+typedef void (*lse_f32_fn)(int64_t, int64_t, const float *const *, const float *const *, float,
+			   float *);
+typedef void (*argkmin_f32_fn)(int64_t, int64_t, const float *const *, const float *const *,
+			       float *);
+typedef void (*gauss_d64_fn)(int64_t, int64_t, const float *, const float *, const float *,
+			     float, float *);
+typedef void (*grad_f32_fn)(int64_t, int64_t, const float *const *, const float *const *,
+			    const float *, float, const float *, float *);
+
+struct baseline {
+	void *so;
+	gauss_f32_fn gauss_f32;
+	gauss_f64_fn gauss_f64;
+	lse_f32_fn lse_f32;
+	argkmin_f32_fn argkmin_f32;
+	gauss_d64_fn gauss_d64_f32;
+	grad_f32_fn gauss_grad_f32;
+};
+
+/* Compiles bench/baselines.c into dir/NAME.so with the host backend's compiler and
+ * flags, plus extra, and loads it. */
+static int baseline_build(struct baseline *b, const char *dir, const char *name,
+			  const char *extra)
 {
-#pragma omp parallel for schedule(static)
-	for (int64_t i = 0; i < nx; i++) {
-		float x0 = x[3 * i], x1 = x[3 * i + 1], x2 = x[3 * i + 2], s = 0;
+	char src[600], so[600], log[600], cmd[2400];
+	FILE *f;
 
-		for (int64_t j = 0; j < ny; j++) {
-			float d0 = x0 - y[3 * j], d1 = x1 - y[3 * j + 1], d2 = x2 - y[3 * j + 2];
-
-			s += expf(-g * (d0 * d0 + d1 * d1 + d2 * d2)) * b[j];
-		}
-		out[i] = s;
+	memset(b, 0, sizeof(*b));
+	snprintf(src, sizeof(src), "%s/baselines.c", dir);
+	snprintf(so, sizeof(so), "%s/%s.so", dir, name);
+	snprintf(log, sizeof(log), "%s/%s.log", dir, name);
+	f = fopen(src, "w");
+	if (!f || fputs(kred__kernel_baselines_c, f) < 0 || fclose(f)) {
+		fprintf(stderr, "kred: error: bench: cannot write %s\n", src);
+		return 1;
 	}
-}
+	snprintf(cmd, sizeof(cmd), "%s %s %s -o '%s' '%s' -lm > '%s' 2>&1", kred__host_cc(),
+		 kred__host_cflags(), extra, so, src, log);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "kred: error: bench: the baselines did not compile: %s\n", cmd);
+		if ((f = fopen(log, "r"))) {
+			int ch;
 
-/* the same with D = 10, E = 3, float64 */
-static void hand_gauss_f64(int64_t nx, int64_t ny, const double *x, const double *y,
-			   const double *b, double g, double *out)
-{
-#pragma omp parallel for schedule(static)
-	for (int64_t i = 0; i < nx; i++) {
-		double s0 = 0, s1 = 0, s2 = 0;
-
-		for (int64_t j = 0; j < ny; j++) {
-			double d2 = 0, k;
-
-			for (int c = 0; c < 10; c++) {
-				double d = x[10 * i + c] - y[10 * j + c];
-
-				d2 += d * d;
-			}
-			k = exp(-g * d2);
-			s0 += k * b[3 * j];
-			s1 += k * b[3 * j + 1];
-			s2 += k * b[3 * j + 2];
+			while ((ch = fgetc(f)) != EOF)
+				fputc(ch, stderr);
+			fclose(f);
 		}
-		out[3 * i] = s0;
-		out[3 * i + 1] = s1;
-		out[3 * i + 2] = s2;
+		return 1;
 	}
-}
-
-/* out_i = log sum_j exp(-g |x_i - y_j|^2), D = 3, float32: a max pass, then the shifted
- * sum, as one writes it to avoid overflow */
-static void hand_lse_f32(int64_t nx, int64_t ny, const float *x, const float *y, float g,
-			 float *out)
-{
-#pragma omp parallel for schedule(static)
-	for (int64_t i = 0; i < nx; i++) {
-		float x0 = x[3 * i], x1 = x[3 * i + 1], x2 = x[3 * i + 2], m = -INFINITY, s = 0;
-
-		for (int64_t j = 0; j < ny; j++) {
-			float d0 = x0 - y[3 * j], d1 = x1 - y[3 * j + 1], d2 = x2 - y[3 * j + 2];
-			float f = -g * (d0 * d0 + d1 * d1 + d2 * d2);
-
-			m = f > m ? f : m;
-		}
-		for (int64_t j = 0; j < ny; j++) {
-			float d0 = x0 - y[3 * j], d1 = x1 - y[3 * j + 1], d2 = x2 - y[3 * j + 2];
-
-			s += expf(-g * (d0 * d0 + d1 * d1 + d2 * d2) - m);
-		}
-		out[i] = m + logf(s);
+	b->so = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+	if (!b->so) {
+		fprintf(stderr, "kred: error: bench: %s\n", dlerror());
+		return 1;
 	}
-}
-
-/* the indices of the 10 nearest y_j, D = 3, float32: insertion into a sorted list */
-static void hand_argkmin_f32(int64_t nx, int64_t ny, const float *x, const float *y, float *out)
-{
-#pragma omp parallel for schedule(static)
-	for (int64_t i = 0; i < nx; i++) {
-		float x0 = x[3 * i], x1 = x[3 * i + 1], x2 = x[3 * i + 2], best[10];
-		int64_t idx[10];
-
-		for (int k = 0; k < 10; k++) {
-			best[k] = INFINITY;
-			idx[k] = -1;
-		}
-		for (int64_t j = 0; j < ny; j++) {
-			float d0 = x0 - y[3 * j], d1 = x1 - y[3 * j + 1], d2 = x2 - y[3 * j + 2];
-			float d = d0 * d0 + d1 * d1 + d2 * d2;
-			int k = 9;
-
-			if (!(d < best[9]))
-				continue;
-			while (k > 0 && best[k - 1] > d) {
-				best[k] = best[k - 1];
-				idx[k] = idx[k - 1];
-				k--;
-			}
-			best[k] = d;
-			idx[k] = j;
-		}
-		for (int k = 0; k < 10; k++)
-			out[10 * i + k] = (float)idx[k];
+#define SYM(field)                                                                    \
+	if (!(*(void **)&b->field = dlsym(b->so, "base_" #field))) {                  \
+		fprintf(stderr, "kred: error: bench: %s has no base_%s\n", so, #field); \
+		return 1;                                                             \
 	}
+	SYM(gauss_f32)
+	SYM(gauss_f64)
+	SYM(lse_f32)
+	SYM(argkmin_f32)
+	SYM(gauss_d64_f32)
+	SYM(gauss_grad_f32)
+#undef SYM
+	return 0;
 }
 
 /* ---- running kred */
@@ -227,24 +206,28 @@ static double index_diff(const float *a, const float *b, int64_t rows, int k)
 	return rows ? (double)bad / (double)rows : 0;
 }
 
-enum which { GAUSS32, GAUSS64, LSE32, ARGKMIN32 };
+enum which { GAUSS32, GAUSS64, LSE32, ARGKMIN32, GAUSS_D64, GRAD32 };
 
 struct bench_case {
 	const char *name, *label, *formula, *reduction;
 	const char *aliases[4];
-	int f64, dx, dy, e, kind;
-	int64_t n; /* nx = ny by default: the others cost the hand loop far more per pair */
+	int f64, d, kind;
+	int64_t n; /* nx = ny by default */
 };
 
 static const struct bench_case bench_cases[] = {
-	{ "gauss", "Exp(-G*SqDist(X,Y))*B  D=3  E=1  float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, 3, 1, GAUSS32, 100000 },
-	{ "gauss64", "Exp(-G*SqDist(X,Y))*B  D=10 E=3  float64", "Exp(-G*SqDist(X,Y))*B", "Sum",
-	  { "X=Vi(10)", "Y=Vj(10)", "B=Vj(3)", "G=Pm(1)" }, 1, 10, 10, 3, GAUSS64, 30000 },
-	{ "lse", "LogSumExp(-G*SqDist(X,Y))  D=3  float32", "-G*SqDist(X,Y)", "LogSumExp",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, 3, 1, LSE32, 30000 },
-	{ "argkmin", "ArgKMin(10) of SqDist(X,Y)  D=3  float32", "SqDist(X,Y)", "ArgKMin(10)",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, 3, 1, ARGKMIN32, 30000 },
+	{ "gauss", "Gaussian sum  D=3   float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, GAUSS32, 50000 },
+	{ "gauss64", "Gaussian sum  D=3   float64", "Exp(-G*SqDist(X,Y))*B", "Sum",
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 1, 3, GAUSS64, 30000 },
+	{ "lse", "LogSumExp     D=3   float32", "-G*SqDist(X,Y)", "LogSumExp",
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, LSE32, 30000 },
+	{ "argkmin", "ArgKMin(10)   D=3   float32", "SqDist(X,Y)", "ArgKMin(10)",
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, ARGKMIN32, 30000 },
+	{ "gauss-d64", "Gaussian sum  D=64  float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
+	  { "X=Vi(64)", "Y=Vj(64)", "B=Vj(1)", "G=Pm(1)" }, 0, 64, GAUSS_D64, 10000 },
+	{ "grad", "gradient in X D=3   float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, GRAD32, 30000 },
 };
 
 static int wanted(const struct opts *o, const char *name)
@@ -264,50 +247,122 @@ static int wanted(const struct opts *o, const char *name)
 	return 0;
 }
 
-static void hand_run(const struct bench_case *bc, int64_t nx, int64_t ny, void *x, void *y,
-		     void *b, void *g, void *out)
+/* The inputs of a case: row-major for kred (and the D = 64 baseline), and each
+ * coordinate as an array of its own for the D = 3 baselines. */
+struct data {
+	void *x, *y, *b, *g, *e;
+	void *xs[3], *ys[3];
+};
+
+static void soa(void *const dst[3], const void *src, int64_t n, int f64)
 {
+	for (int64_t k = 0; k < n; k++)
+		for (int c = 0; c < 3; c++) {
+			if (f64)
+				((double *)dst[c])[k] = ((const double *)src)[3 * k + c];
+			else
+				((float *)dst[c])[k] = ((const float *)src)[3 * k + c];
+		}
+}
+
+static void base_run(const struct bench_case *bc, const struct baseline *bl, int64_t nx,
+		     int64_t ny, const struct data *d, void *out)
+{
+	const void *const *xs = (const void *const *)d->xs, *const *ys =
+		(const void *const *)d->ys;
+
 	switch (bc->kind) {
 	case GAUSS32:
-		hand_gauss_f32(nx, ny, x, y, b, *(float *)g, out);
+		bl->gauss_f32(nx, ny, (const float *const *)xs, (const float *const *)ys, d->b,
+			      *(float *)d->g, out);
 		break;
 	case GAUSS64:
-		hand_gauss_f64(nx, ny, x, y, b, *(double *)g, out);
+		bl->gauss_f64(nx, ny, (const double *const *)xs, (const double *const *)ys, d->b,
+			      *(double *)d->g, out);
 		break;
 	case LSE32:
-		hand_lse_f32(nx, ny, x, y, *(float *)g, out);
+		bl->lse_f32(nx, ny, (const float *const *)xs, (const float *const *)ys,
+			    *(float *)d->g, out);
+		break;
+	case ARGKMIN32:
+		bl->argkmin_f32(nx, ny, (const float *const *)xs, (const float *const *)ys, out);
+		break;
+	case GAUSS_D64:
+		bl->gauss_d64_f32(nx, ny, d->x, d->y, d->b, *(float *)d->g, out);
 		break;
 	default:
-		hand_argkmin_f32(nx, ny, x, y, out);
+		bl->gauss_grad_f32(nx, ny, (const float *const *)xs, (const float *const *)ys,
+				   d->b, *(float *)d->g, d->e, out);
 		break;
 	}
 }
 
-static int run_case(const struct opts *o, kred_context *ctx, const struct bench_case *bc)
+static void data_free(struct data *d)
+{
+	free(d->x);
+	free(d->y);
+	free(d->b);
+	free(d->g);
+	free(d->e);
+	for (int c = 0; c < 3; c++) {
+		free(d->xs[c]);
+		free(d->ys[c]);
+	}
+}
+
+/* kred, the baseline with kred's flags and the one with -ffast-math, alternated, reps
+ * times each; prints a row of the table and, when json is open, an object. */
+static int run_case(const struct opts *o, kred_context *ctx, const struct bench_case *bc,
+		    const struct baseline bl[2], FILE *json, int *json_rows)
 {
 	int64_t nx = o->nx ? o->nx : bc->n, ny = o->ny ? o->ny : bc->n;
-	int f64 = bc->f64, od;
-	kred_reduction *r;
-	void *x = fill(nx * bc->dx, f64, 0, 1), *y = fill(ny * bc->dy, f64, 0, 1);
-	void *b = fill(ny * bc->e, f64, -0.2, 1), *g = fill(1, f64, 2, 2);
-	void *k_out = NULL, *h_out = NULL;
-	const void *args[4];
-	double tk[64], th[64], mk, mh, diff;
+	int f64 = bc->f64, od, size = f64 ? 8 : 4;
+	kred_reduction *fwd = NULL, *r = NULL;
+	struct data d = { 0 };
+	void *k_out = NULL, *h_out[2] = { NULL, NULL };
+	const void *args[5];
+	double tk[64], th[2][64], mk, mh[2], diff[2], pairs = (double)nx * (double)ny;
 	int rc = 1;
 
-	r = make(ctx, bc->formula, bc->reduction, bc->aliases, 4,
-		 f64 ? KRED_FLOAT64 : KRED_FLOAT32);
-	if (!r || !x || !y || !b || !g)
+	d.x = fill(nx * bc->d, f64, 0, 1);
+	d.y = fill(ny * bc->d, f64, 0, 1);
+	d.b = fill(ny, f64, -0.2, 1);
+	d.g = fill(1, f64, 2, 2);
+	d.e = fill(nx, f64, 0, 1);
+	fwd = make(ctx, bc->formula, bc->reduction, bc->aliases, 4,
+		   f64 ? KRED_FLOAT64 : KRED_FLOAT32);
+	if (!fwd || !d.x || !d.y || !d.b || !d.g || !d.e)
 		goto done;
+	if (bc->kind == GRAD32) {
+		if (kred_reduction_grad(fwd, "X", &r) != KRED_OK) {
+			fprintf(stderr, "kred: error: gradient: %s\n", kred_errmsg(ctx));
+			goto done;
+		}
+	} else {
+		r = fwd;
+		fwd = NULL;
+	}
+	if (bc->d == 3) {
+		for (int c = 0; c < 3; c++) {
+			d.xs[c] = malloc((size_t)nx * (size_t)size);
+			d.ys[c] = malloc((size_t)ny * (size_t)size);
+			if (!d.xs[c] || !d.ys[c])
+				goto done;
+		}
+		soa(d.xs, d.x, nx, f64);
+		soa(d.ys, d.y, ny, f64);
+	}
 	od = kred_reduction_out_dim(r);
-	k_out = malloc((size_t)(nx * od) * (f64 ? 8 : 4) + 8);
-	h_out = malloc((size_t)(nx * od) * (f64 ? 8 : 4) + 8);
-	if (!k_out || !h_out)
+	k_out = malloc((size_t)(nx * od) * (size_t)size + 8);
+	h_out[0] = malloc((size_t)(nx * od) * (size_t)size + 8);
+	h_out[1] = malloc((size_t)(nx * od) * (size_t)size + 8);
+	if (!k_out || !h_out[0] || !h_out[1])
 		goto done;
-	args[0] = x;
-	args[1] = y;
-	args[2] = b;
-	args[3] = g;
+	args[0] = d.x;
+	args[1] = d.y;
+	args[2] = d.b;
+	args[3] = d.g;
+	args[4] = d.e;
 	for (int rep = 0; rep < o->reps; rep++) {
 		double t0 = now();
 
@@ -316,28 +371,37 @@ static int run_case(const struct opts *o, kred_context *ctx, const struct bench_
 			goto done;
 		}
 		tk[rep] = now() - t0;
-		t0 = now();
-		hand_run(bc, nx, ny, x, y, b, g, h_out);
-		th[rep] = now() - t0;
+		for (int v = 0; v < 2; v++) {
+			t0 = now();
+			base_run(bc, &bl[v], nx, ny, &d, h_out[v]);
+			th[v][rep] = now() - t0;
+		}
 	}
 	mk = median(tk, o->reps);
-	mh = median(th, o->reps);
-	diff = bc->kind == ARGKMIN32 ? index_diff(k_out, h_out, nx, 10)
-				     : rel_diff(k_out, h_out, nx * od, f64);
-	printf("%-42s %7lld %8.3f %8.3f   %8.3f %8.3f   %6.2fx   %s %.1e\n", bc->label,
-	       (long long)nx, mk,
-	       (double)nx * (double)ny / mk * 1e-9, mh, (double)nx * (double)ny / mh * 1e-9,
-	       mh / mk, bc->kind == ARGKMIN32 ? "rows differing" : "max rel diff", diff);
+	for (int v = 0; v < 2; v++) {
+		mh[v] = median(th[v], o->reps);
+		diff[v] = bc->kind == ARGKMIN32 ? index_diff(k_out, h_out[v], nx, 10)
+						: rel_diff(k_out, h_out[v], nx * od, f64);
+	}
+	printf("%-28s %6lld %8.3f %7.3f   %8.3f %6.2fx   %8.3f %6.2fx   %.1e %.1e%s\n", bc->label,
+	       (long long)nx, mk, pairs / mk * 1e-9, mh[0], mh[0] / mk, mh[1], mh[1] / mk,
+	       diff[0], diff[1], bc->kind == ARGKMIN32 ? " (rows)" : "");
 	fflush(stdout);
+	if (json)
+		fprintf(json, "%s\n    {\"case\": \"%s\", \"nx\": %lld, \"ny\": %lld, \"kred_s\": %.6g, "
+			"\"kred_pairs_per_s\": %.6g, \"baseline_s\": %.6g, \"fast_math_s\": %.6g, "
+			"\"vs_baseline\": %.4g, \"vs_fast_math\": %.4g, \"diff_baseline\": %.3g, "
+			"\"diff_fast_math\": %.3g}", (*json_rows)++ ? "," : "", bc->name,
+			(long long)nx, (long long)ny, mk, pairs / mk, mh[0], mh[1], mh[0] / mk,
+			mh[1] / mk, diff[0], diff[1]);
 	rc = 0;
 done:
+	kred_reduction_destroy(fwd);
 	kred_reduction_destroy(r);
-	free(x);
-	free(y);
-	free(b);
-	free(g);
+	data_free(&d);
 	free(k_out);
-	free(h_out);
+	free(h_out[0]);
+	free(h_out[1]);
 	return rc;
 }
 
@@ -482,15 +546,18 @@ done:
 
 static void usage(FILE *f)
 {
-	fputs("usage: kred bench [--n N | --nx N --ny N] [--reps R] [--quick]\n"
-	      "                  [--cases gauss,gauss64,lse,argkmin,grad,latency,opencl,\n"
-	      "                           vulkan,cuda]\n"
+	fputs("usage: kred bench [--n N | --nx N --ny N] [--reps R] [--quick] [--json FILE]\n"
+	      "                  [--cases gauss,gauss64,lse,argkmin,gauss-d64,grad,latency,\n"
+	      "                           opencl,vulkan,cuda]\n"
 	      "                  [-b BACKEND]\n"
-	      "Runs the standard cases on a kred backend (default host) and on plain OpenMP\n"
-	      "loops compiled with this command's flags, and prints seconds and billions of\n"
-	      "pairs per second (medians of R runs) and their ratio. Defaults: N = 100000\n"
-	      "for gauss, 30000 for the others (their hand loops are slower), R = 3;\n"
-	      "--quick is N = 10000 for all. The latency case compiles a new formula at\n"
+	      "Runs the standard cases on a kred backend (default host) and on baselines\n"
+	      "written as a careful user writes them in C with OpenMP (bench/baselines.c),\n"
+	      "compiled here with the host backend's compiler and flags, and again with\n"
+	      "-ffast-math. Prints seconds and billions of pairs per second (medians of R\n"
+	      "alternated runs) and each baseline's time over kred's (above 1: kred is\n"
+	      "faster). Defaults: N = 50000 for gauss, 10000 for gauss-d64, 30000 for the\n"
+	      "others, R = 3; --quick is N = 10000 for all. --json FILE writes the figures.\n"
+	      "The latency case compiles a new formula at\n"
 	      "nx = ny = 100. The opencl case runs gauss (N = 100000) on kred opencl in its\n"
 	      "1D, 2D and auto schemes, on a plain one-work-item-per-row OpenCL kernel and\n"
 	      "on kred host (-b opencl:N picks the device). The vulkan case runs gauss\n"
@@ -499,9 +566,101 @@ static void usage(FILE *f)
 	      "one-thread-per-row CUDA kernel and kred host, or says why there is no GPU.\n", f);
 }
 
+/* The CPU's name, for the JSON file: /proc/cpuinfo's "model name". */
+static void cpu_model(char *out, size_t len)
+{
+	char line[512];
+	FILE *f = fopen("/proc/cpuinfo", "r");
+
+	snprintf(out, len, "unknown");
+	while (f && fgets(line, sizeof(line), f)) {
+		char *colon = strchr(line, ':');
+
+		if (!strncmp(line, "model name", 10) && colon) {
+			colon += 1 + (colon[1] == ' ');
+			colon[strcspn(colon, "\n")] = 0;
+			snprintf(out, len, "%s", colon);
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+}
+
+/* A JSON string's body: quotes and backslashes escaped, control characters dropped. */
+static void json_str(FILE *f, const char *s)
+{
+	for (; *s; s++)
+		if (*s == '"' || *s == '\\')
+			fprintf(f, "\\%c", *s);
+		else if ((unsigned char)*s >= 0x20)
+			fputc(*s, f);
+}
+
+/* The table of cases: kred against both baselines. */
+static int run_table(const struct opts *o, kred_context *ctx, int threads)
+{
+	struct baseline bl[2] = { { 0 }, { 0 } };
+	const char *tmp = getenv("TMPDIR");
+	char dir[512], cmd[600], model[256];
+	FILE *json = NULL;
+	int rc = 1, rows = 0;
+
+	snprintf(dir, sizeof(dir), "%s/kred-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(dir)) {
+		fprintf(stderr, "kred: error: bench: cannot make %s\n", dir);
+		return 1;
+	}
+	if (baseline_build(&bl[0], dir, "baseline", "") ||
+	    baseline_build(&bl[1], dir, "fast-math", "-ffast-math"))
+		goto done;
+	cpu_model(model, sizeof(model));
+	if (o->json && !(json = fopen(o->json, "w"))) {
+		fprintf(stderr, "kred: error: bench: cannot write %s\n", o->json);
+		goto done;
+	}
+	if (json) {
+		fprintf(json, "{\n  \"machine\": \"");
+		json_str(json, model);
+		fprintf(json, "\",\n  \"threads\": %d,\n  \"backend\": \"", threads);
+		json_str(json, kred_context_backend(ctx));
+		fprintf(json, "\",\n  \"compiler\": \"");
+		json_str(json, kred__host_cc());
+		fprintf(json, "\",\n  \"flags\": \"");
+		json_str(json, kred__host_cflags());
+		fprintf(json, "\",\n  \"reps\": %d,\n  \"cases\": [", o->reps);
+	}
+	printf("kred bench: %s on %s, %d OpenMP threads, medians of %d alternated runs\n",
+	       kred_context_backend(ctx), model, threads, o->reps);
+	printf("baseline: bench/baselines.c built by %s %s\n", kred__host_cc(), kred__host_cflags());
+	printf("fast-math: the same with -ffast-math; x = baseline time / kred time\n");
+	printf("%-28s %6s %8s %7s   %8s %7s   %8s %7s   %s\n", "case", "n", "kred s", "Gpair/s",
+	       "base s", "x", "fast s", "x", "max diff (base, fast)");
+	rc = 0;
+	for (size_t k = 0; k < sizeof(bench_cases) / sizeof(bench_cases[0]); k++)
+		if (wanted(o, bench_cases[k].name))
+			rc |= run_case(o, ctx, &bench_cases[k], bl, json, &rows);
+	printf("\n");
+	if (json) {
+		fprintf(json, "\n  ]\n}\n");
+		if (fclose(json)) {
+			fprintf(stderr, "kred: error: bench: cannot write %s\n", o->json);
+			rc = 1;
+		}
+	}
+done:
+	for (int v = 0; v < 2; v++)
+		if (bl[v].so)
+			dlclose(bl[v].so);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (strstr(dir, "kred-bench-") && system(cmd) != 0)
+		fprintf(stderr, "kred: warning: could not remove %s\n", dir);
+	return rc;
+}
+
 int kred_bench_main(int argc, char **argv)
 {
-	struct opts o = { 0, 0, 100, 3, "all", "host" };
+	struct opts o = { 0, 0, 100, 3, "all", "host", NULL };
 	kred_context *ctx = NULL;
 	int rc = 0, threads = 1, table = 0;
 
@@ -531,6 +690,9 @@ int kred_bench_main(int argc, char **argv)
 		} else if (v && !strcmp(a, "--cases")) {
 			o.cases = v;
 			k++;
+		} else if (v && !strcmp(a, "--json")) {
+			o.json = v;
+			k++;
 		} else if (v && (!strcmp(a, "-b") || !strcmp(a, "--backend"))) {
 			o.backend = v;
 			k++;
@@ -552,20 +714,10 @@ int kred_bench_main(int argc, char **argv)
 	ctx = open_ctx(&o, NULL);
 	if (!ctx)
 		return 1;
-	for (size_t k = 0; k < sizeof(bench_cases) / sizeof(bench_cases[0]); k++) {
-		if (!wanted(&o, bench_cases[k].name))
-			continue;
-		if (!table++) {
-			printf("kred bench: %s, %d OpenMP threads, median of %d runs, "
-			       "nx = ny = n\n", kred_context_backend(ctx), threads, o.reps);
-			printf("%-42s %7s %17s   %17s   %7s\n", "", "", "kred", "hand loop", "");
-			printf("%-42s %7s %8s %8s   %8s %8s   %7s\n", "case", "n", "s", "Gpair/s",
-			       "s", "Gpair/s", "ratio");
-		}
-		rc |= run_case(&o, ctx, &bench_cases[k]);
-	}
+	for (size_t k = 0; k < sizeof(bench_cases) / sizeof(bench_cases[0]); k++)
+		table |= wanted(&o, bench_cases[k].name);
 	if (table)
-		printf("\n");
+		rc |= run_table(&o, ctx, threads);
 	if (wanted(&o, "grad"))
 		rc |= grad_cost(&o, ctx);
 	kred_context_destroy(ctx);

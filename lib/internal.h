@@ -387,6 +387,10 @@ extern const struct kred_backend kred__backend_cuda;
 extern const struct kred_backend kred__backend_host;
 extern const struct kred_backend kred__backend_opencl;
 extern const struct kred_backend kred__backend_vulkan;
+/* The host backend's C compiler ($KRED_CC, else cc) and its flags on this CPU: what
+ * `kred bench` builds its baselines with, so that they meet kred's kernels on equal terms. */
+const char *kred__host_cc(void);
+const char *kred__host_cflags(void);
 /* The registry: NULL-terminated, in the order auto tries them. */
 extern const struct kred_backend *const kred__backends[];
 

@@ -72,6 +72,16 @@ static const char *cflags(void)
 	       "-fPIC -shared";
 }
 
+const char *kred__host_cc(void)
+{
+	return compiler();
+}
+
+const char *kred__host_cflags(void)
+{
+	return cflags();
+}
+
 static kred_status host_open(kred_context *ctx, const char *device, void **state,
 			     struct kred__error *err)
 {
