@@ -118,6 +118,11 @@ typedef struct kred_context_options {
 	 * ($KRED_DEVICE_MEMORY, when set, caps it too). Inputs and outputs that do not fit
 	 * are streamed through the device in chunks whose partial results are merged. */
 	int64_t device_memory;
+	/* OpenMP threads of the host backend's runs; 0 = $KRED_NUM_THREADS, else
+	 * $OMP_NUM_THREADS (its first number), else every CPU this process may run on. The
+	 * runs use that many whatever omp_set_num_threads said elsewhere in the process
+	 * (importing PyTorch sets it to the physical cores: 1 on a machine of 2 hyper-threads). */
+	int threads;
 } kred_context_options;
 
 /* Creates a context on the backend the options name. A backend that cannot run here

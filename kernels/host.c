@@ -151,12 +151,17 @@ static void kr_write(const real *restrict st, real *restrict out, int64_t r0, in
  * yc nc x KR_DC, p KR_DP values (pointers valid even when a width is 0). Returns 0, or 1
  * when memory for the states runs out.
  *
+ * nt OpenMP threads run it (the host backend passes its own count, so that what the
+ * process set with omp_set_num_threads, as PyTorch does, does not decide it).
+ *
  * Few row blocks and many columns (nx = 100, ny = 10^6): each block's columns are split
  * into ns ranges computed apart and merged in order. ns depends on the sizes only, so
  * that the result does not depend on the number of threads.
  */
-int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p, real *out);
-int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p, real *out)
+int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p, real *out,
+	   int nt);
+int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p, real *out,
+	   int nt)
 {
 	const size_t sz = (size_t)KR_NST * KR_R;
 	int64_t nb = (nr + KR_R - 1) / KR_R, ns = 1, ntask;
@@ -174,7 +179,7 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 		if (!parts)
 			return 1;
 	}
-#pragma omp parallel if ((double)nr * (double)nc > KR_PARALLEL_PAIRS)
+#pragma omp parallel if ((double)nr * (double)nc > KR_PARALLEL_PAIRS) num_threads(nt)
 	{
 		/* st, part (or the F values of a selection's tile), xs */
 		size_t psz = KR_SELECT ? (size_t)KR_TS * KR_DF * KR_R : sz;
@@ -203,7 +208,7 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 		free(buf);
 	}
 	if (parts && !fail) {
-#pragma omp parallel for if ((double)nb * ns * sz > KR_PARALLEL_PAIRS)
+#pragma omp parallel for if ((double)nb * ns * sz > KR_PARALLEL_PAIRS) num_threads(nt)
 		for (int64_t b = 0; b < nb; b++) {
 			real *st = parts + (size_t)b * ns * sz;
 

@@ -215,10 +215,11 @@ kred_status kred_context_create(const kred_context_options *opt, kred_context **
 		kred_context_destroy(ctx);
 		return KRED_ENOMEM;
 	}
-	if ((unsigned)ctx->opt.scheme > KRED_SCHEME_2D || ctx->opt.device_memory < 0) {
+	if ((unsigned)ctx->opt.scheme > KRED_SCHEME_2D || ctx->opt.device_memory < 0 ||
+	    ctx->opt.threads < 0) {
 		kred__ctx_fail(ctx, KRED_EINVAL, "invalid context options (scheme %d, device "
-			       "memory %lld)", (int)ctx->opt.scheme,
-			       (long long)ctx->opt.device_memory);
+			       "memory %lld, threads %d)", (int)ctx->opt.scheme,
+			       (long long)ctx->opt.device_memory, ctx->opt.threads);
 		*out = ctx;
 		return KRED_EINVAL;
 	}

@@ -3,6 +3,8 @@
  * one at a time; each thread's errors are its own. Run on the backend argv[1] names
  * (default host), and in the ThreadSanitizer build (setup.sh), where it must be clean. */
 #include <check.h>
+#include <dirent.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -196,6 +198,66 @@ START_TEST(test_shared_context)
 }
 END_TEST
 
+/* Threads of this process, from /proc/self/task. */
+static int task_count(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* The host backend's runs use the context's thread count, whatever omp_set_num_threads
+ * said in the process (importing PyTorch sets it to the physical cores, 1 on a machine of
+ * two hyper-threads, which halved kred's speed there): with the process's count set to 1
+ * first, a run on a context of 3 threads starts OpenMP's 2 workers. A negative count is
+ * KRED_EINVAL. */
+START_TEST(test_openmp_threads)
+{
+	void *gomp = dlopen("libgomp.so.1", RTLD_NOW | RTLD_GLOBAL);
+	kred_context_options o = { 0 };
+	kred_context *c = NULL;
+	kred_reduction *r = NULL;
+	kred_spec s = { 0 };
+	static double out[NX * 2];
+	const void *args[4] = { x, y, b, &g };
+	void (*set_threads)(int);
+	int before, after;
+
+	ck_assert_msg(gomp, "libgomp.so.1: %s", dlerror());
+	*(void **)&set_threads = dlsym(gomp, "omp_set_num_threads");
+	ck_assert_ptr_nonnull(set_threads);
+	set_threads(1);
+	o.struct_size = sizeof(o);
+	o.backend = "host";
+	o.threads = -1;
+	ck_assert_int_eq(kred_context_create(&o, &c), KRED_EINVAL);
+	ck_assert_ptr_nonnull(strstr(kred_errmsg(c), "threads -1"));
+	kred_context_destroy(c);
+	o.threads = 3;
+	ck_assert_int_eq(kred_context_create(&o, &c), KRED_OK);
+	s.formula = jobs[0].formula;
+	s.reduction = jobs[0].reduction;
+	s.aliases = aliases;
+	s.n_aliases = 4;
+	s.dtype = KRED_FLOAT64;
+	ck_assert_msg(kred_reduction_create(c, &s, &r) == KRED_OK, "%s", kred_errmsg(c));
+	before = task_count();
+	ck_assert_int_eq(kred_reduction_run(r, NX, NY, args, out), KRED_OK); /* 150,000 pairs */
+	after = task_count();
+	ck_assert_msg(after - before >= 2, "%d threads before the run, %d after: the run did "
+		      "not use the context's 3", before, after);
+	kred_reduction_destroy(r);
+	kred_context_destroy(c);
+	dlclose(gomp);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
 	Suite *s = suite_create("threads");
@@ -212,6 +274,8 @@ int main(int argc, char **argv)
 			return rc < 0 ? 0 : rc;
 	}
 	tcase_add_test(tc, test_shared_context);
+	if (!strcmp(backend, "host"))
+		tcase_add_test(tc, test_openmp_threads);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

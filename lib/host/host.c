@@ -1,6 +1,8 @@
 /* The host backend: reductions emitted as C, built by the system's C compiler ($KRED_CC)
  * into OpenMP shared objects, cached in memory and on disk, and loaded with dlopen. */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include <dlfcn.h>
+#include <sched.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +23,10 @@
  * detected and rebuilt.
  */
 
-typedef int (*run_f32)(int64_t, int64_t, const float *, const float *, const float *, float *);
+typedef int (*run_f32)(int64_t, int64_t, const float *, const float *, const float *, float *,
+		       int);
 typedef int (*run_f64)(int64_t, int64_t, const double *, const double *, const double *,
-		       double *);
+		       double *, int);
 
 /* A loaded module, shared by the reductions of a context that have the same key. */
 struct entry {
@@ -39,6 +42,7 @@ struct host {
 	char *desc;
 	struct kred__cache cache;
 	struct entry *entries;
+	int threads; /* of each run (kred_context_options.threads) */
 };
 
 /* What a reduction holds: its module and where its arguments go. */
@@ -82,6 +86,27 @@ const char *kred__host_cflags(void)
 	return cflags();
 }
 
+/* The threads of a run: the context's option, else $KRED_NUM_THREADS, else the first
+ * number of $OMP_NUM_THREADS, else the CPUs this process may run on. */
+static int run_threads(const kred_context *ctx)
+{
+	const char *vars[2] = { "KRED_NUM_THREADS", "OMP_NUM_THREADS" };
+	cpu_set_t set;
+
+	if (ctx && ctx->opt.threads > 0)
+		return ctx->opt.threads;
+	for (int k = 0; k < 2; k++) {
+		const char *v = getenv(vars[k]);
+		long n = v ? strtol(v, NULL, 10) : 0;
+
+		if (n > 0)
+			return n > 4096 ? 4096 : (int)n;
+	}
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	return sysconf(_SC_NPROCESSORS_ONLN) > 0 ? (int)sysconf(_SC_NPROCESSORS_ONLN) : 1;
+}
+
 static kred_status host_open(kred_context *ctx, const char *device, void **state,
 			     struct kred__error *err)
 {
@@ -104,6 +129,7 @@ static kred_status host_open(kred_context *ctx, const char *device, void **state
 	if (!h)
 		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 	h->ctx = ctx;
+	h->threads = run_threads(ctx);
 	h->cc = kred__strdup(compiler());
 	kred__buf_printf(&b, "host:%s", kred__cpu_name());
 	h->desc = kred__buf_take(&b);
@@ -496,6 +522,7 @@ static kred_status host_run(void *state, void *module, const struct kred_reducti
 			    int64_t nx, int64_t ny, const void *const *args, void *out,
 			    struct kred__error *err)
 {
+	const struct host *h = state;
 	const struct host_module *m = module;
 	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny, cols = r->axis == KRED_REDUCE_J ? ny : nx;
 	size_t size = r->dtype == KRED_FLOAT64 ? 8 : 4;
@@ -514,9 +541,9 @@ static kred_status host_run(void *state, void *module, const struct kred_reducti
 		goto done;
 	}
 	if (size == 8)
-		rc = ((run_f64)m->e->run)(rows, cols, xr, yc, p, out);
+		rc = ((run_f64)m->e->run)(rows, cols, xr, yc, p, out, h->threads);
 	else
-		rc = ((run_f32)m->e->run)(rows, cols, xr, yc, p, out);
+		rc = ((run_f32)m->e->run)(rows, cols, xr, yc, p, out, h->threads);
 	if (rc)
 		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory in the host kernel");
 done:
