@@ -132,7 +132,7 @@ def draw(args):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(args.out)
+    fig.savefig(args.out, metadata={"Date": None})
     print(f"wrote {args.out}")
 
 
