@@ -34,7 +34,8 @@ struct emit {
 	const struct kred__layout *l;
 	struct kred__buf *b;
 	int dbl;	  /* float64 */
-	int kahan;	  /* compensated sums */
+	int kahan;	  /* compensated sums: every term (the kahan scheme) */
+	int comp;	  /* compensation slots, used by the merges (kahan, and block) */
 	int nst0;	  /* state slots before the compensations */
 	int sum0, nsum;	  /* the slots that hold sums */
 	int oom;	  /* an allocation of the emitter failed */
@@ -916,14 +917,33 @@ static kred_status emit_formula(struct emit *e, struct kred__error *err)
  *   Max_SumShiftExp       m, s          Max_SumShiftExpWeight   m, W sums
  *   Min, Max              D values      ArgMin ... Max_ArgMax   D values, D indices
  *   KMin and co           K x D values rank-major, then K x D indices
- * then, for the Kahan scheme, one compensation per sum slot. Indices are reals. */
+ * then, for the kahan and block schemes, one compensation per sum slot. Indices are reals.
+ * The kahan scheme compensates every term; the block scheme sums a tile's terms plainly
+ * in a fresh state and compensates the merge of each tile's sums into the total (and
+ * every other merge), which keeps the error of a long sum near that of one tile. */
 
-/* Adds the value printed by fmt to sum slot s, compensated under Kahan. */
-static void acc_add(struct emit *e, int s, const char *fmt, ...)
+/* "precise " where the dialect needs it (struct kred_dialect .exact), else "". */
+static const char *exact(const struct emit *e)
+{
+	return e->d->exact ? e->d->exact : "";
+}
+
+/* The end of a compensated addition, the sum t = s + y in kr_t: slot s's compensation
+ * becomes what the rounded sum has over the exact one, and s becomes t. An infinite sum
+ * resets the compensation, else inf - inf would turn the sum into NaN. */
+static void comp_store(struct emit *e, const char *tab, int s)
+{
+	emitf(e, "%s%sreal kr_c = (kr_t - %S) - kr_y;\n", tab, exact(e), s);
+	emitf(e, "%s%sreal kr_z = kr_t - kr_t;\n", tab, exact(e));
+	emitf(e, "%s%C = kr_z == %c ? kr_c : %c;\n%s%S = kr_t;\n", tab, s, 0.0, 0.0, tab, s);
+}
+
+/* Adds the value printed by fmt to sum slot s, compensated when comp. */
+static void acc_add(struct emit *e, int comp, int s, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!e->kahan) {
+	if (!comp) {
 		emitf(e, "\t%S += ", s);
 		va_start(ap, fmt);
 		emitv(e, fmt, ap);
@@ -931,21 +951,19 @@ static void acc_add(struct emit *e, int s, const char *fmt, ...)
 		emitf(e, ";\n");
 		return;
 	}
-	/* Kahan: the compensation holds what the rounded sum has over the exact one. An
-	 * infinite sum resets it, else inf - inf would turn the sum into NaN. */
-	emitf(e, "\t{\n\t\treal kr_y = ");
+	emitf(e, "\t{\n\t\t%sreal kr_y = ", exact(e));
 	va_start(ap, fmt);
 	emitv(e, fmt, ap);
 	va_end(ap);
-	emitf(e, " - %C;\n\t\treal kr_t = %S + kr_y;\n", s, s);
-	emitf(e, "\t\t%C = kr_t - kr_t == %c ? (kr_t - %S) - kr_y : %c;\n", s, 0.0, s, 0.0);
-	emitf(e, "\t\t%S = kr_t;\n\t}\n", s);
+	emitf(e, " - %C;\n\t\t%sreal kr_t = %S + kr_y;\n", s, exact(e), s);
+	comp_store(e, "\t\t", s);
+	emitf(e, "\t}\n");
 }
 
-/* The value of sum slot s: under Kahan, the sum less its compensation. */
+/* The value of sum slot s: with a compensation, the sum less it. */
 static void sum_value(struct emit *e, int s)
 {
-	if (e->kahan)
+	if (e->comp)
 		emitf(e, "(%S - %C)", s, s);
 	else
 		emitf(e, "%S", s);
@@ -955,7 +973,7 @@ static void init_sums(struct emit *e)
 {
 	for (int s = e->sum0; s < e->sum0 + e->nsum; s++) {
 		emitf(e, "\t%S = %c;\n", s, 0.0);
-		if (e->kahan)
+		if (e->comp)
 			emitf(e, "\t%C = %c;\n", s, 0.0);
 	}
 }
@@ -968,16 +986,16 @@ static void sum_init(struct emit *e)
 static void sum_update(struct emit *e)
 {
 	for (int c = 0; c < e->r->f->dim; c++)
-		acc_add(e, c, "%F", c);
+		acc_add(e, e->kahan, c, "%F", c);
 }
 
 static void sum_merge(struct emit *e)
 {
 	for (int c = 0; c < e->r->f->dim; c++) {
-		if (e->kahan)
-			acc_add(e, c, "(%O - %D)", c, c);
+		if (e->comp)
+			acc_add(e, 1, c, "(%O - %D)", c, c);
 		else
-			acc_add(e, c, "%O", c);
+			acc_add(e, 0, c, "%O", c);
 	}
 }
 
@@ -1001,12 +1019,15 @@ static void lse_begin(struct emit *e)
 	emitf(e, "\t\treal kr_ad = kr_v > %S ? %c : kr_e;\n", 0, 1.0);
 }
 
-/* sum slot s = s * kr_sc + (what fmt prints) * kr_ad */
-static void lse_fold(struct emit *e, int s, const char *fmt, ...)
+/* sum slot s = s * kr_sc + (what fmt prints) * kr_ad, compensated when comp. An
+ * uncompensated fold leaves the slot's compensation alone: there is one only under the
+ * block scheme, whose terms go into a fresh tile state (compensation 0, KR_TILE_MERGE)
+ * and whose merges are compensated. */
+static void lse_fold(struct emit *e, int comp, int s, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!e->kahan) {
+	if (!comp) {
 		emitf(e, "\t\t%S = %S * kr_sc + ", s, s);
 		va_start(ap, fmt);
 		emitv(e, fmt, ap);
@@ -1015,13 +1036,13 @@ static void lse_fold(struct emit *e, int s, const char *fmt, ...)
 		return;
 	}
 	emitf(e, "\t\t%S *= kr_sc;\n\t\t%C *= kr_sc;\n", s, s);
-	emitf(e, "\t\t{\n\t\t\treal kr_y = ");
+	emitf(e, "\t\t{\n\t\t\t%sreal kr_y = ", exact(e));
 	va_start(ap, fmt);
 	emitv(e, fmt, ap);
 	va_end(ap);
-	emitf(e, " * kr_ad - %C;\n\t\t\treal kr_t = %S + kr_y;\n", s, s);
-	emitf(e, "\t\t\t%C = kr_t - kr_t == %c ? (kr_t - %S) - kr_y : %c;\n", s, 0.0, s, 0.0);
-	emitf(e, "\t\t\t%S = kr_t;\n\t\t}\n", s);
+	emitf(e, " * kr_ad - %C;\n\t\t\t%sreal kr_t = %S + kr_y;\n", s, exact(e), s);
+	comp_store(e, "\t\t\t", s);
+	emitf(e, "\t\t}\n");
 }
 
 static void lse_end(struct emit *e)
@@ -1051,9 +1072,9 @@ static void lse_update(struct emit *e)
 	emitf(e, "\treal kr_v = %F;\n", 0);
 	lse_begin(e);
 	if (has_plain_sum(e))
-		lse_fold(e, s++, "%c", 1.0);
+		lse_fold(e, e->kahan, s++, "%c", 1.0);
 	for (int c = 0; s < e->nst0; c++)
-		lse_fold(e, s++, "%G", c);
+		lse_fold(e, e->kahan, s++, "%G", c);
 	lse_end(e);
 }
 
@@ -1062,10 +1083,10 @@ static void lse_merge(struct emit *e)
 	emitf(e, "\treal kr_v = %O;\n", 0);
 	lse_begin(e);
 	for (int s = 1; s < e->nst0; s++) {
-		if (e->kahan)
-			lse_fold(e, s, "(%O - %D)", s, s);
+		if (e->comp)
+			lse_fold(e, 1, s, "(%O - %D)", s, s);
 		else
-			lse_fold(e, s, "%O", s);
+			lse_fold(e, 0, s, "%O", s);
 	}
 	lse_end(e);
 }
@@ -1429,6 +1450,7 @@ static void setup(struct emit *e, const struct kred_dialect *d, const struct kre
 	e->kahan = sumlike && r->sum_scheme == KRED_SUM_KAHAN;
 	e->sum0 = r->red == KRED__RED_SUM ? 0 : 1;
 	e->nsum = sumlike ? e->nst0 - e->sum0 : 0;
+	e->comp = e->nsum > 0 && (e->kahan || r->sum_scheme == KRED_SUM_BLOCK);
 }
 
 int kred__emit_nstate(const struct kred_reduction *r)
@@ -1436,7 +1458,7 @@ int kred__emit_nstate(const struct kred_reduction *r)
 	struct emit e;
 
 	setup(&e, &kred__dialect_c, r, NULL, NULL);
-	return e.nst0 + (e.kahan ? e.nsum : 0);
+	return e.nst0 + (e.comp ? e.nsum : 0);
 }
 
 kred_status kred__emit_source(const struct kred_dialect *d, const struct kred_reduction *r,
@@ -1465,7 +1487,7 @@ kred_status kred__emit_source(const struct kred_dialect *d, const struct kred_re
 			 "#define KR_DP %d\n#define KR_NST %d\n#define KR_OUT %d\n"
 			 "#define KR_TILE_MERGE %d\n#define KR_DF %d\n#define KR_SELECT %d\n",
 			 e.dbl, l->width[KRED__SIDE_ROW], l->width[KRED__SIDE_COL],
-			 l->width[KRED__SIDE_PRM], e.nst0 + (e.kahan ? e.nsum : 0), r->out_dim,
+			 l->width[KRED__SIDE_PRM], e.nst0 + (e.comp ? e.nsum : 0), r->out_dim,
 			 e.nsum > 0 && r->sum_scheme == KRED_SUM_BLOCK, r->f->dim, select);
 	kred__buf_puts(&b, d->prelude);
 	kred__buf_printf(&b, "\n%s void kr_init(%s)\n{\n", d->fn_qual, d->init_params);

@@ -45,6 +45,10 @@ struct kred_dialect {
 	 * f_fmt), then folded in row by row (kr_fold), skipping the terms that cannot
 	 * enter. NULL: only kr_update is written. */
 	const char *eval_params, *fold_params, *f_fmt;
+	/* Before the declaration of a local that compensated sums need computed as written
+	 * ("precise " in GLSL, where the compiler may otherwise simplify (t - s) - y to 0);
+	 * NULL: nothing. */
+	const char *exact;
 };
 
 extern const struct kred_dialect kred__dialect_c;

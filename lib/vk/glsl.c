@@ -18,6 +18,7 @@ const struct kred_dialect kred__dialect_glsl = {
 	.nan = "KR_NAN",
 	.bool_type = "bool",
 	.fn_qual = "",
+	.exact = "precise ",
 	.math = {
 		[KRED__MATH_EXP] = "kr_exp",
 		[KRED__MATH_LOG] = "kr_log",
