@@ -437,7 +437,8 @@ END_TEST
  * carries its own float32 rounding; measured: 7.5e-8 (block) and 7.1e-8 to 7.3e-8
  * (kahan) on host, OpenCL and Vulkan, where a plain running sum is 6.5e-6 off. (Vulkan's
  * compiler once folded the compensation to 0, leaving kahan at 6.5e-6.) The reference
- * backend sums in double whatever the scheme, and takes ~1 us a pair: not run there.
+ * backend sums in double whatever the scheme, and takes ~1 us a pair: the test is not
+ * registered there (rather than counted as a pass that checked nothing).
  */
 #define ACC_NX 64
 #define ACC_NY (1 << 20)
@@ -451,13 +452,6 @@ START_TEST(test_sum_accuracy)
 	double exact[ACC_NX];
 	const void *args[4];
 	kred_context *ctx;
-	if (!strcmp(backend, "reference")) {
-		printf("sum accuracy: not run on the reference backend (it sums in double)\n");
-		free(x);
-		free(y);
-		free(b);
-		return;
-	}
 	ck_assert(x && y && b);
 	lcg_state = 7;
 	for (int k = 0; k < 3 * ACC_NX; k++)
@@ -1235,7 +1229,8 @@ int main(int argc, char **argv)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("specials");
 	tcase_add_loop_test(tc, test_special, 0, 2 * N_SPECIALS);
-	tcase_add_test(tc, test_sum_accuracy);
+	if (strcmp(backend, "reference"))
+		tcase_add_test(tc, test_sum_accuracy);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("cache");
 	tcase_add_checked_fixture(tc, setup_tmp, teardown_tmp);
