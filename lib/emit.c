@@ -1,5 +1,6 @@
 /* The kernel emitter: a formula graph to straight-line code in a dialect (lib/emit.h), and
  * every reduction's four pieces (init, update, merge, finalize), written once for all. */
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +19,22 @@
  * vectorise best across the rows of a block: a local array inside the vectorised loop
  * stops GCC's if-conversion once kr_exp's selects are there.
  *
+ * Past MAX_UNROLL_DIM values a vector is not unrolled: the code would grow with the
+ * dimension (with its square for a squared distance's gradient), and so would the
+ * compile time, to minutes at a few thousand. (Below it, unrolled code is faster on the
+ * host: a Gaussian sum at D = 64 ran 8x slower in loops, which stop the vectorisation
+ * across rows; past a few hundred values loops are faster, and a selection's kr_eval is
+ * faster in loops at every size: 14x at D = 784.) Such a "big" node is either
+ *   streamed: an element-wise op whose every user reads it at the index of the user's own
+ *     loop over the components; it has no storage, and each such loop declares it,
+ *     `real v12 = ...;`, in its body at the loop variable (e->ix), from its arguments at
+ *     the same index. `SqDist(X, Y)` of dimension 784 is one loop of three statements.
+ *   an array: `real v12[784];`, filled by a loop (or, for Kron and TensorDot, value by
+ *     value), for the ops whose users read it at other indices (Extract, MatVecMult...).
+ * So the code's size is independent of the dimension, and the common high-dimensional
+ * formulas (distances, scalar products, their gradients) need no storage per component.
+ * The reductions' pieces loop over F's, G's and the state's components in the same way.
+ *
  * The generated functions take a state pointer and a stride (slot s at st[s * sst]) so
  * that the host template can keep the states of a block of rows slot-major, one row per
  * vector lane; other templates pass their own layout.
@@ -27,6 +44,13 @@
 #define MAX_SOURCE (32u << 20)
 /* A KMin state of more values than this is handled in loops instead of unrolled. */
 #define MAX_UNROLL 64
+/* A vector of more values than this is computed in loops (see above). */
+#define MAX_UNROLL_DIM 64
+/* The element index "at the current loop variable" (e->ix) where an int k is taken. */
+#define KX (-1)
+
+/* How a node's values are held: by id. Variables and constants are used in place. */
+enum { CL_SMALL, CL_STREAM, CL_ARRAY };
 
 struct emit {
 	const struct kred_dialect *d;
@@ -40,7 +64,43 @@ struct emit {
 	int sum0, nsum;	  /* the slots that hold sums */
 	int oom;	  /* an allocation of the emitter failed */
 	int fbuf;	  /* %F reads F from kr_fold's buffer, not from the formula */
+	unsigned char *cls;  /* by node id: CL_SMALL, CL_STREAM or CL_ARRAY */
+	unsigned char *seen; /* by node id: scratch of stream_decls */
+	int *stack;	  /* by node id: scratch of stream_decls */
+	const char *ix;	  /* the innermost loop's variable: the index KX stands for */
+	const char *sym;  /* in the pieces' loops over components: the loop variable, which
+			   * the ints of %S %C %O %D %U %F %G are offsets from */
+	int bug;	  /* the emitter asked for a value it has not defined: its own error */
+	int64_t iters;	  /* loop iterations written in the current function, counted */
+	int64_t mult;	  /* iterations of the loops around the code being written */
+	int64_t mults[8]; /* outer values of mult, by loop depth */
+	int depth;
+	int unroll_dim;	  /* MAX_UNROLL_DIM, or no limit (struct kred_dialect .unroll_all) */
 };
+
+/* Counting loop iterations (kred__emit_loops): a loop of n written inside others runs n
+ * times each of their iterations. */
+static void count_enter(struct emit *e, int n)
+{
+	e->iters += (int64_t)n * e->mult;
+	if (e->depth >= 8) {
+		e->bug = 1;
+		return;
+	}
+	e->mults[e->depth++] = e->mult;
+	e->mult *= n;
+}
+
+static void count_leave(struct emit *e)
+{
+	if (e->depth > 0)
+		e->mult = e->mults[--e->depth];
+}
+
+static int big(const struct emit *e, const struct kred__node *n)
+{
+	return n->dim > e->unroll_dim;
+}
 
 /* ---- printing */
 
@@ -72,7 +132,56 @@ static void put_int_index(struct emit *e, const char *fmt, int k)
 	kred__buf_printf(e->b, fmt, s);
 }
 
-/* Element k of node n; a node of dimension 1 is broadcast. */
+/* Slot or value i through fmt; in a loop over components (e->sym), i is an offset from
+ * the loop variable. */
+static void put_index(struct emit *e, const char *fmt, int i)
+{
+	char s[48];
+
+	if (!e->sym) {
+		put_int_index(e, fmt, i);
+		return;
+	}
+	snprintf(s, sizeof(s), "(%d + %s)", i, e->sym);
+	kred__buf_printf(e->b, fmt, s);
+}
+
+/* Element ix (an expression) of node n, which is a variable, a constant, a scalar or an
+ * array: the nodes that the emitter reads at indices other than a loop's own. */
+static void put_elem_at(struct emit *e, const struct kred__node *n, const char *ix)
+{
+	char s[64];
+
+	if (n->op == KRED__OP_CST) {
+		put_const(e, n->value);
+		return;
+	}
+	if (n->dim == 1 && n->op != KRED__OP_VAR) {
+		kred__buf_printf(e->b, "v%d", n->id);
+		return;
+	}
+	if (n->op == KRED__OP_VAR) {
+		int pos = n->ints[0];
+		int side = e->l->side[pos];
+		const char *fmt = side == KRED__SIDE_ROW ? e->d->row_fmt
+				  : side == KRED__SIDE_COL ? e->d->col_fmt : e->d->prm_fmt;
+
+		if (n->dim == 1)
+			snprintf(s, sizeof(s), "%d", e->l->offset[pos]);
+		else
+			snprintf(s, sizeof(s), "(%d + %s)", e->l->offset[pos], ix);
+		kred__buf_printf(e->b, fmt, s);
+		return;
+	}
+	if (e->cls[n->id] != CL_ARRAY) {
+		e->bug = 1;
+		return;
+	}
+	kred__buf_printf(e->b, "v%d[%s]", n->id, ix);
+}
+
+/* Element k of node n (k = KX: at the loop variable); a node of dimension 1 is
+ * broadcast. */
 static void put_elem(struct emit *e, const struct kred__node *n, int k)
 {
 	if (n->op == KRED__OP_CST) {
@@ -81,6 +190,17 @@ static void put_elem(struct emit *e, const struct kred__node *n, int k)
 	}
 	if (n->dim == 1)
 		k = 0;
+	if (k == KX && n->op != KRED__OP_VAR && e->cls[n->id] == CL_STREAM) {
+		kred__buf_printf(e->b, "v%d", n->id);
+		return;
+	}
+	if (k == KX) {
+		if (!e->ix)
+			e->bug = 1;
+		else
+			put_elem_at(e, n, e->ix);
+		return;
+	}
 	if (n->op == KRED__OP_VAR) {
 		int pos = n->ints[0];
 		int side = e->l->side[pos];
@@ -92,20 +212,54 @@ static void put_elem(struct emit *e, const struct kred__node *n, int k)
 	}
 	if (n->dim == 1)
 		kred__buf_printf(e->b, "v%d", n->id);
+	else if (e->cls[n->id] == CL_ARRAY)
+		kred__buf_printf(e->b, "v%d[%d]", n->id, k);
+	else if (e->cls[n->id] == CL_SMALL)
+		kred__buf_printf(e->b, "v%d_%d", n->id, k);
+	else
+		e->bug = 1; /* a streamed node out of its loop */
+}
+
+/* The local that node n's element k is stored in (k = KX: at the loop variable). */
+static void put_local(struct emit *e, const struct kred__node *n, int k)
+{
+	int c = e->cls ? e->cls[n->id] : CL_SMALL;
+
+	if (c == CL_ARRAY && k == KX)
+		kred__buf_printf(e->b, "v%d[%s]", n->id, e->ix ? e->ix : "?");
+	else if (c == CL_ARRAY)
+		kred__buf_printf(e->b, "v%d[%d]", n->id, k);
+	else if (n->dim == 1 || c == CL_STREAM)
+		kred__buf_printf(e->b, "v%d", n->id);
 	else
 		kred__buf_printf(e->b, "v%d_%d", n->id, k);
+}
+
+/* The element c of F (which = 'F') or G in the pieces: in a loop over components, c is
+ * an offset from its variable (always 0: the loop covers them all). */
+static void put_root(struct emit *e, const struct kred__node *n, int c)
+{
+	if (e->sym) {
+		if (c)
+			e->bug = 1;
+		put_elem(e, n, KX);
+		return;
+	}
+	put_elem(e, n, c);
 }
 
 /*
  * printf for generated code. Besides %s, %d and %%:
  *   %c  a double, as a literal of type real      %m  an enum kred__math, by its name
  *   %e  (node, int k): element k of a node       %n  (node, int k): the local it defines
+ *   %x  (node, string i): element i of a node (a variable, constant, scalar or array)
  *   %F  (int c): element c of F                  %G  (int c): element c of G
  *   %S  (int s): state slot s                    %T  (string s): state slot s
  *   %O  (int s): the other state's slot s        %P  (string s): same
  *   %C  (int s): the compensation of sum slot s  %D  (int s): the other state's one
  *   %U  (int c): output value c                  %V  (string c): same
- */
+ * k may be KX: at the innermost loop's variable. In a loop over components (e->sym),
+ * the ints of %F %G %S %C %O %D %U are offsets from its variable. */
 static void emitv(struct emit *e, const char *fmt, va_list ap)
 {
 	const char *run = fmt, *c;
@@ -133,25 +287,26 @@ static void emitv(struct emit *e, const char *fmt, va_list ap)
 		case 'n':
 			n = va_arg(ap, const struct kred__node *);
 			k = va_arg(ap, int);
-			if (n->dim == 1)
-				kred__buf_printf(e->b, "v%d", n->id);
-			else
-				kred__buf_printf(e->b, "v%d_%d", n->id, k);
+			put_local(e, n, k);
+			break;
+		case 'x':
+			n = va_arg(ap, const struct kred__node *);
+			put_elem_at(e, n, va_arg(ap, const char *));
 			break;
 		case 'F':
 			if (e->fbuf)
-				put_int_index(e, e->d->f_fmt, va_arg(ap, int));
+				put_index(e, e->d->f_fmt, va_arg(ap, int));
 			else
-				put_elem(e, e->r->f, va_arg(ap, int));
+				put_root(e, e->r->f, va_arg(ap, int));
 			break;
-		case 'G': put_elem(e, e->r->w, va_arg(ap, int)); break;
-		case 'S': put_int_index(e, e->d->st_fmt, va_arg(ap, int)); break;
+		case 'G': put_root(e, e->r->w, va_arg(ap, int)); break;
+		case 'S': put_index(e, e->d->st_fmt, va_arg(ap, int)); break;
 		case 'T': kred__buf_printf(e->b, e->d->st_fmt, va_arg(ap, const char *)); break;
-		case 'O': put_int_index(e, e->d->ot_fmt, va_arg(ap, int)); break;
+		case 'O': put_index(e, e->d->ot_fmt, va_arg(ap, int)); break;
 		case 'P': kred__buf_printf(e->b, e->d->ot_fmt, va_arg(ap, const char *)); break;
-		case 'C': put_int_index(e, e->d->st_fmt, e->nst0 + va_arg(ap, int) - e->sum0); break;
-		case 'D': put_int_index(e, e->d->ot_fmt, e->nst0 + va_arg(ap, int) - e->sum0); break;
-		case 'U': put_int_index(e, e->d->out_fmt, va_arg(ap, int)); break;
+		case 'C': put_index(e, e->d->st_fmt, e->nst0 + va_arg(ap, int) - e->sum0); break;
+		case 'D': put_index(e, e->d->ot_fmt, e->nst0 + va_arg(ap, int) - e->sum0); break;
+		case 'U': put_index(e, e->d->out_fmt, va_arg(ap, int)); break;
 		case 'V': kred__buf_printf(e->b, e->d->out_fmt, va_arg(ap, const char *)); break;
 		default: kred__buf_printf(e->b, "%%%c", *c); break;
 		}
@@ -406,42 +561,199 @@ static void ew_ge(struct emit *e, const struct kred__node *n, int k)
 	compare(e, n, k, ">=");
 }
 
-/* `real vN_k = ` */
+static void ew_scal(struct emit *e, const struct kred__node *n, int k)
+{
+	emitf(e, "(%e * %e)", n->arg[0], 0, A1);
+}
+
+static void ew_zero(struct emit *e, const struct kred__node *n, int k)
+{
+	emitf(e, "%c", 0.0);
+}
+
+/* ElemT(f, D, M): ints = {D, M}. */
+static void ew_elemt(struct emit *e, const struct kred__node *n, int k)
+{
+	int m = n->ints[1];
+
+	if (k == KX)
+		emitf(e, "(%s == %d ? %e : %c)", e->ix, m, n->arg[0], 0, 0.0);
+	else if (k == m)
+		emitf(e, "%e", n->arg[0], 0);
+	else
+		emitf(e, "%c", 0.0);
+}
+
+/* Extract(f, M, D): ints = {M, D}. */
+static void ew_extract(struct emit *e, const struct kred__node *n, int k)
+{
+	char ix[48];
+
+	if (k != KX) {
+		emitf(e, "%e", n->arg[0], n->ints[0] + k);
+		return;
+	}
+	snprintf(ix, sizeof(ix), "(%s + %d)", e->ix, n->ints[0]);
+	emitf(e, "%x", n->arg[0], ix);
+}
+
+/* ExtractT(f, M, D): ints = {M, D}. Out of f's range the ?: reads nothing. */
+static void ew_extractt(struct emit *e, const struct kred__node *n, int k)
+{
+	int m = n->ints[0], df = n->arg[0]->dim;
+	char ix[48];
+
+	if (k != KX) {
+		if (k >= m && k < m + df)
+			emitf(e, "%e", n->arg[0], k - m);
+		else
+			emitf(e, "%c", 0.0);
+		return;
+	}
+	snprintf(ix, sizeof(ix), "(%s - %d)", e->ix, m);
+	emitf(e, "(%s >= %d && %s < %d ? %x : %c)", e->ix, m, e->ix, m + df, n->arg[0], ix, 0.0);
+}
+
+static void ew_concat(struct emit *e, const struct kred__node *n, int k)
+{
+	int df = n->arg[0]->dim;
+	char ix[48];
+
+	if (k != KX) {
+		if (k < df)
+			emitf(e, "%e", n->arg[0], k);
+		else
+			emitf(e, "%e", n->arg[1], k - df);
+		return;
+	}
+	snprintf(ix, sizeof(ix), "(%s - %d)", e->ix, df);
+	emitf(e, "(%s < %d ? %x : %x)", e->ix, df, n->arg[0], e->ix, n->arg[1], ix);
+}
+
+/* `real vN_k = `, or `vN[k] = ` for an array. */
 static void def(struct emit *e, const struct kred__node *n, int k)
 {
-	emitf(e, "\treal %n = ", n, k);
+	if (e->cls[n->id] == CL_ARRAY)
+		emitf(e, "\t%n = ", n, k);
+	else
+		emitf(e, "\treal %n = ", n, k);
 }
 
-static void vec_scal(struct emit *e, const struct kred__node *n)
+/* ---- loops over a vector's components */
+
+static const char *const loop_vars[] = { "kr_k", "kr_k1", "kr_k2" };
+
+static void emit_ew(struct emit *e, const struct kred__node *n, int k);
+
+/* Declares, at the loop variable, every streamed node that roots[0..nr) read, in id
+ * order (each after its arguments). */
+static void stream_decls(struct emit *e, const struct kred__node *const *roots, int nr)
 {
-	for (int k = 0; k < n->dim; k++) {
-		def(e, n, k);
-		emitf(e, "%e * %e;\n", n->arg[0], 0, A1);
+	const struct kred__graph *g = e->r->g;
+	int top = 0, lo = g->n_nodes, hi = -1;
+
+	for (int r = 0; r < nr; r++) {
+		const struct kred__node *n = roots[r];
+
+		if (n && e->cls[n->id] == CL_STREAM && !e->seen[n->id]) {
+			e->seen[n->id] = 1;
+			e->stack[top++] = n->id;
+		}
+	}
+	while (top > 0) {
+		const struct kred__node *n = g->nodes[e->stack[--top]];
+
+		lo = n->id < lo ? n->id : lo;
+		hi = n->id > hi ? n->id : hi;
+		for (int k = 0; k < n->nargs; k++) {
+			const struct kred__node *a = n->arg[k];
+
+			if (e->cls[a->id] == CL_STREAM && !e->seen[a->id]) {
+				e->seen[a->id] = 1;
+				e->stack[top++] = a->id;
+			}
+		}
+	}
+	for (int id = lo; id <= hi; id++) {
+		if (!e->seen[id])
+			continue;
+		e->seen[id] = 0;
+		emitf(e, "\t\treal v%d = ", id);
+		emit_ew(e, g->nodes[id], KX);
+		emitf(e, ";\n");
 	}
 }
 
-/* sum over k < d of a_k * b_k (b may be NULL: sum of a_k) */
-static void dot(struct emit *e, const struct kred__node *a, const struct kred__node *b, int d)
+/* `for (int V = 0; V < count; V++) {`, V becoming the index that KX stands for, and the
+ * streamed nodes that a, b and c read declared at V (any may be NULL). Returns the outer
+ * loop's variable, for loop_close. */
+static const char *loop_open(struct emit *e, int count, const struct kred__node *a,
+			     const struct kred__node *b, const struct kred__node *c)
 {
-	for (int k = 0; k < d; k++) {
-		emitf(e, "%s%e", k ? " + " : "", a, k);
-		if (b)
-			emitf(e, " * %e", b, k);
+	const struct kred__node *roots[3] = { a, b, c };
+	const char *outer = e->ix;
+	int depth = 0;
+
+	while (outer && depth < 3 && loop_vars[depth] != outer)
+		depth++;
+	depth = outer ? depth + 1 : 0;
+	if (depth >= 3) {
+		e->bug = 1;
+		depth = 2;
 	}
+	e->ix = loop_vars[depth];
+	emitf(e, "\tfor (int %s = 0; %s < %d; %s++) {\n", e->ix, e->ix, count, e->ix);
+	count_enter(e, count);
+	stream_decls(e, roots, 3);
+	return outer;
+}
+
+static void loop_close(struct emit *e, const char *outer)
+{
+	emitf(e, "\t}\n");
+	count_leave(e);
+	e->ix = outer;
+}
+
+/* `real NAME = sum over k < d of a_k * b_k` (b NULL: of a_k): unrolled, or in a loop. */
+static void dot_local(struct emit *e, const char *name, const struct kred__node *a,
+		      const struct kred__node *b, int d)
+{
+	const char *o;
+
+	if (d <= e->unroll_dim) {
+		emitf(e, "\treal %s = ", name);
+		for (int k = 0; k < d; k++) {
+			emitf(e, "%s%e", k ? " + " : "", a, k);
+			if (b)
+				emitf(e, " * %e", b, k);
+		}
+		emitf(e, ";\n");
+		return;
+	}
+	emitf(e, "\treal %s = %c;\n", name, 0.0);
+	o = loop_open(e, d, a, b, NULL);
+	emitf(e, "\t\t%s += %e", name, a, KX);
+	if (b)
+		emitf(e, " * %e", b, KX);
+	emitf(e, ";\n");
+	loop_close(e, o);
 }
 
 static void vec_scalprod(struct emit *e, const struct kred__node *n)
 {
-	def(e, n, 0);
-	dot(e, n->arg[0], n->arg[1], n->arg[0]->dim);
-	emitf(e, ";\n");
+	char name[24];
+
+	snprintf(name, sizeof(name), "v%d", n->id);
+	dot_local(e, name, n->arg[0], n->arg[1], n->arg[0]->dim);
 }
 
 static void vec_sum(struct emit *e, const struct kred__node *n)
 {
-	def(e, n, 0);
-	dot(e, n->arg[0], NULL, n->arg[0]->dim);
-	emitf(e, ";\n");
+	char name[24];
+
+	snprintf(name, sizeof(name), "v%d", n->id);
+	dot_local(e, name, n->arg[0], NULL, n->arg[0]->dim);
 }
 
 /* The first extremum (op ">" for the max, "<" for the min): later values replace it only
@@ -450,7 +762,25 @@ static void extremum(struct emit *e, const struct kred__node *n, const char *op,
 {
 	const struct kred__node *a = n->arg[0];
 	int id = n->id;
+	const char *o;
 
+	if (big(e, a)) {
+		/* the first value is taken whatever it is; the index counts in a real */
+		emitf(e, "\treal v%d_m = %c;\n", id, 0.0);
+		if (want_index)
+			emitf(e, "\treal v%d = %c;\n\treal v%d_i = %c;\n", id, 0.0, id, 0.0);
+		o = loop_open(e, a->dim, a, NULL, NULL);
+		emitf(e, "\t\t%s kr_b = %s == 0 || %e %s v%d_m;\n", e->d->bool_type, e->ix, a, KX,
+		      op, id);
+		if (want_index)
+			emitf(e, "\t\tv%d = kr_b ? v%d_i : v%d;\n\t\tv%d_i += %c;\n", id, id, id, id,
+			      1.0);
+		emitf(e, "\t\tv%d_m = kr_b ? %e : v%d_m;\n", id, a, KX, id);
+		loop_close(e, o);
+		if (!want_index)
+			emitf(e, "\treal v%d = v%d_m;\n", id, id);
+		return;
+	}
 	emitf(e, "\treal v%d_m = %e;\n", id, a, 0);
 	if (want_index)
 		emitf(e, "\treal v%d = %c;\n", id, 0.0);
@@ -485,26 +815,38 @@ static void vec_argmin(struct emit *e, const struct kred__node *n)
 
 static void vec_sqnorm2(struct emit *e, const struct kred__node *n)
 {
-	def(e, n, 0);
-	dot(e, n->arg[0], n->arg[0], n->arg[0]->dim);
-	emitf(e, ";\n");
+	char name[24];
+
+	snprintf(name, sizeof(name), "v%d", n->id);
+	dot_local(e, name, n->arg[0], n->arg[0], n->arg[0]->dim);
 }
 
 static void vec_norm2(struct emit *e, const struct kred__node *n)
 {
-	def(e, n, 0);
-	emitf(e, "%m(", KRED__MATH_SQRT);
-	dot(e, n->arg[0], n->arg[0], n->arg[0]->dim);
-	emitf(e, ");\n");
+	char name[24];
+
+	snprintf(name, sizeof(name), "v%d_s", n->id);
+	dot_local(e, name, n->arg[0], n->arg[0], n->arg[0]->dim);
+	emitf(e, "\treal v%d = %m(v%d_s);\n", n->id, KRED__MATH_SQRT, n->id);
 }
 
 /* Rsqrt(SqNorm2(f)) * f, so Normalize(0) = 0 as in KeOps. */
 static void vec_normalize(struct emit *e, const struct kred__node *n)
 {
-	emitf(e, "\treal v%d_s = ", n->id);
-	dot(e, n->arg[0], n->arg[0], n->dim);
-	emitf(e, ";\n\treal v%d_r = v%d_s == %c ? %c : %c / %m(v%d_s);\n", n->id, n->id, 0.0, 0.0,
+	char name[24];
+	const char *o;
+
+	snprintf(name, sizeof(name), "v%d_s", n->id);
+	dot_local(e, name, n->arg[0], n->arg[0], n->dim);
+	emitf(e, "\treal v%d_r = v%d_s == %c ? %c : %c / %m(v%d_s);\n", n->id, n->id, 0.0, 0.0,
 	      1.0, KRED__MATH_SQRT, n->id);
+	if (big(e, n)) {
+		o = loop_open(e, n->dim, n->arg[0], NULL, NULL);
+		def(e, n, KX);
+		emitf(e, "v%d_r * %e;\n", n->id, n->arg[0], KX);
+		loop_close(e, o);
+		return;
+	}
 	for (int k = 0; k < n->dim; k++) {
 		def(e, n, k);
 		emitf(e, "v%d_r * %e;\n", n->id, A0);
@@ -531,12 +873,62 @@ static int max_dim(const struct kred__node *a, const struct kred__node *b)
 static void vec_sqdist(struct emit *e, const struct kred__node *n)
 {
 	int d = max_dim(n->arg[0], n->arg[1]);
+	const char *o;
 
+	if (d > e->unroll_dim) {
+		emitf(e, "\treal v%d = %c;\n", n->id, 0.0);
+		o = loop_open(e, d, n->arg[0], n->arg[1], NULL);
+		emitf(e, "\t\treal v%d_d = %e - %e;\n\t\tv%d += v%d_d * v%d_d;\n", n->id,
+		      n->arg[0], KX, n->arg[1], KX, n->id, n->id, n->id);
+		loop_close(e, o);
+		return;
+	}
 	differences(e, n, n->arg[0], n->arg[1], d);
 	def(e, n, 0);
 	for (int k = 0; k < d; k++)
 		emitf(e, "%sv%d_d%d * v%d_d%d", k ? " + " : "", n->id, k, n->id, k);
 	emitf(e, ";\n");
+}
+
+static int full_matrix(const struct kred__node *s, int d)
+{
+	return (int64_t)s->dim == (int64_t)d * d; /* d * d overflows an int past 46,340 */
+}
+
+/* <v, S v> with v = f - g (g may be NULL) of dimension d, in loops: S a scalar or a
+ * diagonal in one, a full matrix in two over the differences kept in an array, in the
+ * unrolled code's order. */
+static void weighted_loop(struct emit *e, const struct kred__node *n, const struct kred__node *s,
+			  const struct kred__node *f, const struct kred__node *g, int d)
+{
+	const char *o, *o2, *a;
+	char ix[64];
+
+	if (!full_matrix(s, d)) {
+		emitf(e, "\treal v%d = %c;\n", n->id, 0.0);
+		o = loop_open(e, d, f, g, s);
+		emitf(e, "\t\treal v%d_d = %e", n->id, f, KX);
+		if (g)
+			emitf(e, " - %e", g, KX);
+		emitf(e, ";\n\t\tv%d += %e * v%d_d * v%d_d;\n", n->id, s, KX, n->id, n->id);
+		loop_close(e, o);
+		return;
+	}
+	emitf(e, "\treal v%d_d[%d];\n", n->id, d);
+	o = loop_open(e, d, f, g, NULL);
+	emitf(e, "\t\tv%d_d[%s] = %e", n->id, e->ix, f, KX);
+	if (g)
+		emitf(e, " - %e", g, KX);
+	emitf(e, ";\n");
+	loop_close(e, o);
+	emitf(e, "\treal v%d = %c;\n", n->id, 0.0);
+	o = loop_open(e, d, NULL, NULL, NULL);
+	a = e->ix;
+	o2 = loop_open(e, d, NULL, NULL, NULL);
+	snprintf(ix, sizeof(ix), "(%s * %d + %s)", a, d, e->ix);
+	emitf(e, "\t\tv%d += v%d_d[%s] * %x * v%d_d[%s];\n", n->id, n->id, a, s, ix, n->id, e->ix);
+	loop_close(e, o2);
+	loop_close(e, o);
 }
 
 /* <v, S v> with v the differences vN_dK: S a scalar, a diagonal or a full matrix. */
@@ -547,7 +939,7 @@ static void weighted(struct emit *e, const struct kred__node *n, const struct kr
 
 	def(e, n, 0);
 	for (int a = 0; a < d; a++) {
-		if ((int64_t)s->dim != (int64_t)d * d) { /* 1 or d: d * d overflows an int past 46,340 */
+		if (!full_matrix(s, d)) {
 			emitf(e, "%s%e * v%d_d%d * v%d_d%d", a ? " + " : "", s, s->dim == 1 ? 0 : a,
 			      n->id, a, n->id, a);
 			continue;
@@ -565,6 +957,10 @@ static void vec_wsqnorm(struct emit *e, const struct kred__node *n)
 {
 	int d = n->arg[1]->dim;
 
+	if (d > e->unroll_dim) {
+		weighted_loop(e, n, n->arg[0], n->arg[1], NULL, d);
+		return;
+	}
 	differences(e, n, n->arg[1], NULL, d);
 	weighted(e, n, n->arg[0], d);
 }
@@ -573,16 +969,12 @@ static void vec_wsqdist(struct emit *e, const struct kred__node *n)
 {
 	int d = max_dim(n->arg[1], n->arg[2]);
 
+	if (d > e->unroll_dim) {
+		weighted_loop(e, n, n->arg[0], n->arg[1], n->arg[2], d);
+		return;
+	}
 	differences(e, n, n->arg[1], n->arg[2], d);
 	weighted(e, n, n->arg[0], d);
-}
-
-static void vec_zero(struct emit *e, const struct kred__node *n)
-{
-	for (int k = 0; k < n->dim; k++) {
-		def(e, n, k);
-		emitf(e, "%c;\n", 0.0);
-	}
 }
 
 static void vec_elem(struct emit *e, const struct kred__node *n)
@@ -591,93 +983,106 @@ static void vec_elem(struct emit *e, const struct kred__node *n)
 	emitf(e, "%e;\n", n->arg[0], n->ints[0]);
 }
 
-/* ElemT(f, D, M): ints = {D, M}. */
-static void vec_elemt(struct emit *e, const struct kred__node *n)
-{
-	for (int k = 0; k < n->dim; k++) {
-		def(e, n, k);
-		if (k == n->ints[1])
-			emitf(e, "%e;\n", n->arg[0], 0);
-		else
-			emitf(e, "%c;\n", 0.0);
-	}
-}
-
-/* Extract(f, M, D): ints = {M, D}. */
-static void vec_extract(struct emit *e, const struct kred__node *n)
-{
-	for (int k = 0; k < n->dim; k++) {
-		def(e, n, k);
-		emitf(e, "%e;\n", n->arg[0], n->ints[0] + k);
-	}
-}
-
-/* ExtractT(f, M, D): ints = {M, D}. */
-static void vec_extractt(struct emit *e, const struct kred__node *n)
-{
-	int m = n->ints[0], df = n->arg[0]->dim;
-
-	for (int k = 0; k < n->dim; k++) {
-		def(e, n, k);
-		if (k >= m && k < m + df)
-			emitf(e, "%e;\n", n->arg[0], k - m);
-		else
-			emitf(e, "%c;\n", 0.0);
-	}
-}
-
-static void vec_concat(struct emit *e, const struct kred__node *n)
-{
-	int df = n->arg[0]->dim;
-
-	for (int k = 0; k < n->dim; k++) {
-		def(e, n, k);
-		if (k < df)
-			emitf(e, "%e;\n", n->arg[0], k);
-		else
-			emitf(e, "%e;\n", n->arg[1], k - df);
-	}
-}
-
 static void vec_onehot(struct emit *e, const struct kred__node *n)
 {
+	const char *o;
+
 	emitf(e, "\treal v%d_r = %m(%e);\n", n->id, KRED__MATH_ROUND, n->arg[0], 0);
+	if (big(e, n)) {
+		/* the index counts in a real, compared with the rounded value */
+		emitf(e, "\treal v%d_c = %c;\n", n->id, 0.0);
+		o = loop_open(e, n->dim, NULL, NULL, NULL);
+		def(e, n, KX);
+		emitf(e, "v%d_r == v%d_c ? %c : %c;\n\t\tv%d_c += %c;\n", n->id, n->id, 1.0, 0.0,
+		      n->id, 1.0);
+		loop_close(e, o);
+		return;
+	}
 	for (int k = 0; k < n->dim; k++) {
 		def(e, n, k);
 		emitf(e, "v%d_r == %c ? %c : %c;\n", n->id, (double)k, 1.0, 0.0);
 	}
 }
 
+/* out_o = sum over i < inner of mat[o, i] * vec[i], o < outer; mat's value (o, i) at
+ * o * inner + i (MatVecMult), else at i * outer + o (VecMatMult). The products are
+ * printed matrix first (exact either way). Unrolled where both sizes are small; else
+ * each sum is a loop, and a large output an array filled by a loop. */
+static void matprod(struct emit *e, const struct kred__node *n, const struct kred__node *mat,
+		    const struct kred__node *vec, int by_row)
+{
+	int outer = n->dim, inner = vec->dim;
+	const char *o, *o2;
+	char ix[64], ox[24];
+
+	if (!big(e, n) && inner <= e->unroll_dim) {
+		for (int r = 0; r < outer; r++) {
+			def(e, n, r);
+			for (int c = 0; c < inner; c++)
+				emitf(e, "%s%e * %e", c ? " + " : "", mat,
+				      by_row ? r * inner + c : c * outer + r, vec, c);
+			emitf(e, ";\n");
+		}
+		return;
+	}
+	if (!big(e, n)) {
+		for (int r = 0; r < outer; r++) {
+			emitf(e, "\treal v%d_s%d = %c;\n", n->id, r, 0.0);
+			o = loop_open(e, inner, NULL, NULL, NULL);
+			if (by_row)
+				snprintf(ix, sizeof(ix), "(%d + %s)", r * inner, e->ix);
+			else
+				snprintf(ix, sizeof(ix), "(%s * %d + %d)", e->ix, outer, r);
+			emitf(e, "\t\tv%d_s%d += %x * %x;\n", n->id, r, mat, ix, vec, e->ix);
+			loop_close(e, o);
+			def(e, n, r);
+			emitf(e, "v%d_s%d;\n", n->id, r);
+		}
+		return;
+	}
+	o = loop_open(e, outer, NULL, NULL, NULL);
+	snprintf(ox, sizeof(ox), "%s", e->ix);
+	emitf(e, "\t\treal v%d_s = %c;\n", n->id, 0.0);
+	o2 = loop_open(e, inner, NULL, NULL, NULL);
+	if (by_row)
+		snprintf(ix, sizeof(ix), "(%s * %d + %s)", ox, inner, e->ix);
+	else
+		snprintf(ix, sizeof(ix), "(%s * %d + %s)", e->ix, outer, ox);
+	emitf(e, "\t\tv%d_s += %x * %x;\n", n->id, mat, ix, vec, e->ix);
+	loop_close(e, o2);
+	def(e, n, KX);
+	emitf(e, "v%d_s;\n", n->id);
+	loop_close(e, o);
+}
+
 /* f is a (d(f) / d(g)) x d(g) matrix, row-major. */
 static void vec_matvec(struct emit *e, const struct kred__node *n)
 {
-	int cols = n->arg[1]->dim;
-
-	for (int r = 0; r < n->dim; r++) {
-		def(e, n, r);
-		for (int c = 0; c < cols; c++)
-			emitf(e, "%s%e * %e", c ? " + " : "", n->arg[0], r * cols + c, n->arg[1], c);
-		emitf(e, ";\n");
-	}
+	matprod(e, n, n->arg[0], n->arg[1], 1);
 }
 
 /* g is a d(f) x (d(g) / d(f)) matrix, row-major: the result is f^T g. */
 static void vec_vecmat(struct emit *e, const struct kred__node *n)
 {
-	int rows = n->arg[0]->dim, cols = n->dim;
-
-	for (int c = 0; c < cols; c++) {
-		def(e, n, c);
-		for (int r = 0; r < rows; r++)
-			emitf(e, "%s%e * %e", r ? " + " : "", n->arg[0], r, n->arg[1], r * cols + c);
-		emitf(e, ";\n");
-	}
+	matprod(e, n, n->arg[1], n->arg[0], 0);
 }
 
 static void vec_tensorprod(struct emit *e, const struct kred__node *n)
 {
 	int df = n->arg[0]->dim, dg = n->arg[1]->dim;
+	const char *o, *o2;
+	char fx[24];
 
+	if (big(e, n)) {
+		o = loop_open(e, df, NULL, NULL, NULL);
+		snprintf(fx, sizeof(fx), "%s", e->ix);
+		o2 = loop_open(e, dg, NULL, NULL, NULL);
+		emitf(e, "\t\tv%d[%s * %d + %s] = %x * %x;\n", n->id, fx, dg, e->ix, n->arg[0],
+		      fx, n->arg[1], e->ix);
+		loop_close(e, o2);
+		loop_close(e, o);
+		return;
+	}
 	for (int x = 0; x < df; x++) {
 		for (int y = 0; y < dg; y++) {
 			def(e, n, x * dg + y);
@@ -826,7 +1231,7 @@ static const struct emit_op emit_ops[] = {
 	[KRED__OP_SUBTRACT] = EW(ew_sub),
 	[KRED__OP_MULT] = EW(ew_mult),
 	[KRED__OP_DIVIDE] = EW(ew_div),
-	[KRED__OP_SCAL] = VEC(vec_scal),
+	[KRED__OP_SCAL] = EW(ew_scal),
 	[KRED__OP_SCALPROD] = VEC(vec_scalprod),
 	[KRED__OP_EQUAL] = EW(ew_eq),
 	[KRED__OP_NOTEQUAL] = EW(ew_ne),
@@ -845,12 +1250,12 @@ static const struct emit_op emit_ops[] = {
 	[KRED__OP_SQDIST] = VEC(vec_sqdist),
 	[KRED__OP_WEIGHTEDSQNORM] = VEC(vec_wsqnorm),
 	[KRED__OP_WEIGHTEDSQDIST] = VEC(vec_wsqdist),
-	[KRED__OP_ZERO] = VEC(vec_zero),
+	[KRED__OP_ZERO] = EW(ew_zero),
 	[KRED__OP_ELEM] = VEC(vec_elem),
-	[KRED__OP_ELEMT] = VEC(vec_elemt),
-	[KRED__OP_EXTRACT] = VEC(vec_extract),
-	[KRED__OP_EXTRACTT] = VEC(vec_extractt),
-	[KRED__OP_CONCAT] = VEC(vec_concat),
+	[KRED__OP_ELEMT] = EW(ew_elemt),
+	[KRED__OP_EXTRACT] = EW(ew_extract),
+	[KRED__OP_EXTRACTT] = EW(ew_extractt),
+	[KRED__OP_CONCAT] = EW(ew_concat),
 	[KRED__OP_ONEHOT] = VEC(vec_onehot),
 	[KRED__OP_MATVECMULT] = VEC(vec_matvec),
 	[KRED__OP_VECMATMULT] = VEC(vec_vecmat),
@@ -866,6 +1271,86 @@ static const struct emit_op emit_ops[] = {
 };
 _Static_assert(sizeof(emit_ops) / sizeof(emit_ops[0]) == KRED__OP_COUNT,
 	       "emit_ops must have one row per op of KRED__OPS");
+
+static void emit_ew(struct emit *e, const struct kred__node *n, int k)
+{
+	emit_ops[n->op].ew(e, n, k);
+}
+
+/* Whether node p reads its argument i only at the index of its own loop over that
+ * argument's components (so the argument may be streamed). The element-wise ops that
+ * read at other indices (Extract and co) do not, nor do the matrix products. */
+static int reads_in_step(const struct kred__node *p, int i)
+{
+	int d;
+
+	switch (p->op) {
+	case KRED__OP_EXTRACT:
+	case KRED__OP_EXTRACTT:
+	case KRED__OP_CONCAT:
+	case KRED__OP_ELEMT:
+		return 0;
+	case KRED__OP_SUM:
+	case KRED__OP_SQNORM2:
+	case KRED__OP_NORM2:
+	case KRED__OP_NORMALIZE:
+	case KRED__OP_SCALPROD:
+	case KRED__OP_SQDIST:
+	case KRED__OP_MAX:
+	case KRED__OP_MIN:
+	case KRED__OP_ARGMAX:
+	case KRED__OP_ARGMIN:
+		return 1;
+	case KRED__OP_WEIGHTEDSQNORM:
+		d = p->arg[1]->dim;
+		return i > 0 || !full_matrix(p->arg[0], d);
+	case KRED__OP_WEIGHTEDSQDIST:
+		d = max_dim(p->arg[1], p->arg[2]);
+		return i > 0 || !full_matrix(p->arg[0], d);
+	default:
+		return emit_ops[p->op].ew != NULL;
+	}
+}
+
+/* Each marked node's class (see the top of this file). A big element-wise node is
+ * streamed unless a user reads it at another index; then it is an array, as is every
+ * other big node, and every vector that a user with loops reads at computed indices. F
+ * and G are read by the pieces' loops, in step. */
+static int classify(struct emit *e, const unsigned char *mark)
+{
+	const struct kred__graph *g = e->r->g;
+	size_t n = (size_t)g->n_nodes + 1;
+
+	if (!e->cls) {
+		e->cls = kred__calloc(n, 1);
+		e->seen = kred__calloc(n, 1);
+		e->stack = kred__calloc(n, sizeof(*e->stack));
+		if (!e->cls || !e->seen || !e->stack)
+			return -1;
+	}
+	for (int id = 0; id < g->n_nodes; id++) {
+		const struct kred__node *v = g->nodes[id];
+
+		e->cls[id] = CL_SMALL;
+		if (mark[id] && !emit_ops[v->op].direct && big(e, v))
+			e->cls[id] = emit_ops[v->op].ew ? CL_STREAM : CL_ARRAY;
+	}
+	for (int id = 0; id < g->n_nodes; id++) {
+		const struct kred__node *p = g->nodes[id];
+
+		if (!mark[id] || emit_ops[p->op].direct)
+			continue;
+		for (int i = 0; i < p->nargs; i++) {
+			const struct kred__node *a = p->arg[i];
+
+			if (emit_ops[a->op].direct || a->dim == 1 || reads_in_step(p, i))
+				continue;
+			if (big(e, p) || big(e, a))
+				e->cls[a->id] = CL_ARRAY;
+		}
+	}
+	return 0;
+}
 
 /* Every node under F and G, once, in id order. */
 static kred_status emit_formula(struct emit *e, struct kred__error *err)
@@ -884,24 +1369,44 @@ static kred_status emit_formula(struct emit *e, struct kred__error *err)
 				mark[g->nodes[id]->arg[k]->id] = 1;
 	for (int id = 0; id < g->n_nodes; id++) {
 		const struct kred__node *n = g->nodes[id];
-		const struct emit_op *op;
+		const struct emit_op *op = (unsigned)n->op < KRED__OP_COUNT ? &emit_ops[n->op] : NULL;
 
-		if (!mark[id])
-			continue;
-		op = (unsigned)n->op < KRED__OP_COUNT ? &emit_ops[n->op] : NULL;
-		if (!op || (!op->ew && !op->vec && !op->direct)) {
+		if (mark[id] && (!op || (!op->ew && !op->vec && !op->direct))) {
 			kred__free(mark);
 			return kred__fail(err, KRED_EUNSUPPORTED, -1,
 					  "the emitter met %s, which should have been rewritten "
 					  "away", op ? kred__ops[n->op].name : "an unknown op");
 		}
-		if (op->ew) {
+	}
+	if (classify(e, mark)) {
+		kred__free(mark);
+		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+	}
+	for (int id = 0; id < g->n_nodes; id++) {
+		const struct kred__node *n = g->nodes[id];
+		const struct emit_op *op = &emit_ops[n->op];
+		int c = e->cls[id];
+
+		if (!mark[id] || op->direct || c == CL_STREAM)
+			continue; /* a streamed node is declared in its users' loops */
+		if (c == CL_ARRAY)
+			emitf(e, "\treal v%d[%d];\n", id, n->dim);
+		if (op->ew && c == CL_ARRAY && big(e, n)) {
+			const char *o = loop_open(e, n->dim, n->nargs > 0 ? n->arg[0] : NULL,
+						  n->nargs > 1 ? n->arg[1] : NULL,
+						  n->nargs > 2 ? n->arg[2] : NULL);
+
+			def(e, n, KX);
+			op->ew(e, n, KX);
+			emitf(e, ";\n");
+			loop_close(e, o);
+		} else if (op->ew) {
 			for (int k = 0; k < n->dim; k++) {
 				def(e, n, k);
 				op->ew(e, n, k);
 				emitf(e, ";\n");
 			}
-		} else if (op->vec) {
+		} else {
 			op->vec(e, n);
 		}
 	}
@@ -969,13 +1474,44 @@ static void sum_value(struct emit *e, int s)
 		emitf(e, "%S", s);
 }
 
+/*
+ * Past MAX_UNROLL_DIM components, a piece loops over them: comp_open writes
+ * `for (int kr_n = 0; kr_n < n; kr_n++) {` and makes the ints of %S %C %O %D %U %F %G
+ * offsets from kr_n (e->sym), declaring the streamed nodes of root (F or G, or NULL)
+ * there. It returns how many components the piece then writes: n unrolled, or 1 (the
+ * first, the loop doing the rest).
+ */
+static int comp_open(struct emit *e, int n, const struct kred__node *root)
+{
+	if (n <= e->unroll_dim)
+		return n;
+	emitf(e, "\tfor (int kr_n = 0; kr_n < %d; kr_n++) {\n", n);
+	count_enter(e, n);
+	e->sym = e->ix = "kr_n";
+	if (root && !e->fbuf)
+		stream_decls(e, &root, 1);
+	return 1;
+}
+
+static void comp_close(struct emit *e)
+{
+	if (!e->sym)
+		return;
+	e->sym = e->ix = NULL;
+	count_leave(e);
+	emitf(e, "\t}\n");
+}
+
 static void init_sums(struct emit *e)
 {
-	for (int s = e->sum0; s < e->sum0 + e->nsum; s++) {
+	int n = comp_open(e, e->nsum, NULL);
+
+	for (int s = e->sum0; s < e->sum0 + n; s++) {
 		emitf(e, "\t%S = %c;\n", s, 0.0);
 		if (e->comp)
 			emitf(e, "\t%C = %c;\n", s, 0.0);
 	}
+	comp_close(e);
 }
 
 static void sum_init(struct emit *e)
@@ -985,27 +1521,36 @@ static void sum_init(struct emit *e)
 
 static void sum_update(struct emit *e)
 {
-	for (int c = 0; c < e->r->f->dim; c++)
+	int n = comp_open(e, e->r->f->dim, e->r->f);
+
+	for (int c = 0; c < n; c++)
 		acc_add(e, e->kahan, c, "%F", c);
+	comp_close(e);
 }
 
 static void sum_merge(struct emit *e)
 {
-	for (int c = 0; c < e->r->f->dim; c++) {
+	int n = comp_open(e, e->r->f->dim, NULL);
+
+	for (int c = 0; c < n; c++) {
 		if (e->comp)
 			acc_add(e, 1, c, "(%O - %D)", c, c);
 		else
 			acc_add(e, 0, c, "%O", c);
 	}
+	comp_close(e);
 }
 
 static void sum_finalize(struct emit *e)
 {
-	for (int c = 0; c < e->r->f->dim; c++) {
+	int n = comp_open(e, e->r->f->dim, NULL);
+
+	for (int c = 0; c < n; c++) {
 		emitf(e, "\t%U = ", c);
 		sum_value(e, c);
 		emitf(e, ";\n");
 	}
+	comp_close(e);
 }
 
 /* The LogSumExp family. A term (or another state) with maximum kr_v meets the state
@@ -1073,21 +1618,30 @@ static void lse_update(struct emit *e)
 	lse_begin(e);
 	if (has_plain_sum(e))
 		lse_fold(e, e->kahan, s++, "%c", 1.0);
-	for (int c = 0; s < e->nst0; c++)
-		lse_fold(e, e->kahan, s++, "%G", c);
+	if (s < e->nst0) {
+		int n = comp_open(e, e->nst0 - s, e->r->w);
+
+		for (int c = 0; c < n; c++)
+			lse_fold(e, e->kahan, s + c, "%G", c);
+		comp_close(e);
+	}
 	lse_end(e);
 }
 
 static void lse_merge(struct emit *e)
 {
+	int n;
+
 	emitf(e, "\treal kr_v = %O;\n", 0);
 	lse_begin(e);
-	for (int s = 1; s < e->nst0; s++) {
+	n = comp_open(e, e->nst0 - 1, NULL);
+	for (int s = 1; s < 1 + n; s++) {
 		if (e->comp)
 			lse_fold(e, 1, s, "(%O - %D)", s, s);
 		else
 			lse_fold(e, 0, s, "%O", s);
 	}
+	comp_close(e);
 	lse_end(e);
 }
 
@@ -1104,36 +1658,52 @@ static void lse_finalize(struct emit *e)
 	emitf(e, ");\n");
 }
 
+/* The maximum (slot 0) and the plain sum are read into locals first, as the loops over
+ * the weighted sums take slot numbers from their variable. */
 static void lse_weight_finalize(struct emit *e)
 {
-	for (int c = 0; c < e->r->w->dim; c++) {
-		emitf(e, "\t%U = %S == -%s ? %S : %S == %s ? %s : %S + %m(", c, 0, e->d->inf, 0, 0,
-		      e->d->inf, e->d->nan, 0, KRED__MATH_LOG);
+	int n;
+
+	emitf(e, "\treal kr_m = %S;\n", 0);
+	n = comp_open(e, e->r->w->dim, NULL);
+	for (int c = 0; c < n; c++) {
+		emitf(e, "\t%U = kr_m == -%s ? kr_m : kr_m == %s ? %s : kr_m + %m(", c, e->d->inf,
+		      e->d->inf, e->d->nan, KRED__MATH_LOG);
 		sum_value(e, 1 + c);
 		emitf(e, ");\n");
 	}
+	comp_close(e);
 }
 
 static void softmax_finalize(struct emit *e)
 {
-	for (int c = 0; c < e->r->w->dim; c++) {
-		emitf(e, "\t%U = %S - %S == %c ? ", c, 0, 0, 0.0);
+	int n;
+
+	emitf(e, "\treal kr_z = %S - %S;\n\treal kr_s = ", 0, 0);
+	sum_value(e, 1);
+	emitf(e, ";\n");
+	n = comp_open(e, e->r->w->dim, NULL);
+	for (int c = 0; c < n; c++) {
+		emitf(e, "\t%U = kr_z == %c ? ", c, 0.0);
 		sum_value(e, 2 + c);
-		emitf(e, " / ");
-		sum_value(e, 1);
-		emitf(e, " : %s;\n", e->d->nan);
+		emitf(e, " / kr_s : %s;\n", e->d->nan);
 	}
+	comp_close(e);
 }
 
 static void msse_finalize(struct emit *e)
 {
-	emitf(e, "\t%U = %S;\n", 0, 0);
-	for (int s = 1; s < e->nst0; s++) {
-		emitf(e, "\t%U = %S == -%s ? %c : %S == %s ? %s : ", s, 0, e->d->inf, 0.0, 0,
+	int n;
+
+	emitf(e, "\treal kr_m = %S;\n\t%U = kr_m;\n", 0, 0);
+	n = comp_open(e, e->nst0 - 1, NULL);
+	for (int s = 1; s < 1 + n; s++) {
+		emitf(e, "\t%U = kr_m == -%s ? %c : kr_m == %s ? %s : ", s, e->d->inf, 0.0,
 		      e->d->inf, e->d->nan);
 		sum_value(e, s);
 		emitf(e, ";\n");
 	}
+	comp_close(e);
 }
 
 /* Min and Max: compare and select; NaN never wins a comparison, so it is skipped. */
@@ -1147,72 +1717,86 @@ static const char *ext_op(const struct emit *e)
 
 static void ext_init(struct emit *e)
 {
-	int d = e->r->f->dim, idx = e->nst0 > d;
+	int d = e->r->f->dim, idx = e->nst0 > d, n = comp_open(e, d, NULL);
 
-	for (int c = 0; c < d; c++) {
+	for (int c = 0; c < n; c++) {
 		emitf(e, "\t%S = %s%s;\n", c, *ext_op(e) == '<' ? "" : "-", e->d->inf);
 		if (idx)
 			emitf(e, "\t%S = %c;\n", d + c, -1.0);
 	}
+	comp_close(e);
 }
 
 static void minmax_update(struct emit *e)
 {
-	for (int c = 0; c < e->r->f->dim; c++)
+	int n = comp_open(e, e->r->f->dim, e->r->f);
+
+	for (int c = 0; c < n; c++)
 		emitf(e, "\t%S = %F %s %S ? %F : %S;\n", c, c, ext_op(e), c, c, c);
+	comp_close(e);
 }
 
 static void minmax_merge(struct emit *e)
 {
-	for (int c = 0; c < e->r->f->dim; c++)
+	int n = comp_open(e, e->r->f->dim, NULL);
+
+	for (int c = 0; c < n; c++)
 		emitf(e, "\t%S = %O %s %S ? %O : %S;\n", c, c, ext_op(e), c, c, c);
+	comp_close(e);
 }
 
 static void minmax_finalize(struct emit *e)
 {
-	for (int c = 0; c < e->r->f->dim; c++)
+	int n = comp_open(e, e->r->f->dim, NULL);
+
+	for (int c = 0; c < n; c++)
 		emitf(e, "\t%U = %S;\n", c, c);
+	comp_close(e);
 }
 
 /* With indices: the first non-NaN term is always taken (a row of +inf gives index 0),
  * then only strictly better ones, so ties keep the first index. */
 static void arg_update(struct emit *e)
 {
-	int d = e->r->f->dim;
+	int d = e->r->f->dim, n = comp_open(e, d, e->r->f);
 
-	for (int c = 0; c < d; c++) {
+	for (int c = 0; c < n; c++) {
 		emitf(e, "\t{\n\t\treal kr_x = %F;\n", c);
 		emitf(e, "\t\t%s kr_t = kr_x %s %S || (%S < %c && kr_x == kr_x);\n",
 		      e->d->bool_type, ext_op(e), c, d + c, 0.0);
 		emitf(e, "\t\t%S = kr_t ? kr_x : %S;\n", c, c);
 		emitf(e, "\t\t%S = kr_t ? jr : %S;\n\t}\n", d + c, d + c);
 	}
+	comp_close(e);
 }
 
 /* Partial states may come in any order: on a tie the lower index wins. */
 static void arg_merge(struct emit *e)
 {
-	int d = e->r->f->dim;
+	int d = e->r->f->dim, n = comp_open(e, d, NULL);
 
-	for (int c = 0; c < d; c++) {
+	for (int c = 0; c < n; c++) {
 		emitf(e, "\t{\n\t\t%s kr_t = %O >= %c && (%S < %c || %O %s %S || (%O == %S && "
 		      "%O < %S));\n", e->d->bool_type, d + c, 0.0, d + c, 0.0, c, ext_op(e), c, c,
 		      c, d + c, d + c);
 		emitf(e, "\t\t%S = kr_t ? %O : %S;\n", c, c, c);
 		emitf(e, "\t\t%S = kr_t ? %O : %S;\n\t}\n", d + c, d + c, d + c);
 	}
+	comp_close(e);
 }
 
 static void arg_finalize(struct emit *e)
 {
 	enum kred__red red = e->r->red;
 	int d = e->r->f->dim, both = red == KRED__RED_MIN_ARGMIN || red == KRED__RED_MAX_ARGMAX;
+	int n = comp_open(e, d, NULL);
 
-	for (int c = 0; c < d; c++) {
+	for (int c = 0; c < n; c++) {
 		if (both)
 			emitf(e, "\t%U = %S;\n", c, c);
 		emitf(e, "\t%U = %S;\n", both ? d + c : c, d + c);
 	}
+	comp_close(e);
 }
 
 /*
@@ -1243,7 +1827,20 @@ static void kmin_slots(const struct emit *e, const char *k, const char *c, char 
 
 static int kmin_unrolled(const struct emit *e)
 {
-	return e->r->k * e->r->f->dim <= MAX_UNROLL;
+	return e->r->k * e->r->f->dim <= MAX_UNROLL && !big(e, e->r->f);
+}
+
+/* `for (int var = 0; var < n; var++) {` in the KMin pieces, counted, and its end. */
+static void for_open(struct emit *e, const char *tab, const char *var, int n)
+{
+	emitf(e, "%sfor (int %s = 0; %s < %d; %s++) {\n", tab, var, var, n, var);
+	count_enter(e, n);
+}
+
+static void for_close(struct emit *e, const char *tab)
+{
+	emitf(e, "%s}\n", tab);
+	count_leave(e);
 }
 
 /* One bubble step at rank k of component c, carrying (kr_x, kr_i). */
@@ -1267,8 +1864,9 @@ static void kmin_bubble(struct emit *e, const char *c, int other)
 	char ks[16];
 
 	if (!kmin_unrolled(e) || other) {
-		emitf(e, "\t\tfor (int kr_k = 0; kr_k < %d; kr_k++)\n", e->r->k);
+		for_open(e, "\t\t", "kr_k", e->r->k);
 		kmin_step(e, "kr_k", c, other);
+		for_close(e, "\t\t");
 		return;
 	}
 	for (int k = 0; k < e->r->k; k++) {
@@ -1290,8 +1888,9 @@ static void kmin_init(struct emit *e)
 		char ix[48];
 
 		snprintf(ix, sizeof(ix), "(%d + kr_s)", kd);
-		emitf(e, "\tfor (int kr_s = 0; kr_s < %d; kr_s++) {\n", kd);
-		emitf(e, "\t\t%T = %s;\n\t\t%T = %c;\n\t}\n", "kr_s", e->d->inf, ix, -1.0);
+		for_open(e, "\t", "kr_s", kd);
+		emitf(e, "\t\t%T = %s;\n\t\t%T = %c;\n", "kr_s", e->d->inf, ix, -1.0);
+		for_close(e, "\t");
 	}
 }
 
@@ -1320,22 +1919,28 @@ static void kmin_update(struct emit *e)
 		for (int c = 0; c < d; c++) {
 			snprintf(cs, sizeof(cs), "%d", c);
 			/* a one-pass loop, so that kmin_skip can leave it */
-			emitf(e, "\tfor (int kr_once = 0; kr_once < 1; kr_once++) {\n"
-			      "\t\treal kr_x = %F, kr_i = jr;\n", c);
+			for_open(e, "\t", "kr_once", 1);
+			emitf(e, "\t\treal kr_x = %F, kr_i = jr;\n", c);
 			kmin_skip(e, cs);
 			kmin_bubble(e, cs, 0);
-			emitf(e, "\t}\n");
+			for_close(e, "\t");
 		}
 		return;
 	}
 	emitf(e, "\treal kr_f[%d];\n", d);
-	for (int c = 0; c < d; c++)
-		emitf(e, "\tkr_f[%d] = %F;\n", c, c);
-	emitf(e, "\tfor (int kr_c = 0; kr_c < %d; kr_c++) {\n\t\treal kr_x = kr_f[kr_c], "
-	      "kr_i = jr;\n", d);
+	comp_open(e, d, e->r->f);
+	if (e->sym) {
+		emitf(e, "\t\tkr_f[kr_n] = %F;\n", 0);
+	} else {
+		for (int c = 0; c < d; c++)
+			emitf(e, "\tkr_f[%d] = %F;\n", c, c);
+	}
+	comp_close(e);
+	for_open(e, "\t", "kr_c", d);
+	emitf(e, "\t\treal kr_x = kr_f[kr_c], kr_i = jr;\n");
 	kmin_skip(e, "kr_c");
 	kmin_bubble(e, "kr_c", 0);
-	emitf(e, "\t}\n");
+	for_close(e, "\t");
 }
 
 /* Each kept pair of the other state bubbles in turn; its empty ranks (index -1) are not
@@ -1345,11 +1950,12 @@ static void kmin_merge(struct emit *e)
 	char v[64], ix[64];
 
 	kmin_slots(e, "kr_q", "kr_c", v, ix, sizeof(v));
-	emitf(e, "\tfor (int kr_c = 0; kr_c < %d; kr_c++) {\n", e->r->f->dim);
-	emitf(e, "\t\tfor (int kr_q = 0; kr_q < %d; kr_q++) {\n", e->r->k);
+	for_open(e, "\t", "kr_c", e->r->f->dim);
+	for_open(e, "\t\t", "kr_q", e->r->k);
 	emitf(e, "\t\treal kr_x = %P, kr_i = %P;\n", v, ix);
 	kmin_bubble(e, "kr_c", 1);
-	emitf(e, "\t\t}\n\t}\n");
+	for_close(e, "\t\t");
+	for_close(e, "\t");
 }
 
 static void kmin_finalize(struct emit *e)
@@ -1367,7 +1973,7 @@ static void kmin_finalize(struct emit *e)
 		}
 		return;
 	}
-	emitf(e, "\tfor (int kr_s = 0; kr_s < %d; kr_s++) {\n", kd);
+	for_open(e, "\t", "kr_s", kd);
 	if (vals)
 		emitf(e, "\t\t%V = %T;\n", "kr_s", "kr_s");
 	if (idx) {
@@ -1377,7 +1983,7 @@ static void kmin_finalize(struct emit *e)
 		snprintf(s, sizeof(s), "(%d + kr_s)", kd);
 		emitf(e, "\t\t%V = %T;\n", o, s);
 	}
-	emitf(e, "\t}\n");
+	for_close(e, "\t");
 }
 
 typedef void (*piece_fn)(struct emit *e);
@@ -1446,11 +2052,22 @@ static void setup(struct emit *e, const struct kred_dialect *d, const struct kre
 	e->l = l;
 	e->b = b;
 	e->dbl = r->dtype == KRED_FLOAT64;
+	e->mult = 1;
+	e->unroll_dim = d->unroll_all ? INT_MAX : MAX_UNROLL_DIM;
 	e->nst0 = base_slots(r);
 	e->kahan = sumlike && r->sum_scheme == KRED_SUM_KAHAN;
 	e->sum0 = r->red == KRED__RED_SUM ? 0 : 1;
 	e->nsum = sumlike ? e->nst0 - e->sum0 : 0;
 	e->comp = e->nsum > 0 && (e->kahan || r->sum_scheme == KRED_SUM_BLOCK);
+}
+
+static void emit_free(struct emit *e)
+{
+	kred__free(e->cls);
+	kred__free(e->seen);
+	kred__free(e->stack);
+	e->cls = e->seen = NULL;
+	e->stack = NULL;
 }
 
 int kred__emit_nstate(const struct kred_reduction *r)
@@ -1461,18 +2078,20 @@ int kred__emit_nstate(const struct kred_reduction *r)
 	return e.nst0 + (e.comp ? e.nsum : 0);
 }
 
-kred_status kred__emit_source(const struct kred_dialect *d, const struct kred_reduction *r,
-			      const struct kred__layout *l, const char *tmpl, char **out,
-			      struct kred__error *err)
+/* The source (when out) and the loop counts (when loops) of r in dialect d. */
+static kred_status emit_all(const struct kred_dialect *d, const struct kred_reduction *r,
+			    const struct kred__layout *l, const char *tmpl, char **out,
+			    struct kred__emit_loops *loops, struct kred__error *err)
 {
 	struct kred__buf b = { 0 };
 	const struct red_code *rc = &red_codes[r->red];
 	struct emit e;
 	kred_status s;
-
+	struct kred__emit_loops n;
 	int select = d->eval_params && (kred__reds[r->red].flags & KRED__RED_K);
 
-	*out = NULL;
+	if (out)
+		*out = NULL;
 	setup(&e, d, r, l, &b);
 	kred__buf_printf(&b, "/* Generated by kred %s (%s dialect): %s of ", kred_version(),
 			 d->name, kred__reds[r->red].name);
@@ -1492,16 +2111,23 @@ kred_status kred__emit_source(const struct kred_dialect *d, const struct kred_re
 	kred__buf_puts(&b, d->prelude);
 	kred__buf_printf(&b, "\n%s void kr_init(%s)\n{\n", d->fn_qual, d->init_params);
 	rc->init(&e);
+	n.init = e.iters;
+	e.iters = 0;
 	kred__buf_printf(&b, "}\n\n%s void kr_update(%s)\n{\n%s", d->fn_qual, d->update_params,
 			 d->update_unused);
 	s = emit_formula(&e, err);
 	if (s)
 		goto fail;
 	rc->update(&e);
+	n.update = e.iters;
+	e.iters = 0;
 	kred__buf_printf(&b, "}\n\n%s void kr_merge(%s)\n{\n", d->fn_qual, d->merge_params);
 	rc->merge(&e);
+	n.merge = e.iters;
+	e.iters = 0;
 	kred__buf_printf(&b, "}\n\n%s void kr_finalize(%s)\n{\n", d->fn_qual, d->finalize_params);
 	rc->finalize(&e);
+	n.finalize = e.iters;
 	kred__buf_puts(&b, "}\n\n");
 	if (select) {
 		kred__buf_printf(&b, "%s void kr_eval(%s)\n{\n%s", d->fn_qual, d->eval_params,
@@ -1510,11 +2136,14 @@ kred_status kred__emit_source(const struct kred_dialect *d, const struct kred_re
 		s = emit_formula(&e, err);
 		if (s)
 			goto fail;
-		for (int c = 0; c < r->f->dim; c++) {
+		int nc = comp_open(&e, r->f->dim, r->f);
+
+		for (int c = 0; c < nc; c++) {
 			kred__buf_puts(&b, "\t");
-			put_int_index(&e, d->f_fmt, c);
+			put_index(&e, d->f_fmt, c);
 			emitf(&e, " = %F;\n", c);
 		}
+		comp_close(&e);
 		kred__buf_printf(&b, "}\n\n%s void kr_fold(%s)\n{\n", d->fn_qual, d->fold_params);
 		e.fbuf = 1;
 		rc->update(&e);
@@ -1522,19 +2151,47 @@ kred_status kred__emit_source(const struct kred_dialect *d, const struct kred_re
 		kred__buf_puts(&b, "}\n\n");
 	}
 	kred__buf_puts(&b, tmpl);
+	if (e.bug) {
+		s = kred__fail(err, KRED_EUNSUPPORTED, -1,
+			       "internal error: the emitter read a value of %s that it had not "
+			       "defined", r->formula_text);
+		goto fail;
+	}
 	if (b.len > MAX_SOURCE) {
 		s = kred__fail(err, KRED_EUNSUPPORTED, -1,
 			       "the formula is too large for an unrolled kernel (%zu MB of source)",
 			       b.len >> 20);
 		goto fail;
 	}
+	emit_free(&e);
+	if (loops)
+		*loops = n;
+	if (!out) {
+		kred__buf_free(&b);
+		return KRED_OK;
+	}
 	*out = kred__buf_take(&b);
 	if (!*out)
 		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 	return KRED_OK;
 fail:
+	emit_free(&e);
 	kred__buf_free(&b);
 	return s;
+}
+
+kred_status kred__emit_source(const struct kred_dialect *d, const struct kred_reduction *r,
+			      const struct kred__layout *l, const char *tmpl, char **out,
+			      struct kred__error *err)
+{
+	return emit_all(d, r, l, tmpl, out, NULL, err);
+}
+
+kred_status kred__emit_loops(const struct kred_dialect *d, const struct kred_reduction *r,
+			     const struct kred__layout *l, struct kred__emit_loops *loops,
+			     struct kred__error *err)
+{
+	return emit_all(d, r, l, "", NULL, loops, err);
 }
 
 /* ---- layout */

@@ -49,6 +49,10 @@ struct kred_dialect {
 	 * ("precise " in GLSL, where the compiler may otherwise simplify (t - s) - y to 0);
 	 * NULL: nothing. */
 	const char *exact;
+	/* 1 where the driver turns each access to a local array at a variable index into a
+	 * select over the whole array (Mesa's llvmpipe does: a loop over a Vi(300) took 45 s
+	 * to compile): the emitter then unrolls vectors of any size instead of looping. */
+	int unroll_all;
 };
 
 extern const struct kred_dialect kred__dialect_c;
@@ -77,10 +81,20 @@ int kred__emit_nstate(const struct kred_reduction *r);
  * dialect's prelude, the formula F (and G) and the reduction's pieces as the functions
  * kr_init, kr_update, kr_merge and kr_finalize (see kernels/host.c for their contract),
  * then the template text tmpl. *out is the caller's (kred__free). KRED_EUNSUPPORTED when
- * a derivative op is left or the formula is too large to unroll.
+ * a derivative op is left or the source is too large.
  */
 kred_status kred__emit_source(const struct kred_dialect *d, const struct kred_reduction *r,
 			      const struct kred__layout *l, const char *tmpl, char **out,
 			      struct kred__error *err);
+
+/* Loop iterations that one call of each generated function runs (kr_update with F's own
+ * loops): past a few values the emitter writes loops (lib/emit.c), and llvmpipe ends an
+ * invocation's loops after 65,535 iterations in all, which the Vulkan backend plans by. */
+struct kred__emit_loops {
+	int64_t init, update, merge, finalize;
+};
+kred_status kred__emit_loops(const struct kred_dialect *d, const struct kred_reduction *r,
+			     const struct kred__layout *l, struct kred__emit_loops *loops,
+			     struct kred__error *err);
 
 #endif /* KRED_EMIT_H */

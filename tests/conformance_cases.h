@@ -52,6 +52,8 @@
 #define SZ_RED { { 1000, 1000 }, { 7, 4099 }, { 4099, 7 }, { 1, 1 }, { 5, 0 }, { 0, 7 } }
 /* Wide formulas (dimension 100): fewer pairs for the reference's sake. */
 #define SZ_WIDE { { 7, 1000 }, { 1, 4099 }, { 1, 1 }, { 2, 0 }, END }
+/* Dimensions past the emitter's unrolling, up to 4096: few pairs, for the reference. */
+#define SZ_HD { { 7, 50 }, { 1, 3 }, { 2, 0 }, { 0, 4 }, END }
 /* KMin with fewer terms than K (missing ranks are +inf and -1), and many. */
 #define SZ_KMIN { { 50, 3 }, { 7, 4099 }, { 1000, 1000 }, { 1, 0 }, END }
 
@@ -284,6 +286,64 @@ static const struct row rows[] = {
 	{ "X-Y", NULL, "KMin_ArgKMin(20)", "X=Vi(4);Y=Vj(4)", J, F32, DEF, SZ_KMIN, IN_GRID,
 	  EXACT },
 	{ "SqDist(X,Y)", NULL, "ArgKMin(70)", XY, I, F64, DEF, SZ_KMIN, IN_UNIT, EXACT },
+
+	/* ---- past 64 values the emitter writes loops (lib/emit.c): streamed element-wise
+	 * values, arrays for the ops that read at other indices, the pieces' loops over F,
+	 * G and the state; dimensions up to 4096 and a matrix of 65,536 values. Grid inputs
+	 * in [0, 2] keep a float32 sum of 784 squared differences exact (multiples of
+	 * 2^-12 below 2^12), so that ArgKMin sees the reference's ties. */
+	{ "SqDist(X,Y)", NULL, "ArgKMin(5)", "X=Vi(784);Y=Vj(784)", J, F32, DEF, SZ_HD,
+	  IN_GRID_POS, EXACT },
+	{ "SqDist(X,Y)", NULL, "ArgKMin(10)", "X=Vi(4096);Y=Vj(4096)", I, F64, DEF, SZ_HD,
+	  IN_UNIT, EXACT },
+	{ "Exp(-SqDist(X,Y)/784)*B", NULL, "Sum", "X=Vi(784);Y=Vj(784);B=Vj(3)", J, F32, DEF,
+	  SZ_HD, IN_UNIT, F32_SUM },
+	{ "Exp(-SqDist(X,Y)/4096)*B", NULL, "Sum", "X=Vi(4096);Y=Vj(4096);B=Vj(1)", I, F64,
+	  DEF, SZ_HD, IN_UNIT, T64 },
+	{ "(X|Y)", NULL, "LogSumExp", "X=Vi(300);Y=Vj(300)", J, F64, DEF, SZ_HD, IN_UNIT, T64 },
+	{ "SqNorm2(X-Y)+Norm2(X+Y)+Sum(X*Y)", NULL, "Sum", "X=Vi(300);Y=Vj(300)", I, F32, DEF,
+	  SZ_HD, IN_UNIT, F32_SUM },
+	{ "Max(X-Y)+Min(X*Y)", NULL, "Sum", "X=Vi(65);Y=Vj(65)", J, F64, DEF, SZ_HD, IN_UNIT,
+	  T64 },
+	{ "ArgMax(X-Y)+100*ArgMin(X*Y)", NULL, "Sum", "X=Vi(65);Y=Vj(65)", I, F32, DEF, SZ_HD,
+	  IN_GRID, F32_SUM },
+	{ "Normalize(X-Y)", NULL, "Sum", "X=Vi(300);Y=Vj(300)", J, F64, DEF, SZ_HD, IN_UNIT,
+	  T64 },
+	{ "WeightedSqDist(S,X,Y)", NULL, "Sum", "X=Vi(784);Y=Vj(784);S=Pm(1)", J, F32, DEF,
+	  SZ_HD, IN_POS, F32_SUM },
+	{ "WeightedSqNorm(S,X-Y)", NULL, "Sum", "X=Vi(300);Y=Vj(300);S=Vj(300)", I, F64, DEF,
+	  SZ_HD, IN_UNIT, T64 },
+	{ "WeightedSqDist(S,X,Y)", NULL, "Sum", "X=Vi(65);Y=Vj(65);S=Pm(4225)", J, F64, DEF,
+	  SZ_HD, IN_UNIT, T64 },
+	{ "WeightedSqNorm(S,X)*Y", NULL, "Sum", "X=Vi(256);Y=Vj(1);S=Pm(65536)", I, F64, DEF,
+	  SZ_HD, IN_UNIT, T64 },
+	{ "Extract(X,10,300)*Extract(Y,400,300)*Elem(X,700)", NULL, "Sum",
+	  "X=Vi(784);Y=Vj(784)", J, F32, DEF, SZ_HD, IN_UNIT, F32_SUM },
+	{ "ExtractT(Extract(X,5,50),10,300)*Y", NULL, "Sum", "X=Vi(100);Y=Vj(300)", I, F64,
+	  DEF, SZ_HD, IN_UNIT, T64 },
+	{ "Concat(X,B)*Concat(B,Y)+Concat(X*2,Elem(Y,0))", NULL, "Sum",
+	  "X=Vi(64);Y=Vj(64);B=Vj(1)", J, F32, DEF, SZ_HD, IN_UNIT, F32_SUM },
+	{ "OneHot(B*4,65)*Elem(X,0)+ElemT(B,65,10)+Scal(B,X)+Zero(65)", NULL, "Sum",
+	  "X=Vi(65);B=Vj(1)", J, F32, DEF, SZ_HD, IN_GRID_POS, F32_SUM },
+	{ "MatVecMult(A,Y)", NULL, "Sum", "A=Pm(5600);Y=Vj(80)", J, F64, DEF, SZ_HD, IN_UNIT,
+	  T64 },
+	{ "MatVecMult(A,Y)+VecMatMult(Y,B)", NULL, "Sum", "A=Vi(900);B=Pm(900);Y=Vj(300)", I,
+	  F64, DEF, SZ_HD, IN_UNIT, T64 },
+	{ "VecMatMult(X,A)", NULL, "Sum", "X=Vi(70);A=Vj(4900)", J, F32, DEF, SZ_HD, IN_UNIT,
+	  F32_SUM },
+	{ "TensorProd(X,Y)+Kron(X,Y,Ind(20),Ind(30))", NULL, "Sum", "X=Vi(20);Y=Vj(30)", J,
+	  F32, DEF, SZ_HD, IN_UNIT, F32_SUM },
+	{ "TensorDot(A,C,Ind(300),Ind(300),Ind(0),Ind(0))", NULL, "Sum", "A=Vi(300);C=Vj(300)",
+	  I, F64, DEF, SZ_HD, IN_UNIT, T64 },
+	{ "X*Y", NULL, "Sum", "X=Vi(65);Y=Vj(65)", I, F32, KAHAN, SZ_HD, IN_UNIT, F32_KAHAN },
+	{ "X-Y", NULL, "Max_ArgMax", "X=Vi(70);Y=Vj(70)", J, F32, DEF, SZ_HD, IN_GRID, EXACT },
+	{ "X-Y", NULL, "KMin(3)", "X=Vi(70);Y=Vj(70)", J, F32, DEF, SZ_KMIN, IN_GRID, EXACT },
+	{ "-SqDist(X,Y)", "X*Y", "LogSumExpWeight", "X=Vi(70);Y=Vj(70)", J, F64, KAHAN, SZ_HD,
+	  IN_POS, T64 },
+	{ "-SqDist(X,Y)", "A", "SumSoftMaxWeight", "X=Vi(3);Y=Vj(3);A=Vi(300)", I, F32, BLOCK,
+	  SZ_HD, IN_UNIT, F32_TERM },
+	{ "(X|Y)", "Y", "Max_SumShiftExpWeight", "X=Vi(70);Y=Vj(70)", J, F32, DEF, SZ_HD,
+	  IN_UNIT, F32_SUM },
 };
 
 #define N_ROWS ((int)(sizeof(rows) / sizeof(rows[0])))

@@ -100,6 +100,16 @@ static const struct op_row op_rows[] = {
 	{ "TensorDot(A,B,Ind(3,2),Ind(3,4),Ind(0),Ind(0))", "A=Vi(6) B=Vj(12)", "A B", NULL },
 	{ "TensorDot(A,B,Ind(2,3,2),Ind(2,2),Ind(2,0),Ind(0,1))", "A=Vi(12) B=Vj(4)", "A B",
 	  NULL },
+	/* past 64 values the emitter loops (lib/emit.c): the derivatives' formulas of the
+	 * high-dimensional ops, with streamed values, arrays and looped pieces. P = 0.01
+	 * keeps the Gaussian of 300 dimensions away from 0, where any gradient would pass. */
+	{ "Exp(-P*SqDist(X,Y))*B", "P=Pm(1) X=Vi(300) Y=Vj(300) B=Vj(2)", "P X Y B", "P=0.01" },
+	{ "SqNorm2(X)*Sum(Y)+(X|Y)", "X=Vi(100) Y=Vj(100)", "X Y", NULL },
+	{ "Normalize(X)*Y", "X=Vi(70) Y=Vj(70)", "X Y", NULL },
+	{ "WeightedSqDist(S,X,Y)", "S=Pm(4900) X=Vi(70) Y=Vj(70)", "S X Y", NULL },
+	{ "MatVecMult(A,X)+VecMatMult(X,B)", "A=Pm(200) X=Vi(100) B=Pm(200)", "A X B", NULL },
+	{ "Extract(X,5,70)*Concat(Y,Y)", "X=Vi(100) Y=Vj(35)", "X Y", NULL },
+	{ "TensorProd(X,Y)", "X=Vi(30) Y=Vj(3)", "X Y", NULL },
 	/* the Gaussian kernel and a derivative of a derivative, through the same check */
 	{ "Exp(-P*SqDist(X,Y))*B", "P=Pm(1) X=Vi(3) Y=Vj(3) B=Vj(2)", "P X Y B", NULL },
 	{ "Grad(Exp(-P*SqDist(X,Y)),X,Y)", "P=Pm(1) X=Vi(3) Y=Vi(1)", "P X Y", NULL },

@@ -353,13 +353,32 @@ static int cl_device_count(void)
 
 /* ---- building programs */
 
-/* The reduction's launch shape: the device's, with a tile that fits local memory. */
+/* A CPU driver (POCL) keeps the private arrays of a group's work-items (its rows, a
+ * column, its states: kernels/tiled.cl) on a thread's stack at once; past this a wide
+ * formula would overflow it (D = 4096 in float64 took 16 MB at 64 x 8 rows). */
+#define CPU_PRIVATE_MAX (1u << 20)
+
+/* The reduction's launch shape: the device's, with a tile that fits local memory and, on
+ * a CPU, groups whose private arrays fit CPU_PRIVATE_MAX (smaller groups, then fewer rows
+ * per work-item: for such widths the formula's own loops are what vectorise). */
 static void module_shape(const struct cl_state *st, const struct kred_reduction *r,
 			 const struct kred__layout *l, struct kred__tiled_shape *sh)
 {
 	size_t size = r->dtype == KRED_FLOAT64 ? 8 : 4, per_col = (size_t)l->width[KRED__SIDE_COL];
+	size_t nst = (size_t)kred__emit_nstate(r);
 
 	*sh = st->shape;
+	if (st->dev->type & CL_DEVICE_TYPE_CPU) {
+#define PRIV(rpw) (size * ((size_t)l->width[KRED__SIDE_ROW] * (rpw) + per_col + \
+			   (size_t)l->width[KRED__SIDE_PRM] + nst * (rpw)))
+		while (sh->wg > 8 && (size_t)sh->wg * PRIV(sh->rpw) > CPU_PRIVATE_MAX)
+			sh->wg /= 2;
+		while (sh->rpw > 1 && (size_t)sh->wg * PRIV(sh->rpw) > CPU_PRIVATE_MAX)
+			sh->rpw /= 2;
+		while (sh->wg > 1 && (size_t)sh->wg * PRIV(sh->rpw) > CPU_PRIVATE_MAX)
+			sh->wg /= 2;
+#undef PRIV
+	}
 	if (sh->local_tiles && per_col) {
 		/* Half the local memory at most: the rest is the compiler's. */
 		size_t room = st->dev->local_mem ? st->dev->local_mem / 2 : 16384;
@@ -367,6 +386,8 @@ static void module_shape(const struct cl_state *st, const struct kred_reduction 
 
 		if (cols < (size_t)sh->tj)
 			sh->tj = cols > 0 ? (int)cols : 1;
+		/* not one column fits (a Vj of thousands of values): read them in place */
+		sh->local_tiles = cols > 0;
 	}
 }
 

@@ -324,7 +324,9 @@ static void module_shape(const struct cu_state *st, const struct kred_reduction 
 	if (per_col && room / (per_col * size) < (size_t)sh->tj) {
 		size_t cols = room / (per_col * size);
 
+		/* not one column fits (a Vj of thousands of values): read them in place */
 		sh->tj = cols > 0 ? (int)cols : 1;
+		sh->local_tiles = cols > 0;
 	}
 }
 

@@ -56,7 +56,7 @@ struct kred__vk_module {
 	int nst;
 	int push_dp;	  /* parameters passed as push constants (0: in a buffer) */
 	int64_t pass;	  /* columns one invocation folds in one dispatch */
-	int merge_loops;  /* loop iterations of one kr_merge */
+	int64_t merge_loops; /* loop iterations of one kr_merge and one kr_finalize */
 	struct kred__vk_shape shape;
 };
 

@@ -41,6 +41,10 @@
  * and one column at a time (choose_shape). */
 #define SHAPE_MAX_STATE 8
 #define SHAPE_MAX_VALUES 64
+/* llvmpipe's compile time grows faster than the unrolled code (GLSL is unrolled: see
+ * lib/vk/glsl.c): 0.3 s for a squared distance of 64 values, 3.7 s at 300, 23 s at 784.
+ * Past this many values per term it refuses, rather than compile for minutes. */
+#define LLVMPIPE_MAX_VALUES 1024
 
 static int vk_fail_res(struct kred__error *err, VkResult res, const char *what)
 {
@@ -285,31 +289,6 @@ static int vk_is_gpu(void *state)
 
 /* ---- compiling */
 
-/* Loop iterations in one kr_update and one kr_merge as lib/emit.c writes them: KMin and
- * its kin loop over their K x D values past 64 (emit.c's MAX_UNROLL), and always in
- * their merge; every other piece is unrolled. */
-static int kmin_family(const struct kred_reduction *r)
-{
-	return r->red == KRED__RED_KMIN || r->red == KRED__RED_ARGKMIN ||
-	       r->red == KRED__RED_KMIN_ARGKMIN;
-}
-
-static int update_loops(const struct kred_reduction *r)
-{
-	int d = r->f->dim;
-
-	if (!kmin_family(r) || r->k * d <= 64)
-		return 0;
-	return d * (r->k + 1);
-}
-
-static int merge_loops(const struct kred_reduction *r)
-{
-	int d = r->f->dim;
-
-	return kmin_family(r) ? d + d * r->k * (r->k + 1) : 0;
-}
-
 static int tile_merge(const struct kred_reduction *r)
 {
 	return (kred__reds[r->red].flags & KRED__RED_SUMLIKE) && r->sum_scheme == KRED_SUM_BLOCK;
@@ -365,22 +344,25 @@ static struct kred__vk_shape choose_shape(const struct kred_reduction *r, int ns
 
 /* Columns one invocation may fold in one dispatch within llvmpipe's loop budget: the
  * unrolled loop takes one iteration per shape.unroll columns, the block-sum tiles one
- * per tile, wide columns one per texel past 8, and the emitter's own loops what they
- * take in each of the invocation's rows. The loops over states, rows and parameters run
- * once per invocation and row. */
+ * per tile and their kr_init and kr_merge in each row, wide columns one per texel past 8,
+ * and the emitter's own loops (lp, counted as it writes them) what they take in each of
+ * the invocation's rows. The loops over states, rows and parameters, kr_init and
+ * kr_finalize run once per invocation and row. 0 when not even 8 columns fit. */
 static int64_t pass_columns(const struct kred_reduction *r, const struct kred__layout *l,
-			    int nst, struct kred__vk_shape shape)
+			    int nst, struct kred__vk_shape shape, const struct kred__emit_loops *lp)
 {
 	int per_texel = r->dtype == KRED_FLOAT64 ? 2 : 4;
 	int tpc = (l->width[KRED__SIDE_COL] + per_texel - 1) / per_texel;
-	double per = 1.0 / shape.unroll + (tile_merge(r) ? 1.0 / KRED__VK_TILE : 0) +
-		     (double)shape.rpi * update_loops(r) + (tpc > 8 ? tpc - 8 : 0);
+	double rpi = shape.rpi;
+	double tile = tile_merge(r) ? (1 + rpi * (2 + lp->init + lp->merge)) / KRED__VK_TILE : 0;
+	double per = 1.0 / shape.unroll + tile + rpi * (double)lp->update + (tpc > 8 ? tpc - 8 : 0);
 	double budget = LOOP_BUDGET - LOOP_MARGIN - l->width[KRED__SIDE_PRM] -
-			(double)shape.rpi * (3 * nst + l->width[KRED__SIDE_ROW] + r->out_dim + 2);
+			rpi * (3.0 * nst + l->width[KRED__SIDE_ROW] + r->out_dim + 2 +
+			       (double)lp->init + (double)lp->finalize);
 	int64_t pass;
 
-	if (budget < 256)
-		budget = 256;
+	if (budget / per < 8)
+		return 0;
 	pass = (int64_t)(budget / per) & ~(int64_t)7;
 	return pass < 8 ? 8 : pass;
 }
@@ -405,8 +387,9 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 {
 	struct kred__vk *v = state;
 	struct kred__vk_module *m;
+	struct kred__emit_loops lp;
 	char *src = NULL;
-	int dbl = r->dtype == KRED_FLOAT64;
+	int dbl = r->dtype == KRED_FLOAT64, values;
 	kred_status s;
 
 	*module = NULL;
@@ -420,11 +403,36 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 	s = kred__layout_make(r, &m->l, err);
 	if (s)
 		goto fail;
+	values = vk_is_gpu(v) ? 0 : formula_values(r);
+	if (values == INT32_MAX) {
+		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+		goto fail;
+	}
+	if (values > LLVMPIPE_MAX_VALUES) {
+		s = kred__fail(err, KRED_EUNSUPPORTED, -1,
+			       "%s: this formula computes %d values per term, and llvmpipe would "
+			       "take minutes to compile them (784 took 23 s); the host and OpenCL "
+			       "backends run it in loops", v->dev->props.deviceName, values);
+		goto fail;
+	}
 	m->dbl = dbl;
 	m->nst = kred__emit_nstate(r);
 	m->shape = choose_shape(r, m->nst);
-	m->pass = pass_columns(r, &m->l, m->nst, m->shape);
-	m->merge_loops = merge_loops(r);
+	s = kred__emit_loops(&kred__dialect_glsl, r, &m->l, &lp, err);
+	if (s)
+		goto fail;
+	m->pass = pass_columns(r, &m->l, m->nst, m->shape, &lp);
+	if (!m->pass && !vk_is_gpu(v)) {
+		s = kred__fail(err, KRED_EUNSUPPORTED, -1,
+			       "%s: this formula's loops run %lld iterations per column, and llvmpipe "
+			       "ends a shader invocation's loops after %d, so that not even 8 "
+			       "columns fit in one dispatch; use the host or OpenCL backend",
+			       v->dev->props.deviceName, (long long)lp.update, LOOP_BUDGET);
+		goto fail;
+	}
+	if (!m->pass)
+		m->pass = 8; /* a GPU driver has no such budget */
+	m->merge_loops = lp.merge + lp.finalize;
 	m->push_dp = push_params(v, r, &m->l);
 	s = kred__vk_source(v, r, &m->l, m->push_dp, m->shape, &src, err);
 	if (s)
