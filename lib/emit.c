@@ -146,6 +146,15 @@ static void put_index(struct emit *e, const char *fmt, int i)
 	kred__buf_printf(e->b, fmt, s);
 }
 
+/* The printf format of variable n's accesses: its side's (one %s, the index). */
+static const char *var_fmt(const struct emit *e, const struct kred__node *n)
+{
+	int side = e->l->side[n->ints[0]];
+
+	return side == KRED__SIDE_ROW ? e->d->row_fmt
+	       : side == KRED__SIDE_COL ? e->d->col_fmt : e->d->prm_fmt;
+}
+
 /* Element ix (an expression) of node n, which is a variable, a constant, a scalar or an
  * array: the nodes that the emitter reads at indices other than a loop's own. */
 static void put_elem_at(struct emit *e, const struct kred__node *n, const char *ix)
@@ -161,16 +170,13 @@ static void put_elem_at(struct emit *e, const struct kred__node *n, const char *
 		return;
 	}
 	if (n->op == KRED__OP_VAR) {
-		int pos = n->ints[0];
-		int side = e->l->side[pos];
-		const char *fmt = side == KRED__SIDE_ROW ? e->d->row_fmt
-				  : side == KRED__SIDE_COL ? e->d->col_fmt : e->d->prm_fmt;
+		int off = e->l->offset[n->ints[0]];
 
 		if (n->dim == 1)
-			snprintf(s, sizeof(s), "%d", e->l->offset[pos]);
+			snprintf(s, sizeof(s), "%d", off);
 		else
-			snprintf(s, sizeof(s), "(%d + %s)", e->l->offset[pos], ix);
-		kred__buf_printf(e->b, fmt, s);
+			snprintf(s, sizeof(s), "(%d + %s)", off, ix);
+		kred__buf_printf(e->b, var_fmt(e, n), s);
 		return;
 	}
 	if (e->cls[n->id] != CL_ARRAY) {
@@ -202,12 +208,7 @@ static void put_elem(struct emit *e, const struct kred__node *n, int k)
 		return;
 	}
 	if (n->op == KRED__OP_VAR) {
-		int pos = n->ints[0];
-		int side = e->l->side[pos];
-		const char *fmt = side == KRED__SIDE_ROW ? e->d->row_fmt
-				  : side == KRED__SIDE_COL ? e->d->col_fmt : e->d->prm_fmt;
-
-		put_int_index(e, fmt, e->l->offset[pos] + k);
+		put_int_index(e, var_fmt(e, n), e->l->offset[n->ints[0]] + k);
 		return;
 	}
 	if (n->dim == 1)

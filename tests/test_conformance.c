@@ -540,12 +540,37 @@ enum { WIDE = KRED__MAX_DIM, WIDE_NX = 2, WIDE_NY = 3 };
  * term (1 / 65536 of the exponent at least) is far outside. */
 #define WIDE_TOL 1e-10
 
+/* The source of r under 64 KB: the reference's "source" is the formula; the others' a
+ * kernel of loops, but GLSL's, which is unrolled (lib/vk/glsl.c). */
+static void wide_source(kred_context *ctx, kred_reduction *r, const char *what)
+{
+	const char *src = kred_reduction_source(r);
+
+	ck_assert_msg(src, "%s: %s", what, kred_errmsg(ctx));
+	if (strncmp(backend, "vulkan", 6))
+		ck_assert_msg(strlen(src) < 64 * 1024, "%s: %zu bytes of source", what,
+			      strlen(src));
+}
+
+/* Row i of the Gaussian sum (grad 0), or each value of its gradient in X with cotangent e
+ * (grad 1): every component of row i is x[i * WIDE], of column j 0.1 j. */
+static double wide_want(int i, int grad, const double *x, const double *b, const double *e)
+{
+	double want = 0;
+
+	for (int j = 0; j < WIDE_NY; j++) {
+		double d = x[i * WIDE] - 0.1 * j;
+
+		want += exp(-d * d) * b[j] * (grad ? e[i] * (-2 * d / WIDE) : 1);
+	}
+	return want;
+}
+
 /* r made from s on ctx, or NULL where the backend refused it as llvmpipe may. */
 static kred_reduction *wide_make(kred_context *ctx, const kred_spec *s)
 {
 	kred_reduction *r = NULL;
 	kred_status st = kred_reduction_create(ctx, s, &r);
-	const char *src;
 
 	if (llvmpipe_refused(st, ctx)) {
 		printf("%s: %s refused on %s: %s\n", s->formula, s->reduction, backend,
@@ -553,13 +578,7 @@ static kred_reduction *wide_make(kred_context *ctx, const kred_spec *s)
 		return NULL;
 	}
 	ck_assert_msg(st == KRED_OK, "%s: %s", s->formula, kred_errmsg(ctx));
-	src = kred_reduction_source(r);
-	ck_assert_msg(src, "%s", kred_errmsg(ctx));
-	/* the reference's "source" is the formula; the others' a kernel of loops, but GLSL's,
-	 * which is unrolled (lib/vk/glsl.c) */
-	if (strncmp(backend, "vulkan", 6))
-		ck_assert_msg(strlen(src) < 64 * 1024, "%s: %zu bytes of source", s->formula,
-			      strlen(src));
+	wide_source(ctx, r, s->formula);
 	return r;
 }
 
@@ -593,31 +612,19 @@ START_TEST(test_widest)
 		ck_assert_msg(kred_reduction_run(r, WIDE_NX, WIDE_NY, args, out) == KRED_OK, "%s",
 			      kred_errmsg(ctx));
 		for (int i = 0; i < WIDE_NX; i++) {
-			double want = 0;
+			double want = wide_want(i, 0, x, b, e);
 
-			for (int j = 0; j < WIDE_NY; j++) {
-				double d = x[i * WIDE] - 0.1 * j;
-
-				want += exp(-d * d) * b[j];
-			}
 			ck_assert_msg(fabs(out[i] - want) <= WIDE_TOL * want, "row %d: %.17g, want %.17g",
 				      i, out[i], want);
 		}
 		/* d/dx_ik of sum_i e_i sum_j exp(-|x_i - y_j|^2 / D) b_j */
 		ck_assert_msg(kred_reduction_grad(r, "X", &rg) == KRED_OK, "%s", kred_errmsg(ctx));
-		if (strncmp(backend, "vulkan", 6))
-			ck_assert_msg(strlen(kred_reduction_source(rg)) < 64 * 1024,
-				      "gradient: %zu bytes", strlen(kred_reduction_source(rg)));
+		wide_source(ctx, rg, "gradient");
 		ck_assert_msg(kred_reduction_run(rg, WIDE_NX, WIDE_NY, args, g) == KRED_OK, "%s",
 			      kred_errmsg(ctx));
 		for (int i = 0; i < WIDE_NX; i++) {
-			double want = 0;
+			double want = wide_want(i, 1, x, b, e);
 
-			for (int j = 0; j < WIDE_NY; j++) {
-				double d = x[i * WIDE] - 0.1 * j;
-
-				want += e[i] * exp(-d * d) * b[j] * (-2 * d / WIDE);
-			}
 			for (int k = 0; k < WIDE; k += 4095)
 				ck_assert_msg(fabs(g[i * WIDE + k] - want) <= WIDE_TOL * fabs(want),
 					      "gradient row %d, value %d: %.17g, want %.17g", i, k,
