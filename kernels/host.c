@@ -12,14 +12,20 @@
  *   KR_TILE_MERGE      1 for the block sum scheme: each tile folds into a fresh state
  *                      that is then merged into the row's total
  *   kr_init(st, sst)   the neutral state; slot s of a row at st[s * sst]
- *   kr_update(st, sst, xi, sxi, yj, p, jr)
+ *   kr_update(st, sst, xi, sxi, yj, p, jr, gm, sgm)
  *                      folds the term of column jr (its index, as a real) into the state:
- *                      row variable c at xi[c * sxi], column variable c at yj[c]
+ *                      row variable c at xi[c * sxi], column variable c at yj[c], the
+ *                      value of gram slot g (below) at gm[g * sgm]
  *   kr_merge(st, sst, ot, sot)   folds another partial state into st
  *   kr_finalize(st, sst, out)    writes the KR_OUT values of one row
  *   KR_SELECT          1 for the K-selections (KMin and co), which come with
- *   KR_DF, kr_eval(f, sf, xi, sxi, yj, p, jr)  the KR_DF values of F at f[c * sf]
+ *   KR_DF, kr_eval(f, sf, xi, sxi, yj, p, jr, gm, sgm)  the KR_DF values of F at f[c * sf]
  *   kr_fold(st, sst, f, sf, jr)  folds them in, skipping terms that cannot enter
+ *   KR_NG, KR_GRAMS    the gram slots: squared distances and scalar products of a row
+ *                      and a column variable of many values, which this template
+ *                      computes for a tile of rows and columns at once, as a matrix
+ *                      product; KR_GRAMS lists { squared distance?, row variable's
+ *                      offset, column variable's offset, dimension } by slot
  * Compiled on its own (cc -fsyntax-only kernels/host.c) it uses the sample below.
  */
 #ifndef KR_NST
@@ -32,15 +38,20 @@
 #define KR_TILE_MERGE 1
 #define KR_SELECT 0
 #define KR_DF 1
+#define KR_NG 0
+#define KR_GRAMS {}
 static inline void kr_init(real *restrict st, int sst)
 {
 	st[0 * sst] = 0;
 }
 static inline void kr_update(real *restrict st, int sst, const real *restrict xi, int sxi,
-			     const real *restrict yj, const real *restrict p, real jr)
+			     const real *restrict yj, const real *restrict p, real jr,
+			     const real *restrict gm, int sgm)
 {
 	(void)p;
 	(void)jr;
+	(void)gm;
+	(void)sgm;
 	st[0 * sst] += kr_exp(-(xi[0 * sxi] - yj[0]) * (xi[0 * sxi] - yj[0]));
 }
 static inline void kr_merge(real *restrict st, int sst, const real *restrict ot, int sot)
@@ -54,6 +65,7 @@ static inline void kr_finalize(const real *restrict st, int sst, real *restrict 
 #endif
 
 #include <stdlib.h>
+#include <string.h>
 
 /* Rows per block: two AVX-512 vectors of floats; the rows' states and variables are
  * stored slot-major (st[s * KR_R + r]) so that one lane handles one row. */
@@ -86,9 +98,271 @@ static void kr_gather(real *restrict xs, const real *restrict xr, int64_t r0, in
 	}
 }
 
+/*
+ * Gram slots, as a matrix product: for the block's KR_R rows and a tile of columns, the
+ * scalar products x_r . y_t of each slot's variables, accumulated over the dimension as
+ * rank-one updates: KR_GJ columns at a time, the block's rows as KR_GV vectors (the
+ * transposed rows xs, one row per lane, as kr_update reads them), KR_GJ x KR_GV sums in
+ * registers, so that each row value loaded serves KR_GJ products and each column value
+ * (broadcast) KR_GV vectors of them. Then, for a squared distance, |x|^2 + |y|^2 - 2 x.y,
+ * the squared norms computed once per row and per column.
+ *
+ * That expansion loses what it subtracts: its rounding error is a few ulps of
+ * |x|^2 + |y|^2 (times the dimension at worst, as the direct sum's is of the result).
+ * So a squared distance is computed on x - c and y - c, c the mean of the columns (the
+ * distance is the same; the norms, and the error, are smaller: data away from the
+ * origin, as pixel values are, would otherwise lose several digits), and where the
+ * result is still below KR_GRAM_CUT of |x - c|^2 + |y - c|^2, or not finite (infinities
+ * and NaN in the inputs, or squares that overflow), it is recomputed as the sum of
+ * squared differences of x and y: its error then stays within 1 / KR_GRAM_CUT times the
+ * direct sum's bound, and a point's distance to itself is 0. With near neighbours that
+ * recomputation is rare: in a k-NN search, about k of the columns of each row.
+ */
+#if KR_NG
+static const int kr_grams[KR_NG][4] = KR_GRAMS;
+#ifndef KR_GRAM_CUT
+#define KR_GRAM_CUT 0.125
+#endif
+/* The vector registers: width in bytes, and how many hold sums (of 32 or 16). */
+#if defined(__AVX512F__)
+#define KR_VB 64
+#define KR_GACC 24
+#elif defined(__AVX__)
+#define KR_VB 32
+#define KR_GACC 12
+#elif defined(__aarch64__)
+#define KR_VB 16
+#define KR_GACC 24
+#else
+#define KR_VB 16
+#define KR_GACC 12
+#endif
+#define KR_GL (KR_VB / (int)sizeof(real)) /* lanes */
+#define KR_GV (KR_R / KR_GL)		     /* vectors per column of the block */
+#define KR_GJ (KR_GACC / KR_GV > 0 ? KR_GACC / KR_GV : 1) /* columns per pass */
+/* Unaligned vectors of real: rows of xs and the tile start anywhere. */
+typedef real kr_vec __attribute__((vector_size(KR_VB), aligned(sizeof(real))));
+
+struct kr_gram {
+	const real *xs, *yc; /* the block's rows, transposed (kr_gather); the columns */
+	int64_t nc;	     /* the number of columns */
+	const real *yn;	     /* squared norms of the columns, yn[g * nc + j] (of y - c) */
+	const real *ctr;     /* the centres c, slot g's at ctr + kr_gram_at(g) */
+	real *xn;	     /* squared norms of the block's rows, xn[g * KR_R + r] */
+	real *xc;	     /* the block's rows less c, transposed: slot g's at
+			      * xc + kr_gram_at(g) * KR_R */
+	real *yb;	     /* KR_GJ columns less c, one after the other */
+	real *gm;	     /* the tile's values: column t, slot g, row r at
+			      * gm[(t * KR_NG + g) * KR_R + r] */
+};
+
+/* Where slot g's values start in the arrays of all slots' (ctr, xc). */
+static int kr_gram_at(int g)
+{
+	int at = 0;
+
+	for (int h = 0; h < g; h++)
+		at += kr_grams[h][3];
+	return at;
+}
+
+/* The values of all slots, and the largest dimension. */
+static int kr_gram_total(int *dmax)
+{
+	int at = 0;
+
+	*dmax = 1;
+	for (int g = 0; g < KR_NG; g++) {
+		at += kr_grams[g][3];
+		*dmax = kr_grams[g][3] > *dmax ? kr_grams[g][3] : *dmax;
+	}
+	return at;
+}
+
+/* The centres (the columns' means, for the squared distances; 0 for the scalar products,
+ * which are computed on the values themselves) and the columns' squared norms less
+ * them. */
+static void kr_gram_columns(real *restrict yn, real *restrict ctr, const real *restrict yc,
+			    int64_t nc, int nt)
+{
+	for (int g = 0; g < KR_NG; g++) {
+		real *restrict c = ctr + kr_gram_at(g);
+		const int yo = kr_grams[g][2], d = kr_grams[g][3];
+
+		for (int k = 0; k < d; k++)
+			c[k] = 0;
+		if (!kr_grams[g][0] || nc == 0)
+			continue;
+#pragma omp parallel for if ((double)nc * d > KR_PARALLEL_PAIRS) num_threads(nt)
+		for (int k = 0; k < d; k++) {
+			double m = 0;
+
+			for (int64_t j = 0; j < nc; j++)
+				m += yc[j * KR_DC + yo + k];
+			c[k] = (real)(m / (double)nc);
+		}
+#pragma omp parallel for if ((double)nc * d > KR_PARALLEL_PAIRS) num_threads(nt)
+		for (int64_t j = 0; j < nc; j++) {
+			const real *restrict y = yc + j * KR_DC + yo;
+			real n = 0;
+
+#pragma omp simd reduction(+ : n)
+			for (int k = 0; k < d; k++)
+				n += (y[k] - c[k]) * (y[k] - c[k]);
+			yn[g * nc + j] = n;
+		}
+	}
+}
+
+/* The block's rows less the centres, and their squared norms, one row per lane. */
+static void kr_gram_block(struct kr_gram *q)
+{
+	for (int g = 0; g < KR_NG; g++) {
+		real *restrict xn = q->xn + g * KR_R;
+		real *restrict xc = q->xc + kr_gram_at(g) * KR_R;
+		const real *restrict c = q->ctr + kr_gram_at(g);
+
+		if (!kr_grams[g][0])
+			continue;
+		for (int r = 0; r < KR_R; r++)
+			xn[r] = 0;
+		for (int k = 0; k < kr_grams[g][3]; k++) {
+			const real *restrict x = q->xs + (kr_grams[g][1] + k) * KR_R;
+
+#pragma omp simd
+			for (int r = 0; r < KR_R; r++) {
+				real v = x[r] - c[k];
+
+				xc[k * KR_R + r] = v;
+				xn[r] += v * v;
+			}
+		}
+	}
+}
+
+/* acc[c][v] += the products of the rows in vector v (xs, transposed) with column c
+ * (at y + c * sy), over d values. y - 0 is y, -0 included: a broadcast that GCC does
+ * not turn into an addition. */
+static inline void kr_gram_pass(kr_vec acc[KR_GJ][KR_GV], const real *restrict xs,
+				const real *restrict y, int sy, int d)
+{
+	for (int k = 0; k < d; k++) {
+		kr_vec x[KR_GV];
+
+		for (int v = 0; v < KR_GV; v++)
+			x[v] = *(const kr_vec *)(xs + k * KR_R + v * KR_GL);
+		for (int c = 0; c < KR_GJ; c++) {
+			kr_vec b = y[c * sy + k] - (kr_vec){ 0 };
+
+			for (int v = 0; v < KR_GV; v++)
+				acc[c][v] += x[v] * b;
+		}
+	}
+}
+
+/* The same for one column. */
+static void kr_gram_pass1(kr_vec acc[KR_GV], const real *restrict xs, const real *restrict y,
+			  int d)
+{
+	for (int k = 0; k < d; k++) {
+		kr_vec b = y[k] - (kr_vec){ 0 };
+
+		for (int v = 0; v < KR_GV; v++)
+			acc[v] += *(const kr_vec *)(xs + k * KR_R + v * KR_GL) * b;
+	}
+}
+
+/* The gram slots of the block's rows and columns [t0, t1). */
+static void kr_gram_tile(const struct kr_gram *q, int64_t t0, int64_t t1)
+{
+	for (int g = 0; g < KR_NG; g++) {
+		const int sq = kr_grams[g][0], xo = kr_grams[g][1], yo = kr_grams[g][2];
+		const int d = kr_grams[g][3];
+		const real *restrict xs = q->xs + xo * KR_R;
+		const real *restrict xg = sq ? q->xc + kr_gram_at(g) * KR_R : xs;
+		const real *restrict c = q->ctr + kr_gram_at(g);
+
+		for (int64_t j = t0; j < t1; j += KR_GJ) {
+			/* A last pass of fewer columns starts earlier, at columns done
+			 * already, which it does not store again. */
+			int64_t j0 = j + KR_GJ <= t1 || t1 - t0 < KR_GJ ? j : t1 - KR_GJ;
+			kr_vec acc[KR_GJ][KR_GV];
+
+			for (int u = 0; u < KR_GJ; u++)
+				for (int v = 0; v < KR_GV; v++)
+					acc[u][v] = (kr_vec){ 0 };
+			if (j0 + KR_GJ <= t1 && !sq) {
+				kr_gram_pass(acc, xg, q->yc + j0 * KR_DC + yo, KR_DC, d);
+			} else if (j0 + KR_GJ <= t1) {
+				for (int u = 0; u < KR_GJ; u++) {
+					const real *restrict y = q->yc + (j0 + u) * KR_DC + yo;
+
+#pragma omp simd
+					for (int k = 0; k < d; k++)
+						q->yb[u * d + k] = y[k] - c[k];
+				}
+				kr_gram_pass(acc, xg, q->yb, d, d);
+			} else { /* a tile of fewer columns than a pass */
+				for (int u = 0; j0 + u < t1; u++) {
+					const real *restrict y = q->yc + (j0 + u) * KR_DC + yo;
+
+					for (int k = 0; k < d; k++)
+						q->yb[k] = y[k] - c[k];
+					kr_gram_pass1(acc[u], xg, sq ? q->yb : y, d);
+				}
+			}
+			for (int u = (int)(j - j0); u < KR_GJ && j0 + u < t1; u++) {
+				real *o = q->gm + ((j0 + u - t0) * KR_NG + g) * KR_R;
+
+				for (int v = 0; v < KR_GV; v++)
+					*(kr_vec *)(o + v * KR_GL) = acc[u][v];
+			}
+		}
+		if (!sq)
+			continue;
+		for (int64_t j = t0; j < t1; j++) {
+			real *o = q->gm + ((j - t0) * KR_NG + g) * KR_R;
+			const real *restrict yj = q->yc + j * KR_DC + yo;
+			real ny = q->yn[g * q->nc + j];
+
+			const real *restrict xn = q->xn + g * KR_R;
+			int bad = 0;
+
+			/* vectorised; the rare recomputation after it */
+#pragma omp simd reduction(| : bad)
+			for (int r = 0; r < KR_R; r++) {
+				real v = xn[r] + ny - 2 * o[r];
+
+				bad |= !(v >= (real)KR_GRAM_CUT * (xn[r] + ny) && v - v == 0);
+				o[r] = v;
+			}
+			for (int r = 0; bad && r < KR_R; r++) {
+				real v = o[r];
+
+				if (v >= (real)KR_GRAM_CUT * (xn[r] + ny) && v - v == 0)
+					continue;
+				v = 0;
+				for (int k = 0; k < d; k++) {
+					real t = xs[k * KR_R + r] - yj[k];
+
+					v += t * t;
+				}
+				o[r] = v;
+			}
+		}
+	}
+}
+#else
+struct kr_gram {
+	real *gm;
+};
+#define kr_gram_tile(q, t0, t1) ((void)0)
+#endif
+
 /* Folds columns [j0, j1) into the states st of the block's rows. */
 static void kr_columns(real *restrict st, real *restrict part, const real *restrict xs,
-		       const real *restrict yc, const real *restrict p, int64_t j0, int64_t j1)
+		       const real *restrict yc, const real *restrict p, int64_t j0, int64_t j1,
+		       const struct kr_gram *q)
 {
 #if KR_SELECT
 	/* A K-list takes few of the terms it sees: F is computed for the tile in vectorised
@@ -98,13 +372,15 @@ static void kr_columns(real *restrict st, real *restrict part, const real *restr
 	for (int64_t t0 = j0; t0 < j1; t0 += KR_TS) {
 		int64_t t1 = t0 + KR_TS < j1 ? t0 + KR_TS : j1;
 
+		kr_gram_tile(q, t0, t1);
 		for (int64_t j = t0; j < t1; j++) {
 			const real *restrict yj = yc + j * KR_DC;
+			const real *restrict gm = q->gm + (j - t0) * KR_NG * KR_R;
 			real *restrict f = part + (j - t0) * KR_DF * KR_R;
 
 #pragma omp simd
 			for (int r = 0; r < KR_R; r++)
-				kr_eval(f + r, KR_R, xs + r, KR_R, yj, p, (real)j);
+				kr_eval(f + r, KR_R, xs + r, KR_R, yj, p, (real)j, gm + r, KR_R);
 		}
 		for (int r = 0; r < KR_R; r++)
 			for (int64_t j = t0; j < t1; j++)
@@ -125,13 +401,15 @@ static void kr_columns(real *restrict st, real *restrict part, const real *restr
 
 		(void)part;
 #endif
+		kr_gram_tile(q, t0, t1);
 		for (int64_t j = t0; j < t1; j++) {
 			const real *restrict yj = yc + j * KR_DC;
+			const real *restrict gm = q->gm + (j - t0) * KR_NG * KR_R;
 			real jr = (real)j;
 
 #pragma omp simd
 			for (int r = 0; r < KR_R; r++)
-				kr_update(acc + r, KR_R, xs + r, KR_R, yj, p, jr);
+				kr_update(acc + r, KR_R, xs + r, KR_R, yj, p, jr, gm + r, KR_R);
 		}
 #if KR_TILE_MERGE
 		for (int r = 0; r < KR_R; r++)
@@ -164,8 +442,11 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 	   int nt)
 {
 	const size_t sz = (size_t)KR_NST * KR_R;
+	/* the gram values of a tile, and the block's row norms */
+	size_t gsz = (size_t)(KR_SELECT ? KR_TS : KR_T) * KR_NG * KR_R + KR_NG * KR_R;
+	int gdmax = 0;
 	int64_t nb = (nr + KR_R - 1) / KR_R, ns = 1, ntask;
-	real *parts = NULL;
+	real *parts = NULL, *yn = NULL;
 	int fail = 0;
 
 	if (nb < 64 && nc >= 8 * KR_T) {
@@ -179,16 +460,44 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 		if (!parts)
 			return 1;
 	}
+#if KR_NG
+	/* the columns' norms, then the centres */
+	yn = malloc(((size_t)KR_NG * (size_t)nc + (size_t)kr_gram_total(&gdmax)) * sizeof(real) +
+		    1);
+	if (!yn) {
+		free(parts);
+		return 1;
+	}
+	kr_gram_columns(yn, yn + (size_t)KR_NG * (size_t)nc, yc, nc, nt);
+	/* per thread: the rows less the centres, and KR_GJ columns less them */
+	gsz += (size_t)kr_gram_total(&gdmax) * KR_R + (size_t)KR_GJ * (size_t)gdmax;
+#endif
 #pragma omp parallel if ((double)nr * (double)nc > KR_PARALLEL_PAIRS) num_threads(nt)
 	{
-		/* st, part (or the F values of a selection's tile), xs */
+		/* st, part (or the F values of a selection's tile), xs, the gram values */
 		size_t psz = KR_SELECT ? (size_t)KR_TS * KR_DF * KR_R : sz;
-		real *buf = malloc((sz + psz + (size_t)KR_DR * KR_R + 1) * sizeof(real));
+		size_t xsz = (size_t)KR_DR * KR_R;
+		real *buf = malloc((sz + psz + xsz + gsz + 1) * sizeof(real));
+		struct kr_gram q;
 
 		if (!buf) {
 #pragma omp atomic write
 			fail = 1;
 		}
+		memset(&q, 0, sizeof(q));
+		q.gm = buf ? buf + sz + psz + xsz : NULL;
+#if KR_NG
+		q.xs = buf ? buf + sz + psz : NULL;
+		q.yc = yc;
+		q.nc = nc;
+		q.yn = yn;
+		q.ctr = yn + (size_t)KR_NG * (size_t)nc;
+		if (q.gm) {
+			q.xn = q.gm + (size_t)(KR_SELECT ? KR_TS : KR_T) * KR_NG * KR_R;
+			q.xc = q.xn + KR_NG * KR_R;
+			q.yb = q.xc + (size_t)kr_gram_total(&gdmax) * KR_R;
+		}
+#endif
 #pragma omp for schedule(dynamic, 1)
 		for (int64_t t = 0; t < ntask; t++) {
 			int64_t b = t / ns, s = t % ns;
@@ -199,9 +508,12 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 			st = parts ? parts + (size_t)t * sz : buf;
 			xs = buf + sz + psz;
 			kr_gather(xs, xr, b * KR_R, nr);
+#if KR_NG
+			kr_gram_block(&q);
+#endif
 			for (int r = 0; r < KR_R; r++)
 				kr_init(st + r, KR_R);
-			kr_columns(st, buf + sz, xs, yc, p, nc * s / ns, nc * (s + 1) / ns);
+			kr_columns(st, buf + sz, xs, yc, p, nc * s / ns, nc * (s + 1) / ns, &q);
 			if (!parts)
 				kr_write(st, out, b * KR_R, nr);
 		}
@@ -219,5 +531,7 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 		}
 	}
 	free(parts);
+	free(yn);
+	(void)gdmax;
 	return fail;
 }

@@ -53,6 +53,11 @@ struct kred_dialect {
 	 * select over the whole array (Mesa's llvmpipe does: a loop over a Vi(300) took 45 s
 	 * to compile): the emitter then unrolls vectors of any size instead of looping. */
 	int unroll_all;
+	/* Where the template computes the squared distances and scalar products of a row
+	 * and a column variable of many values as matrix products (lib/emit.c, find_grams),
+	 * the format of gram slot g's value in kr_update and kr_eval; NULL: computed in the
+	 * formula. The template then gets KR_NG and KR_GRAMS. */
+	const char *gram_fmt;
 };
 
 extern const struct kred_dialect kred__dialect_c;

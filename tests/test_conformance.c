@@ -654,6 +654,163 @@ START_TEST(test_widest)
 }
 END_TEST
 
+/* ---- squared distances and scalar products of many values (the host computes them as
+ * matrix products: kernels/host.c), against the reference, which sums the differences.
+ * Rows 0-4 meet the cases where the expansion |x|^2 + |y|^2 - 2 x.y fails: row 0 is
+ * column 0 (distance exactly 0), row 1 has an infinity, row 2 a NaN, row 3 values near
+ * 1e17 (column 3 is row 3 scaled by 1 + 2^-20: a distance 2^-40 of the squared norms;
+ * larger values would overflow float32 in the reference's sums too), row 4 is column 5 but
+ * for one value 2^-10 off (a distance 2^-20, against squared norms near 60). NX > 32 rows
+ * and NY > 256 columns make several blocks and tiles on the host. */
+#define GRAM_D 100
+#define GRAM_NX 40
+#define GRAM_NY 300
+
+static void gram_data(double *x, double *y, double *z, double *b)
+{
+	for (int i = 0; i < GRAM_NX; i++)
+		for (int k = 0; k < GRAM_D; k++)
+			x[i * GRAM_D + k] = sin(1.3 * i + 0.7 * k + 0.1);
+	for (int j = 0; j < GRAM_NY; j++) {
+		for (int k = 0; k < GRAM_D; k++) {
+			y[j * GRAM_D + k] = cos(0.9 * j + 1.1 * k);
+			z[j * GRAM_D + k] = sin(0.3 * j - 0.5 * k);
+		}
+		b[j] = 1 + 0.5 * sin(j);
+	}
+	for (int k = 0; k < GRAM_D; k++) {
+		x[k] = y[k];
+		x[3 * GRAM_D + k] = 1e17 * (1.5 + sin(k));
+		y[3 * GRAM_D + k] = x[3 * GRAM_D + k] * (1 + 0x1p-20);
+		x[4 * GRAM_D + k] = y[5 * GRAM_D + k] + (k == 7 ? 0x1p-10 : 0);
+	}
+	x[GRAM_D + 3] = INFINITY;
+	x[2 * GRAM_D + 3] = NAN;
+}
+
+START_TEST(test_gram)
+{
+	static const struct {
+		const char *formula, *reduction, *grad;
+		kred_axis axis;
+		int strict; /* each value within rtol of its own size */
+	} cases[] = {
+		{ "SqDist(X,Y)", "Min", NULL, KRED_REDUCE_J, 1 },
+		{ "SqDist(Y,X)", "Min", NULL, KRED_REDUCE_I, 1 },
+		{ "Exp(-SqDist(X,Y)/100)*B", "Sum", NULL, KRED_REDUCE_J, 0 },
+		{ "Exp(-SqDist(X,Y)/100)*B", "Sum", "X", KRED_REDUCE_J, 0 },
+		{ "(X|Y)", "Sum", NULL, KRED_REDUCE_J, 0 },
+		{ "SqDist(X,Y)/100 + (X|Z)", "Sum", NULL, KRED_REDUCE_J, 0 },
+		{ "SqDist(X,Y)", "ArgKMin(3)", NULL, KRED_REDUCE_J, 1 },
+	};
+	static const char *al[4] = { "X=Vi(100)", "Y=Vj(100)", "Z=Vj(100)", "B=Vj(1)" };
+	const int c = _i / 2;
+	const kred_dtype dt = _i % 2 ? KRED_FLOAT64 : KRED_FLOAT32;
+	/* The expansion's error is at most (D + 2) ulps of |x|^2 + |y|^2, which is at most
+	 * 8 times the result where it is kept (KR_GRAM_CUT): 8 * 102 * 2^-24 = 4.9e-5 in
+	 * float32, 9.1e-14 in float64; the reference's direct sum is within D ulps. */
+	const double rtol = dt == KRED_FLOAT64 ? 2e-13 : 1e-4;
+	const int size = dt == KRED_FLOAT64 ? 8 : 4;
+	double *xd = malloc(sizeof(double) * GRAM_NX * GRAM_D);
+	double *yd = malloc(sizeof(double) * GRAM_NY * GRAM_D);
+	double *zd = malloc(sizeof(double) * GRAM_NY * GRAM_D), bd[GRAM_NY];
+	void *in[4] = { xd, yd, zd, bd }, *cast[4] = { NULL }, *got = NULL, *want = NULL;
+	const size_t n_in[4] = { GRAM_NX * GRAM_D, GRAM_NY * GRAM_D, GRAM_NY * GRAM_D, GRAM_NY };
+	kred_context *ctx = open_ctx(backend, NULL), *rctx = open_ctx("reference", NULL);
+	kred_reduction *r = NULL, *ref = NULL;
+	kred_spec s = { 0 };
+	const void *args[5];
+	size_t n_out;
+	char msg[512];
+	kred_status st;
+	int od;
+
+	ck_assert(xd && yd && zd);
+	gram_data(xd, yd, zd, bd);
+	for (int a = 0; a < 4; a++) {
+		cast[a] = malloc(n_in[a] * (size_t)size);
+		ck_assert(cast[a]);
+		for (size_t k = 0; k < n_in[a]; k++) {
+			double v = ((double *)in[a])[k];
+
+			if (dt == KRED_FLOAT64)
+				((double *)cast[a])[k] = v;
+			else
+				((float *)cast[a])[k] = (float)v;
+		}
+		args[a] = cast[a];
+	}
+	s.formula = cases[c].formula;
+	s.reduction = cases[c].reduction;
+	s.aliases = al;
+	s.n_aliases = 4;
+	s.axis = cases[c].axis;
+	s.dtype = dt;
+	st = kred_reduction_create(ctx, &s, &r);
+	if (llvmpipe_refused(st, ctx)) {
+		printf("%s: refused on %s: %s\n", s.formula, backend, kred_errmsg(ctx));
+		goto done;
+	}
+	ck_assert_msg(st == KRED_OK, "%s: %s", s.formula, kred_errmsg(ctx));
+	ck_assert_msg(kred_reduction_create(rctx, &s, &ref) == KRED_OK, "%s", kred_errmsg(rctx));
+	if (cases[c].grad) {
+		kred_reduction *g = NULL, *gref = NULL;
+
+		ck_assert_msg(kred_reduction_grad(r, cases[c].grad, &g) == KRED_OK, "%s",
+			      kred_errmsg(ctx));
+		ck_assert_msg(kred_reduction_grad(ref, cases[c].grad, &gref) == KRED_OK, "%s",
+			      kred_errmsg(rctx));
+		kred_reduction_destroy(r);
+		kred_reduction_destroy(ref);
+		r = g;
+		ref = gref;
+		args[4] = cast[3]; /* the cotangent: B's first 40 values */
+	}
+	od = kred_reduction_out_dim(r);
+	n_out = (size_t)(cases[c].axis == KRED_REDUCE_J ? GRAM_NX : GRAM_NY) * (size_t)od;
+	got = malloc(n_out * (size_t)size);
+	want = malloc(n_out * (size_t)size);
+	ck_assert(got && want);
+	ck_assert_msg(kred_reduction_run(r, GRAM_NX, GRAM_NY, args, got) == KRED_OK, "%s",
+		      kred_errmsg(ctx));
+	ck_assert_msg(kred_reduction_run(ref, GRAM_NX, GRAM_NY, args, want) == KRED_OK, "%s",
+		      kred_errmsg(rctx));
+	for (size_t k = 0; k < n_out; k++) {
+		double g = dt == KRED_FLOAT64 ? ((double *)got)[k] : ((float *)got)[k];
+		double w = dt == KRED_FLOAT64 ? ((double *)want)[k] : ((float *)want)[k];
+
+		if (!cases[c].strict || (isnan(g) && isnan(w)) || g == w)
+			continue;
+		ck_assert_msg(fabs(g - w) <= rtol * fabs(w), "%s, %s, %s: value %zu: %.9g, "
+			      "reference %.9g", s.formula, s.reduction,
+			      dt == KRED_FLOAT64 ? "float64" : "float32", k, g, w);
+	}
+	if (compare(got, want, n_out, od, dt, rtol, 0, msg, sizeof(msg)))
+		ck_abort_msg("%s, %s, %s: %s", s.formula, s.reduction,
+			     dt == KRED_FLOAT64 ? "float64" : "float32", msg);
+	if (c == 0) { /* row 0's nearest column is itself, row 4's column 5 */
+		double d0 = dt == KRED_FLOAT64 ? ((double *)got)[0] : ((float *)got)[0];
+		double d4 = dt == KRED_FLOAT64 ? ((double *)got)[4] : ((float *)got)[4];
+
+		ck_assert_msg(d0 == 0, "row 0: distance %.9g to itself", d0);
+		ck_assert_msg(d4 > 0 && fabs(d4 - 0x1p-20) <= 1e-3 * 0x1p-20,
+			      "row 4: %.9g, want 2^-20", d4);
+	}
+done:
+	kred_reduction_destroy(r);
+	kred_reduction_destroy(ref);
+	kred_context_destroy(ctx);
+	kred_context_destroy(rctx);
+	for (int a = 0; a < 4; a++)
+		free(cast[a]);
+	free(got);
+	free(want);
+	free(xd);
+	free(yd);
+	free(zd);
+}
+END_TEST
+
 /* ---- special values (the specials of conformance_cases.h), in both dtypes */
 
 START_TEST(test_special)
@@ -1378,6 +1535,7 @@ int main(int argc, char **argv)
 	if (strcmp(backend, "reference"))
 		tcase_add_test(tc, test_sum_accuracy);
 	tcase_add_test(tc, test_widest);
+	tcase_add_loop_test(tc, test_gram, 0, 14);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("cache");
 	tcase_add_checked_fixture(tc, setup_tmp, teardown_tmp);
