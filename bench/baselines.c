@@ -185,3 +185,72 @@ EXPORT void base_gauss_grad_f32(int64_t nx, int64_t ny, const float *const *x,
 		out[3 * i + 2] = -2 * g * e[i] * s2;
 	}
 }
+
+/* out_i = sum_j exp(-g |x_i - y_j|^2) b_j at any dimension d, float32, x and y row-major
+ * (n x d): the plain loop of a high-dimensional reduction, a vector loop over the d
+ * coordinates of each pair */
+EXPORT void base_gauss_dn_f32(int64_t nx, int64_t ny, int d, const float *x, const float *y,
+			      const float *b, float g, float *out)
+{
+#pragma omp parallel for schedule(static)
+	for (int64_t i = 0; i < nx; i++) {
+		const float *xi = x + (int64_t)d * i;
+		float s = 0;
+
+		for (int64_t j = 0; j < ny; j++) {
+			const float *yj = y + (int64_t)d * j;
+			float r2 = 0;
+
+#pragma omp simd reduction(+ : r2)
+			for (int c = 0; c < d; c++) {
+				float dc = xi[c] - yj[c];
+
+				r2 += dc * dc;
+			}
+			s += expf(-g * r2) * b[j];
+		}
+		out[i] = s;
+	}
+}
+
+/* The indices of the 10 nearest y_j at any dimension d, float32, row-major: each squared
+ * distance as a vector loop over the coordinates, then the insertion of the few that
+ * beat the current tenth best */
+EXPORT void base_argkmin_dn_f32(int64_t nx, int64_t ny, int d, const float *x, const float *y,
+				float *out)
+{
+#pragma omp parallel for schedule(static)
+	for (int64_t i = 0; i < nx; i++) {
+		const float *xi = x + (int64_t)d * i;
+		float best[K];
+		int64_t idx[K];
+
+		for (int k = 0; k < K; k++) {
+			best[k] = INFINITY;
+			idx[k] = -1;
+		}
+		for (int64_t j = 0; j < ny; j++) {
+			const float *yj = y + (int64_t)d * j;
+			float r2 = 0;
+			int k = K - 1;
+
+#pragma omp simd reduction(+ : r2)
+			for (int c = 0; c < d; c++) {
+				float dc = xi[c] - yj[c];
+
+				r2 += dc * dc;
+			}
+			if (!(r2 < best[K - 1]))
+				continue;
+			while (k > 0 && best[k - 1] > r2) {
+				best[k] = best[k - 1];
+				idx[k] = idx[k - 1];
+				k--;
+			}
+			best[k] = r2;
+			idx[k] = j;
+		}
+		for (int k = 0; k < K; k++)
+			out[K * i + k] = (float)idx[k];
+	}
+}

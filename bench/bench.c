@@ -76,6 +76,9 @@ typedef void (*argkmin_f32_fn)(int64_t, int64_t, const float *const *, const flo
 			       float *);
 typedef void (*gauss_d64_fn)(int64_t, int64_t, const float *, const float *, const float *,
 			     float, float *);
+typedef void (*dn_gauss_fn)(int64_t, int64_t, int, const float *, const float *, const float *,
+			    float, float *);
+typedef void (*dn_argkmin_fn)(int64_t, int64_t, int, const float *, const float *, float *);
 typedef void (*grad_f32_fn)(int64_t, int64_t, const float *const *, const float *const *,
 			    const float *, float, const float *, float *);
 
@@ -87,6 +90,8 @@ struct baseline {
 	argkmin_f32_fn argkmin_f32;
 	gauss_d64_fn gauss_d64_f32;
 	grad_f32_fn gauss_grad_f32;
+	dn_gauss_fn gauss_dn_f32;
+	dn_argkmin_fn argkmin_dn_f32;
 };
 
 /* Compiles bench/baselines.c into dir/NAME.so with the host backend's compiler and
@@ -135,6 +140,8 @@ static int baseline_build(struct baseline *b, const char *dir, const char *name,
 	SYM(argkmin_f32)
 	SYM(gauss_d64_f32)
 	SYM(gauss_grad_f32)
+	SYM(gauss_dn_f32)
+	SYM(argkmin_dn_f32)
 #undef SYM
 	return 0;
 }
@@ -206,28 +213,43 @@ static double index_diff(const float *a, const float *b, int64_t rows, int k)
 	return rows ? (double)bad / (double)rows : 0;
 }
 
-enum which { GAUSS32, GAUSS64, LSE32, ARGKMIN32, GAUSS_D64, GRAD32 };
+enum which { GAUSS32, GAUSS64, LSE32, ARGKMIN32, GAUSS_D64, GRAD32, GAUSS_DN, ARGKMIN_DN };
 
 struct bench_case {
 	const char *name, *label, *formula, *reduction;
 	const char *aliases[4];
 	int f64, d, kind;
-	int64_t n; /* nx = ny by default */
+	int64_t n;     /* nx = ny by default */
+	double gamma;  /* G, when not 0 (else drawn in [2, 2]) */
+	int high;      /* run only when named, or with --cases highdim */
 };
 
 static const struct bench_case bench_cases[] = {
 	{ "gauss", "Gaussian sum  D=3   float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, GAUSS32, 50000 },
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, GAUSS32, 50000, 0, 0 },
 	{ "gauss64", "Gaussian sum  D=3   float64", "Exp(-G*SqDist(X,Y))*B", "Sum",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 1, 3, GAUSS64, 30000 },
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 1, 3, GAUSS64, 30000, 0, 0 },
 	{ "lse", "LogSumExp     D=3   float32", "-G*SqDist(X,Y)", "LogSumExp",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, LSE32, 30000 },
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, LSE32, 30000, 0, 0 },
 	{ "argkmin", "ArgKMin(10)   D=3   float32", "SqDist(X,Y)", "ArgKMin(10)",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, ARGKMIN32, 30000 },
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, ARGKMIN32, 30000, 0, 0 },
 	{ "gauss-d64", "Gaussian sum  D=64  float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
-	  { "X=Vi(64)", "Y=Vj(64)", "B=Vj(1)", "G=Pm(1)" }, 0, 64, GAUSS_D64, 10000 },
+	  { "X=Vi(64)", "Y=Vj(64)", "B=Vj(1)", "G=Pm(1)" }, 0, 64, GAUSS_D64, 10000, 0, 0 },
 	{ "grad", "gradient in X D=3   float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, GRAD32, 30000 },
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, GRAD32, 30000, 0, 0 },
+	/* High dimensions: G keeps the Gaussian's values near exp(-1) for coordinates drawn
+	 * in [0, 1], where |x - y|^2 is about D / 6. */
+	{ "gauss-d784", "Gaussian sum  D=784 float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
+	  { "X=Vi(784)", "Y=Vj(784)", "B=Vj(1)", "G=Pm(1)" }, 0, 784, GAUSS_DN, 10000,
+	  6.0 / 784, 1 },
+	{ "argkmin-d784", "ArgKMin(10)   D=784 float32", "SqDist(X,Y)", "ArgKMin(10)",
+	  { "X=Vi(784)", "Y=Vj(784)", "B=Vj(1)", "G=Pm(1)" }, 0, 784, ARGKMIN_DN, 10000, 0, 1 },
+	{ "gauss-d4096", "Gaussian sum  D=4096 float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
+	  { "X=Vi(4096)", "Y=Vj(4096)", "B=Vj(1)", "G=Pm(1)" }, 0, 4096, GAUSS_DN, 10000,
+	  6.0 / 4096, 1 },
+	{ "argkmin-d4096", "ArgKMin(10)   D=4096 float32", "SqDist(X,Y)", "ArgKMin(10)",
+	  { "X=Vi(4096)", "Y=Vj(4096)", "B=Vj(1)", "G=Pm(1)" }, 0, 4096, ARGKMIN_DN, 10000, 0,
+	  1 },
 };
 
 static int wanted(const struct opts *o, const char *name)
@@ -237,6 +259,8 @@ static int wanted(const struct opts *o, const char *name)
 
 	if (!c || !strcmp(c, "all"))
 		return 1;
+	if (!strcmp(c, "highdim"))
+		return !strncmp(name, "gauss-d", 7) || !strncmp(name, "argkmin-d", 9);
 	while (*c) {
 		size_t len = strcspn(c, ",");
 
@@ -245,6 +269,15 @@ static int wanted(const struct opts *o, const char *name)
 		c += len + (c[len] == ',');
 	}
 	return 0;
+}
+
+/* A case of the table: the high-dimensional ones (minutes each on 2 cores) only when
+ * named, or with --cases highdim. */
+static int case_wanted(const struct opts *o, const struct bench_case *bc)
+{
+	if (bc->high && (!o->cases || !strcmp(o->cases, "all")))
+		return 0;
+	return wanted(o, bc->name);
 }
 
 /* The inputs of a case: row-major for kred (and the D = 64 baseline), and each
@@ -290,6 +323,12 @@ static void base_run(const struct bench_case *bc, const struct baseline *bl, int
 	case GAUSS_D64:
 		bl->gauss_d64_f32(nx, ny, d->x, d->y, d->b, *(float *)d->g, out);
 		break;
+	case GAUSS_DN:
+		bl->gauss_dn_f32(nx, ny, bc->d, d->x, d->y, d->b, *(float *)d->g, out);
+		break;
+	case ARGKMIN_DN:
+		bl->argkmin_dn_f32(nx, ny, bc->d, d->x, d->y, out);
+		break;
 	default:
 		bl->gauss_grad_f32(nx, ny, (const float *const *)xs, (const float *const *)ys,
 				   d->b, *(float *)d->g, d->e, out);
@@ -327,7 +366,7 @@ static int run_case(const struct opts *o, kred_context *ctx, const struct bench_
 	d.x = fill(nx * bc->d, f64, 0, 1);
 	d.y = fill(ny * bc->d, f64, 0, 1);
 	d.b = fill(ny, f64, -0.2, 1);
-	d.g = fill(1, f64, 2, 2);
+	d.g = fill(1, f64, bc->gamma ? bc->gamma : 2, bc->gamma ? bc->gamma : 2);
 	d.e = fill(nx, f64, 0, 1);
 	fwd = make(ctx, bc->formula, bc->reduction, bc->aliases, 4,
 		   f64 ? KRED_FLOAT64 : KRED_FLOAT32);
@@ -380,12 +419,14 @@ static int run_case(const struct opts *o, kred_context *ctx, const struct bench_
 	mk = median(tk, o->reps);
 	for (int v = 0; v < 2; v++) {
 		mh[v] = median(th[v], o->reps);
-		diff[v] = bc->kind == ARGKMIN32 ? index_diff(k_out, h_out[v], nx, 10)
+		diff[v] = bc->kind == ARGKMIN32 || bc->kind == ARGKMIN_DN
+				  ? index_diff(k_out, h_out[v], nx, 10)
 						: rel_diff(k_out, h_out[v], nx * od, f64);
 	}
 	printf("%-28s %6lld %8.3f %7.3f   %8.3f %6.2fx   %8.3f %6.2fx   %.1e %.1e%s\n", bc->label,
 	       (long long)nx, mk, pairs / mk * 1e-9, mh[0], mh[0] / mk, mh[1], mh[1] / mk,
-	       diff[0], diff[1], bc->kind == ARGKMIN32 ? " (rows)" : "");
+	       diff[0], diff[1],
+	       bc->kind == ARGKMIN32 || bc->kind == ARGKMIN_DN ? " (rows)" : "");
 	fflush(stdout);
 	if (json)
 		fprintf(json, "%s\n    {\"case\": \"%s\", \"nx\": %lld, \"ny\": %lld, \"kred_s\": %.6g, "
@@ -548,7 +589,7 @@ static void usage(FILE *f)
 {
 	fputs("usage: kred bench [--n N | --nx N --ny N] [--reps R] [--quick] [--json FILE]\n"
 	      "                  [--cases gauss,gauss64,lse,argkmin,gauss-d64,grad,latency,\n"
-	      "                           opencl,vulkan,cuda]\n"
+	      "                           opencl,vulkan,cuda | highdim]\n"
 	      "                  [-b BACKEND]\n"
 	      "Runs the standard cases on a kred backend (default host) and on baselines\n"
 	      "written as a careful user writes them in C with OpenMP (bench/baselines.c),\n"
@@ -557,6 +598,9 @@ static void usage(FILE *f)
 	      "alternated runs) and each baseline's time over kred's (above 1: kred is\n"
 	      "faster). Defaults: N = 50000 for gauss, 10000 for gauss-d64, 30000 for the\n"
 	      "others, R = 3; --quick is N = 10000 for all. --json FILE writes the figures.\n"
+	      "highdim (or naming them) runs gauss-d784, argkmin-d784, gauss-d4096 and\n"
+	      "argkmin-d4096 (N = 10000; not in all): kred against the plain loop, a\n"
+	      "vector loop over the D coordinates of each pair.\n"
 	      "The latency case compiles a new formula at\n"
 	      "nx = ny = 100. The opencl case runs gauss (N = 100000) on kred opencl in its\n"
 	      "1D, 2D and auto schemes, on a plain one-work-item-per-row OpenCL kernel and\n"
@@ -638,7 +682,7 @@ static int run_table(const struct opts *o, kred_context *ctx, int threads)
 	       "base s", "x", "fast s", "x", "max diff (base, fast)");
 	rc = 0;
 	for (size_t k = 0; k < sizeof(bench_cases) / sizeof(bench_cases[0]); k++)
-		if (wanted(o, bench_cases[k].name))
+		if (case_wanted(o, &bench_cases[k]))
 			rc |= run_case(o, ctx, &bench_cases[k], bl, json, &rows);
 	printf("\n");
 	if (json) {
@@ -715,7 +759,7 @@ int kred_bench_main(int argc, char **argv)
 	if (!ctx)
 		return 1;
 	for (size_t k = 0; k < sizeof(bench_cases) / sizeof(bench_cases[0]); k++)
-		table |= wanted(&o, bench_cases[k].name);
+		table |= case_wanted(&o, &bench_cases[k]);
 	if (table)
 		rc |= run_table(&o, ctx, threads);
 	if (wanted(&o, "grad"))
