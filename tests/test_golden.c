@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kred.h"
 #include "npy.h"
@@ -33,7 +34,7 @@
 #define TOL64 1e-12
 #define TOL32 1e-5
 
-#define MAX_CASES 64
+#define MAX_CASES 128
 #define MAX_ALIASES 8
 #define LINE_LEN 4096
 
@@ -150,11 +151,17 @@ struct arrays {
 	struct npy_array expected;
 };
 
+/* NAME.npy of case c: in its folder, or for an argument that several cases share (the
+ * high-dimensional cases, "hd784/gauss"), in the folder above it. */
 static void load_array(const struct golden *c, const char *name, struct npy_array *a)
 {
 	char path[1200], err[512];
+	const char *slash = strrchr(c->name, '/');
 
 	snprintf(path, sizeof(path), "%s/%s/%s.npy", dir, c->name, name);
+	if (slash && strcmp(name, "expected") && access(path, F_OK) != 0)
+		snprintf(path, sizeof(path), "%s/%.*s/%s.npy", dir, (int)(slash - c->name),
+			 c->name, name);
 	ck_assert_msg(npy_read(path, a, err, sizeof(err)) == 0, "%s: %s", c->name, err);
 	ck_assert_msg(a->dtype == KRED_FLOAT64, "%s: %s is not float64", c->name, path);
 }
@@ -181,6 +188,13 @@ static void run_case(const struct golden *c, kred_dtype dtype, struct arrays *ar
 	spec.axis = c->axis[0] == 'i' ? KRED_REDUCE_I : KRED_REDUCE_J;
 	spec.dtype = dtype;
 	st = kred_reduction_create(ctx, &spec, &r);
+	/* Vulkan on llvmpipe refuses, saying so, what its compiler would take minutes
+	 * over (docs/DESIGN.md): that is its documented answer, not a failure. */
+	if (st == KRED_EUNSUPPORTED && !strncmp(backend, "vulkan", 6) &&
+	    strstr(kred_errmsg(ctx), "llvmpipe")) {
+		printf("%s (%s): refused on %s: %s\n", c->name, tname, backend, kred_errmsg(ctx));
+		return;
+	}
 	ck_assert_msg(st == KRED_OK, "%s (%s): create: %s: %s", c->name, tname,
 		      kred_status_name(st), kred_errmsg(ctx));
 
