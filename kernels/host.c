@@ -133,6 +133,11 @@ static const int kr_grams[KR_NG][4] = KR_GRAMS;
 #ifndef KR_GRAM_CUT
 #define KR_GRAM_CUT 0.125
 #endif
+/* Values of the dimension per chunk of a group's gram (kr_gram_tile). */
+#ifndef KR_GK
+#define KR_GK (KR_DOUBLE ? 128 : 256)
+#endif
+#define KR_GKP (KR_GK + 64 / (int)sizeof(real)) /* a chunk's row in yb, padded */
 /* The vector registers: width in bytes, and how many hold sums (of 32 or 16). */
 #if defined(__AVX512F__)
 #define KR_VB 64
@@ -161,8 +166,10 @@ struct kr_gram {
 	real *xn;	     /* squared norms of the block's rows, xn[g * KR_R + r] */
 	real *xc;	     /* the block's rows less c, transposed: slot g's at
 			      * xc + kr_gram_at(g) * KR_R */
-	real *gm;	     /* the tile's values: column t, slot g, row r at
+	real *gm;	     /* the tile's values: column g0 + t, slot g, row r at
 			      * gm[(t * KR_NG + g) * KR_R + r] */
+	int64_t g0;
+	real *yb;	     /* a chunk of the tile's columns less the centre (per thread) */
 };
 
 /* Where slot g's values start in the arrays of all slots' (ctr, xc). */
@@ -242,22 +249,19 @@ static void kr_gram_block(struct kr_gram *q)
 	}
 }
 
-/* acc[c][v] += the products of the rows in vector v (xs, transposed) with column c less
- * the centre (at y + c * sy, ctr), over d values. Centring as the column is broadcast
- * keeps the column's loads spread over the pass, where the prefetcher follows them (a
- * centred copy of the columns first ran 15% slower). b - 0 is b, -0 included: a
- * broadcast that GCC does not turn into an addition. */
+/* acc[c][v] += the products of the rows in vector v (xs, transposed) with column c (at
+ * y + c * sy), over d values. b - 0 is b, -0 included: a broadcast that GCC does not
+ * turn into an addition. */
 static inline void kr_gram_pass(kr_vec acc[KR_GJ][KR_GV], const real *restrict xs,
-				const real *restrict y, int sy, int d, const real *restrict ctr)
+				const real *restrict y, int sy, int d)
 {
 	for (int k = 0; k < d; k++) {
-		const real ck = ctr[k];
 		kr_vec x[KR_GV];
 
 		for (int v = 0; v < KR_GV; v++)
 			x[v] = *(const kr_vec *)(xs + k * KR_R + v * KR_GL);
 		for (int c = 0; c < KR_GJ; c++) {
-			kr_vec b = (y[c * sy + k] - ck) - (kr_vec){ 0 };
+			kr_vec b = y[c * sy + k] - (kr_vec){ 0 };
 
 			for (int v = 0; v < KR_GV; v++)
 				acc[c][v] += x[v] * b;
@@ -267,86 +271,129 @@ static inline void kr_gram_pass(kr_vec acc[KR_GJ][KR_GV], const real *restrict x
 
 /* The same for one column. */
 static void kr_gram_pass1(kr_vec acc[KR_GV], const real *restrict xs, const real *restrict y,
-			  int d, const real *restrict ctr)
+			  int d)
 {
 	for (int k = 0; k < d; k++) {
-		kr_vec b = (y[k] - ctr[k]) - (kr_vec){ 0 };
+		kr_vec b = y[k] - (kr_vec){ 0 };
 
 		for (int v = 0; v < KR_GV; v++)
 			acc[v] += *(const kr_vec *)(xs + k * KR_R + v * KR_GL) * b;
 	}
 }
 
-/* The gram slots of the block's rows and columns [t0, t1). */
-static void kr_gram_tile(const struct kr_gram *q, int64_t t0, int64_t t1)
+/* Slot g's products for the dimension's values k0.. (kn of them) of the tile's columns
+ * [t0, t1), in yb (column t at yb + (t - t0) * KR_GKP), in passes of KR_GJ columns,
+ * added to (k0 > 0) or stored in the block's gram values. */
+static void kr_gram_chunk(const struct kr_gram *q, int g, int64_t t0, int64_t t1, int k0,
+			  int kn, const real *restrict yb)
 {
-	for (int g = 0; g < KR_NG; g++) {
-		const int sq = kr_grams[g][0], xo = kr_grams[g][1], yo = kr_grams[g][2];
-		const int d = kr_grams[g][3];
-		const real *restrict xs = q->xs + xo * KR_R;
-		const real *restrict xg = sq ? q->xc + kr_gram_at(g) * KR_R : xs;
-		const real *restrict c = q->ctr + kr_gram_at(g);
+	const int sq = kr_grams[g][0], xo = kr_grams[g][1];
+	const real *restrict xg = (sq ? q->xc + kr_gram_at(g) * KR_R : q->xs + xo * KR_R) +
+				  k0 * KR_R;
 
-		for (int64_t j = t0; j < t1; j += KR_GJ) {
-			/* A last pass of fewer columns starts earlier, at columns done
-			 * already, which it does not store again. */
-			int64_t j0 = j + KR_GJ <= t1 || t1 - t0 < KR_GJ ? j : t1 - KR_GJ;
-			kr_vec acc[KR_GJ][KR_GV];
+	for (int64_t j = t0; j < t1; j += KR_GJ) {
+		/* A last pass of fewer columns starts earlier, at columns done already,
+		 * which it does not store again. */
+		int64_t j0 = j + KR_GJ <= t1 || t1 - t0 < KR_GJ ? j : t1 - KR_GJ;
+		kr_vec acc[KR_GJ][KR_GV];
 
-			for (int u = 0; u < KR_GJ; u++)
-				for (int v = 0; v < KR_GV; v++)
-					acc[u][v] = (kr_vec){ 0 };
-			if (j0 + KR_GJ <= t1)
-				kr_gram_pass(acc, xg, q->yc + j0 * KR_DC + yo, KR_DC, d, c);
-			else /* a tile of fewer columns than a pass */
-				for (int u = 0; j0 + u < t1; u++)
-					kr_gram_pass1(acc[u], xg, q->yc + (j0 + u) * KR_DC + yo, d, c);
-			for (int u = (int)(j - j0); u < KR_GJ && j0 + u < t1; u++) {
-				real *o = q->gm + ((j0 + u - t0) * KR_NG + g) * KR_R;
+		for (int u = 0; u < KR_GJ; u++)
+			for (int v = 0; v < KR_GV; v++)
+				acc[u][v] = (kr_vec){ 0 };
+		if (j0 + KR_GJ <= t1)
+			kr_gram_pass(acc, xg, yb + (j0 - t0) * KR_GKP, KR_GKP, kn);
+		else /* a tile of fewer columns than a pass */
+			for (int u = 0; j0 + u < t1; u++)
+				kr_gram_pass1(acc[u], xg, yb + (j0 + u - t0) * KR_GKP, kn);
+		for (int u = (int)(j - j0); u < KR_GJ && j0 + u < t1; u++) {
+			real *o = q->gm + ((j0 + u - t0) * KR_NG + g) * KR_R;
 
-				for (int v = 0; v < KR_GV; v++)
-					*(kr_vec *)(o + v * KR_GL) = acc[u][v];
-			}
-		}
-		if (!sq)
-			continue;
-		for (int64_t j = t0; j < t1; j++) {
-			real *o = q->gm + ((j - t0) * KR_NG + g) * KR_R;
-			const real *restrict yj = q->yc + j * KR_DC + yo;
-			real ny = q->yn[g * q->nc + j];
-
-			const real *restrict xn = q->xn + g * KR_R;
-			int bad = 0;
-
-			/* vectorised; the rare recomputation after it */
-#pragma omp simd reduction(| : bad)
-			for (int r = 0; r < KR_R; r++) {
-				real v = xn[r] + ny - 2 * o[r];
-
-				bad |= !(v >= (real)KR_GRAM_CUT * (xn[r] + ny) && v - v == 0);
-				o[r] = v;
-			}
-			for (int r = 0; bad && r < KR_R; r++) {
-				real v = o[r];
-
-				if (v >= (real)KR_GRAM_CUT * (xn[r] + ny) && v - v == 0)
-					continue;
-				v = 0;
-				for (int k = 0; k < d; k++) {
-					real t = xs[k * KR_R + r] - yj[k];
-
-					v += t * t;
-				}
-				o[r] = v;
+			for (int v = 0; v < KR_GV; v++) {
+				if (k0)
+					acc[u][v] += *(kr_vec *)(o + v * KR_GL);
+				*(kr_vec *)(o + v * KR_GL) = acc[u][v];
 			}
 		}
 	}
 }
+
+/* The squared distances of slot g from its scalar products, and where they cancel, the
+ * direct sums. */
+static void kr_gram_finish(const struct kr_gram *q, int g, int64_t t0, int64_t t1)
+{
+	const int xo = kr_grams[g][1], yo = kr_grams[g][2], d = kr_grams[g][3];
+	const real *restrict xs = q->xs + xo * KR_R;
+	const real *restrict xn = q->xn + g * KR_R;
+
+	for (int64_t j = t0; j < t1; j++) {
+		real *o = q->gm + ((j - t0) * KR_NG + g) * KR_R;
+		const real *restrict yj = q->yc + j * KR_DC + yo;
+		real ny = q->yn[g * q->nc + j];
+		int bad = 0;
+
+		/* vectorised; the rare recomputation after it */
+#pragma omp simd reduction(| : bad)
+		for (int r = 0; r < KR_R; r++) {
+			real v = xn[r] + ny - 2 * o[r];
+
+			bad |= !(v >= (real)KR_GRAM_CUT * (xn[r] + ny) && v - v == 0);
+			o[r] = v;
+		}
+		for (int r = 0; bad && r < KR_R; r++) {
+			real v = o[r];
+
+			if (v >= (real)KR_GRAM_CUT * (xn[r] + ny) && v - v == 0)
+				continue;
+			v = 0;
+			for (int k = 0; k < d; k++) {
+				real t = xs[k * KR_R + r] - yj[k];
+
+				v += t * t;
+			}
+			o[r] = v;
+		}
+	}
+}
+
+/* The gram slots of the group's nbk blocks (q[0..nbk)) and the columns [t0, t1): chunk
+ * by chunk of the dimension, the chunk of the tile's columns copied less the centre
+ * into yb (rows of KR_GKP values: at the columns' own stride, 4 bytes past 16 KB at
+ * D = 4096, the 12 columns of a pass fell in the same cache sets), then each block of
+ * the group in turn reads it from the second-level cache. */
+static void kr_gram_tile(struct kr_gram *q, int nbk, int64_t t0, int64_t t1)
+{
+	real *restrict yb = q[0].yb;
+
+	for (int g = 0; g < KR_NG; g++) {
+		const int yo = kr_grams[g][2], d = kr_grams[g][3];
+		const real *restrict c = q[0].ctr + kr_gram_at(g);
+
+		for (int k0 = 0; k0 < d; k0 += KR_GK) {
+			int kn = d - k0 < KR_GK ? d - k0 : KR_GK;
+
+			for (int64_t j = t0; j < t1; j++) {
+				const real *restrict y = q[0].yc + j * KR_DC + yo + k0;
+				real *restrict o = yb + (j - t0) * KR_GKP;
+
+#pragma omp simd
+				for (int k = 0; k < kn; k++)
+					o[k] = y[k] - c[k0 + k];
+			}
+			for (int u = 0; u < nbk; u++)
+				kr_gram_chunk(&q[u], g, t0, t1, k0, kn, yb);
+		}
+		for (int u = 0; kr_grams[g][0] && u < nbk; u++)
+			kr_gram_finish(&q[u], g, t0, t1);
+	}
+	for (int u = 0; u < nbk; u++)
+		q[u].g0 = t0;
+}
 #else
 struct kr_gram {
 	real *gm;
+	int64_t g0;
 };
-#define kr_gram_tile(q, t0, t1) ((void)0)
+#define kr_gram_tile(q, nbk, t0, t1) ((void)0)
 #endif
 
 /* Folds columns [j0, j1) into the states st of the block's rows. */
@@ -362,10 +409,9 @@ static void kr_columns(real *restrict st, real *restrict part, const real *restr
 	for (int64_t t0 = j0; t0 < j1; t0 += KR_TS) {
 		int64_t t1 = t0 + KR_TS < j1 ? t0 + KR_TS : j1;
 
-		kr_gram_tile(q, t0, t1);
 		for (int64_t j = t0; j < t1; j++) {
 			const real *restrict yj = yc + j * KR_DC;
-			const real *restrict gm = q->gm + (j - t0) * KR_NG * KR_R;
+			const real *restrict gm = q->gm + (j - q->g0) * KR_NG * KR_R;
 			real *restrict f = part + (j - t0) * KR_DF * KR_R;
 
 #pragma omp simd
@@ -391,10 +437,9 @@ static void kr_columns(real *restrict st, real *restrict part, const real *restr
 
 		(void)part;
 #endif
-		kr_gram_tile(q, t0, t1);
 		for (int64_t j = t0; j < t1; j++) {
 			const real *restrict yj = yc + j * KR_DC;
-			const real *restrict gm = q->gm + (j - t0) * KR_NG * KR_R;
+			const real *restrict gm = q->gm + (j - q->g0) * KR_NG * KR_R;
 			real jr = (real)j;
 
 #pragma omp simd
@@ -432,10 +477,10 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 	   int nt)
 {
 	const size_t sz = (size_t)KR_NST * KR_R, xsz = (size_t)KR_DR * KR_R;
-	/* the gram values of a tile (shared by the group's blocks) */
-	const size_t gtile = (size_t)(KR_SELECT ? KR_TS : KR_T) * KR_NG * KR_R;
+	/* the gram values of a tile of KR_T columns, for each block of the group */
+	const size_t gtile = (size_t)KR_T * KR_NG * KR_R;
 	/* per block of the group: its row norms, and its rows less the centres */
-	size_t gblk = (size_t)KR_NG * KR_R;
+	size_t gblk = (size_t)KR_NG * KR_R, ybsz = 0;
 	int64_t nb = (nr + KR_R - 1) / KR_R, ng = (nb + KR_GROUP - 1) / KR_GROUP, ns = 1, ntask;
 	real *parts = NULL, *yn = NULL;
 	int fail = 0;
@@ -461,13 +506,15 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 	}
 	kr_gram_columns(yn, yn + (size_t)KR_NG * (size_t)nc, yc, nc, nt);
 	gblk += (size_t)kr_gram_total() * KR_R;
+	ybsz = (size_t)KR_T * KR_GKP;
 #endif
 #pragma omp parallel if ((double)nr * (double)nc > KR_PARALLEL_PAIRS) num_threads(nt)
 	{
 		/* the group's states, part (or the F values of a selection's tile), the group's
-		 * xs, the gram values of a tile, the group's gram rows */
+		 * xs, its gram values of a tile, its gram rows */
 		const size_t psz = KR_SELECT ? (size_t)KR_TS * KR_DF * KR_R : sz;
-		real *buf = malloc((KR_GROUP * (sz + xsz + gblk) + psz + gtile + 1) * sizeof(real));
+		real *buf = malloc((KR_GROUP * (sz + xsz + gtile + gblk) + psz + ybsz + 1) *
+				   sizeof(real));
 		real *part = buf ? buf + KR_GROUP * sz : NULL;
 		real *xs0 = part ? part + psz : NULL;
 		struct kr_gram q[KR_GROUP];
@@ -478,15 +525,16 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 		}
 		memset(q, 0, sizeof(q));
 		for (int u = 0; buf && u < KR_GROUP; u++) {
-			q[u].gm = xs0 + KR_GROUP * xsz;
+			q[u].gm = xs0 + KR_GROUP * xsz + u * gtile;
 #if KR_NG
 			q[u].xs = xs0 + u * xsz;
 			q[u].yc = yc;
 			q[u].nc = nc;
 			q[u].yn = yn;
 			q[u].ctr = yn + (size_t)KR_NG * (size_t)nc;
-			q[u].xn = q[u].gm + gtile + u * gblk;
+			q[u].xn = xs0 + KR_GROUP * (xsz + gtile) + u * gblk;
 			q[u].xc = q[u].xn + KR_NG * KR_R;
+			q[u].yb = xs0 + KR_GROUP * (xsz + gtile + gblk);
 #endif
 		}
 #pragma omp for schedule(dynamic, 1)
@@ -512,6 +560,7 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 			for (int64_t t0 = j0; t0 < j1; t0 += KR_T) {
 				int64_t t1 = t0 + KR_T < j1 ? t0 + KR_T : j1;
 
+				kr_gram_tile(q, nbk, t0, t1);
 				for (int u = 0; u < nbk; u++)
 					kr_columns(st[u], part, xs0 + u * xsz, yc, p, t0, t1, &q[u]);
 			}
