@@ -21,6 +21,7 @@
  *   KR_SELECT          1 for the K-selections (KMin and co), which come with
  *   KR_DF, kr_eval(f, sf, xi, sxi, yj, p, jr, gm, sgm)  the KR_DF values of F at f[c * sf]
  *   kr_fold(st, sst, f, sf, jr)  folds them in, skipping terms that cannot enter
+ *   kr_may(st, sst, f, sf)       nonzero when the term at f may enter
  *   KR_NG, KR_GRAMS    the gram slots: squared distances and scalar products of a row
  *                      and a column variable of many values, which this template
  *                      computes for a tile of rows and columns at once, as a matrix
@@ -410,18 +411,25 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 	 * every term. part holds the tile's F values, (t * KR_DF + c) * KR_R + r. */
 	for (int64_t t0 = j0; t0 < j1; t0 += KR_TS) {
 		int64_t t1 = t0 + KR_TS < j1 ? t0 + KR_TS : j1;
+		int may[KR_R];
 
+		for (int r = 0; r < KR_R; r++)
+			may[r] = 0;
 		for (int64_t j = t0; j < t1; j++) {
 			const real *restrict yj = yc + j * KR_DC;
 			const real *restrict gm = q->gm + (j - q->g0) * KR_NG * KR_R;
 			real *restrict f = part + (j - t0) * KR_DF * KR_R;
 
 #pragma omp simd
-			for (int r = 0; r < KR_R; r++)
+			for (int r = 0; r < KR_R; r++) {
 				kr_eval(f + r, KR_R, xs + r, KR_R, yj, p, (real)j, gm + r, KR_R);
+				may[r] |= kr_may(st + r, KR_R, f + r, KR_R);
+			}
 		}
+		/* a row none of whose terms may enter (most rows, once their lists are
+		 * full) skips the tile */
 		for (int r = 0; r < KR_R; r++)
-			for (int64_t j = t0; j < t1; j++)
+			for (int64_t j = t0; may[r] && j < t1; j++)
 				kr_fold(st + r, KR_R, part + (j - t0) * KR_DF * KR_R + r, KR_R,
 					(real)j);
 	}

@@ -2125,6 +2125,34 @@ static void kmin_skip(struct emit *e, const char *c)
 	      ix, 0.0);
 }
 
+/* kr_may's body: kr_m is nonzero when some component of the term at f would not be
+ * skipped by kmin_skip, so that a row whose terms of a tile are all skipped skips the
+ * tile at once. The test is kmin_skip's, negated, and written with | and & so that it
+ * vectorises across rows. */
+static void kmin_may(struct emit *e)
+{
+	const char *sym = e->sym;
+	char v[64], ix[64], last[16], cs[16];
+	int d = e->r->f->dim;
+
+	snprintf(last, sizeof(last), "%d", e->r->k - 1);
+	if (kmin_unrolled(e)) {
+		for (int c = 0; c < d; c++) {
+			snprintf(cs, sizeof(cs), "%d", c);
+			kmin_slots(e, last, cs, v, ix, sizeof(v));
+			emitf(e, "	kr_m |= (%F < %T) | (!(%F > %T) & (%T < %c));\n", c, v, c, v,
+			      ix, 0.0);
+		}
+		return;
+	}
+	kmin_slots(e, last, "kr_c", v, ix, sizeof(v));
+	for_open(e, "\t", "kr_c", d);
+	e->sym = "kr_c";
+	emitf(e, "\t\tkr_m |= (%F < %T) | (!(%F > %T) & (%T < %c));\n", 0, v, 0, v, ix, 0.0);
+	e->sym = sym;
+	for_close(e, "\t");
+}
+
 static void kmin_update(struct emit *e)
 {
 	int d = e->r->f->dim;
@@ -2363,8 +2391,11 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 		kred__buf_printf(&b, "}\n\n%s void kr_fold(%s)\n{\n", d->fn_qual, d->fold_params);
 		e.fbuf = 1;
 		rc->update(&e);
+		kred__buf_printf(&b, "}\n\n%s int kr_may(%s)\n{\n\tint kr_m = 0;\n\n",
+				 d->fn_qual, d->may_params);
+		kmin_may(&e);
 		e.fbuf = 0;
-		kred__buf_puts(&b, "}\n\n");
+		kred__buf_puts(&b, "\treturn kr_m;\n}\n\n");
 	}
 	if (d->gram_fmt) {
 		kred__buf_printf(&b, "#define KR_NG %d\n#define KR_GRAMS {", e.ngram);
@@ -2517,6 +2548,7 @@ const struct kred_dialect kred__dialect_c = {
 		       "const real *restrict yj, const real *restrict p, real jr,\n\t"
 		       "const real *restrict gm, int sgm",
 	.fold_params = "real *restrict st, int sst, const real *restrict f, int sf, real jr",
+	.may_params = "const real *restrict st, int sst, const real *restrict f, int sf",
 	.f_fmt = "f[%s * sf]",
 	.gram_fmt = "gm[%s * sgm]",
 };

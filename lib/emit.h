@@ -43,8 +43,9 @@ struct kred_dialect {
 	/* Optional, for templates that split the K-selections (KMin and co) in two: F of
 	 * a tile computed for all rows into a buffer (kr_eval: value c of one row at
 	 * f_fmt), then folded in row by row (kr_fold), skipping the terms that cannot
-	 * enter. NULL: only kr_update is written. */
-	const char *eval_params, *fold_params, *f_fmt;
+	 * enter (kr_may: nonzero when a term at f may enter, for a test of a whole tile
+ * across rows). NULL: only kr_update is written. */
+	const char *eval_params, *fold_params, *may_params, *f_fmt;
 	/* Before the declaration of a local that compensated sums need computed as written
 	 * ("precise " in GLSL, where the compiler may otherwise simplify (t - s) - y to 0);
 	 * NULL: nothing. */
