@@ -1,0 +1,216 @@
+/* The host kernels' exp and log (kernels/c_prelude.h's kr_exp and kr_log, as the host
+ * backend compiles them, vectorised, with its own flags) against libm's long double
+ * expl and logl, in ulps of the result: over a sample of every 1021st float32 bit
+ * pattern (NaN, infinities and subnormals included) and of float64 values spread over
+ * the whole range of finite results. Each runs as Sum over one column of Exp(X) or
+ * Log(X), whose one term is the function's value, exactly. */
+#include <check.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kred.h"
+
+/* The prelude's comment states 1.1 ulp. Measured: exp over all 2^32 floats 0.965 ulp,
+ * over 2e7 random doubles 0.94; these samples 0.89 and 0.91 (exp), 0.74 and 0.74 (log).
+ * The previous kr_exp reached 1.01 ulp over all floats. */
+#define EXP_ULPS_F32 1.0
+#define EXP_ULPS_F64 1.0
+#define LOG_ULPS_F32 1.0
+#define LOG_ULPS_F64 1.0
+
+static kred_context *ctx;
+
+static void setup(void)
+{
+	kred_context_options o = { 0 };
+
+	o.struct_size = sizeof(o);
+	o.backend = "host";
+	ck_assert_msg(kred_context_create(&o, &ctx) == KRED_OK, "host: %s", kred_errmsg(ctx));
+}
+
+static void teardown(void)
+{
+	kred_context_destroy(ctx);
+	ctx = NULL;
+}
+
+/* f(x) for n values of x (float or double by dtype) into out, on the host backend. */
+static void run(const char *f, kred_dtype dtype, int64_t n, const void *x, void *out)
+{
+	static const char *aliases[] = { "X = Vi(1)", "Y = Vj(1)" };
+	char formula[64];
+	kred_spec s = { 0 };
+	kred_reduction *r = NULL;
+	double y[1] = { 0 };
+	float yf[1] = { 0 };
+	const void *args[2] = { x, dtype == KRED_FLOAT64 ? (const void *)y : (const void *)yf };
+
+	snprintf(formula, sizeof(formula), "%s(X) + 0 * Y", f);
+	s.formula = formula;
+	s.aliases = aliases;
+	s.n_aliases = 2;
+	s.reduction = "Sum";
+	s.dtype = dtype;
+	ck_assert_msg(kred_reduction_create(ctx, &s, &r) == KRED_OK, "%s: %s", formula,
+		      kred_errmsg(ctx));
+	ck_assert_msg(kred_reduction_run(r, n, 1, args, out) == KRED_OK, "%s: %s", formula,
+		      kred_errmsg(ctx));
+	kred_reduction_destroy(r);
+}
+
+/* |got - want| in units of the last place of want in a format of mant bits (24 or 53)
+ * whose least subnormal is tiny; 0 when both are the same infinity, or both NaN. */
+static double ulps(long double got, long double want, int mant, long double tiny)
+{
+	long double u;
+	int e;
+
+	if (isnan(want) || isnan(got))
+		return isnan(want) && isnan(got) ? 0 : INFINITY;
+	if (isinf(want) || isinf(got))
+		return got == want ? 0 : INFINITY;
+	if (want == 0)
+		return got == 0 ? 0 : fabsl(got) / tiny;
+	frexpl(want, &e);
+	u = ldexpl(1.0L, e - mant);
+	if (u < tiny)
+		u = tiny;
+	return (double)(fabsl(got - want) / u);
+}
+
+/* want for a float32 result: the exact value, or infinity where it rounds to one */
+static long double to_f32(long double v)
+{
+	return fabsl(v) >= (long double)FLT_MAX * (1 + 0x1p-25L) ? copysignl(INFINITY, v) : v;
+}
+
+static long double to_f64(long double v)
+{
+	return fabsl(v) >= (long double)DBL_MAX * (1 + 0x1p-54L) ? copysignl(INFINITY, v) : v;
+}
+
+#define STRIDE 1021u
+#define NF ((int64_t)(0xffffffffu / STRIDE) + 1)
+
+static void check_f32(const char *f, long double (*ref)(long double), double bound)
+{
+	float *x = malloc(NF * sizeof(float)), *out = malloc(NF * sizeof(float));
+	double worst = 0;
+	float at = 0;
+
+	ck_assert(x && out);
+	for (int64_t k = 0; k < NF; k++) {
+		uint32_t u = (uint32_t)k * STRIDE;
+
+		memcpy(&x[k], &u, sizeof(u));
+	}
+	run(f, KRED_FLOAT32, NF, x, out);
+	for (int64_t k = 0; k < NF; k++) {
+		double e = ulps(out[k], to_f32(ref(x[k])), 24, 0x1p-149L);
+
+		if (e > worst) {
+			worst = e;
+			at = x[k];
+		}
+	}
+	printf("%s float32: %lld values, largest error %.3f ulp at %a\n", f, (long long)NF,
+	       worst, at);
+	ck_assert_msg(worst <= bound, "%s float32: %.3f ulp at x = %a", f, worst, at);
+	free(x);
+	free(out);
+}
+
+#define ND 1000000
+
+static void check_f64(const char *f, long double (*ref)(long double), double lo, double hi,
+		      double bound)
+{
+	static const double special[] = { 0.0, -0.0, 1.0, -1.0, INFINITY, -INFINITY, NAN,
+					  DBL_MIN, 4.9406564584124654e-324, DBL_MAX,
+					  709.782712893384, 709.7827128933839, -745.13321910194111,
+					  -745.13321910194122, -708.39641853226408, 1e-300 };
+	double *x = malloc(ND * sizeof(double)), *out = malloc(ND * sizeof(double)), worst = 0,
+	       at = 0;
+	uint64_t s = 88172645463325252ull;
+
+	ck_assert(x && out);
+	for (int64_t k = 0; k < ND; k++) {
+		double v;
+
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		v = (double)(s >> 11) * 0x1p-53;
+		/* a third over the whole range, a third within 1 of 0, a third of any bits */
+		if (k % 3 == 0)
+			x[k] = lo + (hi - lo) * v;
+		else if (k % 3 == 1)
+			x[k] = f[0] == 'L' ? 2 * v : 2 * v - 1;
+		else
+			memcpy(&x[k], &s, sizeof(s));
+	}
+	memcpy(x, special, sizeof(special));
+	run(f, KRED_FLOAT64, ND, x, out);
+	for (int64_t k = 0; k < ND; k++) {
+		double e = ulps(out[k], to_f64(ref(x[k])), 53, 0x1p-1074L);
+
+		if (e > worst) {
+			worst = e;
+			at = x[k];
+		}
+	}
+	printf("%s float64: %d values, largest error %.3f ulp at %a\n", f, ND, worst, at);
+	ck_assert_msg(worst <= bound, "%s float64: %.3f ulp at x = %a", f, worst, at);
+	free(x);
+	free(out);
+}
+
+START_TEST(test_exp_f32)
+{
+	check_f32("Exp", expl, EXP_ULPS_F32);
+}
+END_TEST
+
+START_TEST(test_exp_f64)
+{
+	check_f64("Exp", expl, -746, 710, EXP_ULPS_F64);
+}
+END_TEST
+
+START_TEST(test_log_f32)
+{
+	check_f32("Log", logl, LOG_ULPS_F32);
+}
+END_TEST
+
+START_TEST(test_log_f64)
+{
+	check_f64("Log", logl, 0, 1e300, LOG_ULPS_F64);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("math");
+	TCase *t = tcase_create("host");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(t, setup, teardown);
+	tcase_set_timeout(t, 300);
+	tcase_add_test(t, test_exp_f32);
+	tcase_add_test(t, test_exp_f64);
+	tcase_add_test(t, test_log_f32);
+	tcase_add_test(t, test_log_f64);
+	suite_add_tcase(s, t);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
