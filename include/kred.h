@@ -172,6 +172,43 @@ KRED_API kred_status kred_reduction_create(kred_context *ctx, const kred_spec *s
 KRED_API kred_status kred_reduction_run(kred_reduction *r, int64_t nx, int64_t ny,
 					const void *const *args, void *out);
 
+/* ---- block-sparse runs (ranges), in KeOps 2's layout
+ *
+ * A ranged run restricts each block of output rows to a list of intervals of the reduced
+ * rows; pairs outside them are not computed. For a reduction over j, block b holds the i
+ * rows [ranges_i[2b], ranges_i[2b + 1]) and reduces over the j intervals
+ * [redranges_j[2k], redranges_j[2k + 1]) for k from slices_i[b - 1] (0 for b = 0) to
+ * slices_i[b] - 1: slices_i holds the cumulative end of each block's list. Blocks must not
+ * overlap (a row has one list); an interval may be empty and intervals may overlap (a
+ * pair in two intervals counts twice, as in KeOps). Rows in no block, and blocks with no
+ * interval, get the reduction's neutral value (0, -inf, +inf, -1 for indices).
+ *
+ * A reduction over i reads the symmetric triple: blocks of j rows (ranges_j, slices_j)
+ * with intervals of i rows (redranges_i). Left NULL, it is derived from the first one,
+ * so that the gradient of a ranged reduction over j with respect to a j variable (a
+ * reduction over i) runs on the same kred_ranges as the forward one, on the pairs the
+ * forward reduction computed. All arrays are int32, as KeOps's, and are read during the
+ * call only. */
+typedef struct kred_ranges {
+	size_t struct_size;	    /* sizeof(kred_ranges), or 0 */
+	int64_t n_blocks_i;	    /* blocks of i rows */
+	const int32_t *ranges_i;    /* n_blocks_i x 2: [start, end) of each block */
+	const int32_t *slices_i;    /* n_blocks_i: the end of each block's list in redranges_j */
+	const int32_t *redranges_j; /* slices_i[n_blocks_i - 1] x 2: intervals of j rows */
+	int64_t n_blocks_j;	    /* the same for a reduction over i; NULL arrays: derived */
+	const int32_t *ranges_j, *slices_j, *redranges_i;
+} kred_ranges;
+
+/* kred_reduction_run restricted to ranges (above); ranges NULL is kred_reduction_run.
+ * Runs on every backend: each block's intervals are runs of the reduction's partial
+ * state, merged with its own rules, as chunked runs are (so indices count the whole
+ * reduced axis). Besides kred_reduction_run's checks: a block or interval that ends
+ * before it starts or past its axis, slices that decrease or pass the intervals given,
+ * and overlapping blocks are KRED_EINVAL, naming the array, the entry and the values. */
+KRED_API kred_status kred_reduction_run_ranges(kred_reduction *r, int64_t nx, int64_t ny,
+					       const void *const *args, void *out,
+					       const kred_ranges *ranges);
+
 /* ---- runs spread over several processes (the MPI companion library, libkred_mpi,
  * implements kred_comm with MPI; see kred_mpi.h).
  *

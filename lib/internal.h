@@ -499,6 +499,10 @@ void kred__state_init(const kred_reduction *r, int64_t rows, double *st);
  * block's first reduced row in the whole axis. Prepares r. */
 kred_status kred__state_block(kred_reduction *r, int64_t nx, int64_t ny, int64_t offset,
 			      const void *const *args, double *st, struct kred__error *err);
+/* sub = the arguments of the block at output row r0 and reduced row c0 (pointers into
+ * args, parameters unchanged). */
+void kred__offset_args(const kred_reduction *r, const void *const *args, int64_t r0, int64_t c0,
+		       const void **sub);
 /* acc = the merge of acc and blk, row by row. */
 void kred__state_merge(const kred_reduction *r, int64_t rows, double *acc, const double *blk);
 /* r's output (of its dtype) from states. */
@@ -507,6 +511,24 @@ void kred__state_finish(const kred_reduction *r, int64_t rows, const double *st,
  * fit the device memory cap (kred__memory_cap). */
 kred_status kred__run_plain(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
 			    void *out, struct kred__error *err);
+/* ---- ranged runs (ranges.c): kred_ranges checked, and its transposed triple derived
+ * where a reduction over i needs it. */
+struct kred__ranges {
+	int64_t nb;		     /* blocks of output rows */
+	const int32_t *rng, *slc, *red; /* as kred_ranges's triples */
+};
+struct kred__ranged {
+	struct kred__ranges over_j, over_i; /* for reductions over j, and over i */
+	int32_t *own;			     /* what was derived, one allocation */
+};
+/* Checks ranges against (nx, ny) and fills rg; need_i: derive over_i when not given.
+ * kred__ranged_free(rg) afterwards, also on failure. */
+kred_status kred__ranged_prepare(const kred_ranges *ranges, int64_t nx, int64_t ny, int need_i,
+				 struct kred__ranged *rg, struct kred__error *err);
+void kred__ranged_free(struct kred__ranged *rg);
+/* Runs r (no pre, no row sum) restricted to g, the triple of r's axis. */
+kred_status kred__run_ranged(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
+			     void *out, const struct kred__ranges *g, struct kred__error *err);
 /* The bytes a run may use on ctx's device: the least of the context option, of
  * $KRED_DEVICE_MEMORY and of what the backend reports; 0 = no limit. */
 int64_t kred__memory_cap(const kred_context *ctx);

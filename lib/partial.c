@@ -324,8 +324,8 @@ static void arg_bytes(const kred_reduction *r, int64_t per[3])
 }
 
 /* The arguments of the block of output rows [r0, r0 + nr) and reduced rows [c0, ...). */
-static void offset_args(const kred_reduction *r, const void *const *args, int64_t r0, int64_t c0,
-			const void **sub)
+void kred__offset_args(const kred_reduction *r, const void *const *args, int64_t r0, int64_t c0,
+		       const void **sub)
 {
 	int64_t size = r->dtype == KRED_FLOAT64 ? 8 : 4;
 	int out_cat = r->axis == KRED_REDUCE_J ? KRED__CAT_I : KRED__CAT_J;
@@ -363,7 +363,7 @@ static kred_status run_block(kred_reduction *r, int64_t rows, int64_t cols, int6
 
 	if (!sub)
 		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-	offset_args(r, args, r0, c0, sub);
+	kred__offset_args(r, args, r0, c0, sub);
 	s = r->axis == KRED_REDUCE_J ? direct(r, rows, cols, sub, out, err)
 				     : direct(r, cols, rows, sub, out, err);
 	kred__free(sub);

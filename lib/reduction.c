@@ -373,15 +373,19 @@ static int64_t arg_rows(const kred_reduction *r, int pos, int64_t nx, int64_t ny
 	}
 }
 
-/* Runs the reduction proper (no pre, no row sum). */
+/* Runs the reduction proper (no pre, no row sum), restricted to rg's triple for its axis
+ * when rg is not NULL. */
 static kred_status run_plain(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
-			     void *out, struct kred__error *err)
+			     void *out, const struct kred__ranged *rg, struct kred__error *err)
 {
+	if (rg)
+		return kred__run_ranged(r, nx, ny, args, out,
+					r->axis == KRED_REDUCE_J ? &rg->over_j : &rg->over_i, err);
 	return kred__run_plain(r, nx, ny, args, out, err);
 }
 
 static kred_status run_inner(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
-			     void *out, struct kred__error *err)
+			     void *out, const struct kred__ranged *rg, struct kred__error *err)
 {
 	const void **args2 = NULL;
 	void *pre_out = NULL, *rows_out = NULL;
@@ -397,7 +401,7 @@ static kred_status run_inner(kred_reduction *r, int64_t nx, int64_t ny, const vo
 			s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 			goto done;
 		}
-		s = run_inner(r->pre, nx, ny, args, pre_out, err);
+		s = run_inner(r->pre, nx, ny, args, pre_out, rg, err);
 		if (s)
 			goto done;
 		memcpy(args2, args, sizeof(*args2) * (size_t)(r->n_args - 1));
@@ -416,7 +420,7 @@ static kred_status run_inner(kred_reduction *r, int64_t nx, int64_t ny, const vo
 			s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 			goto done;
 		}
-		s = run_plain(r, nx, ny, args, rows_out, err);
+		s = run_plain(r, nx, ny, args, rows_out, rg, err);
 		for (int64_t i = 0; !s && i < rows; i++)
 			for (int64_t c = 0; c < d; c++)
 				acc[c] += size == 8 ? ((double *)rows_out)[i * d + c]
@@ -429,7 +433,7 @@ static kred_status run_inner(kred_reduction *r, int64_t nx, int64_t ny, const vo
 		}
 		kred__free(acc);
 	} else {
-		s = run_plain(r, nx, ny, args, out, err);
+		s = run_plain(r, nx, ny, args, out, rg, err);
 	}
 done:
 	kred__free(rows_out);
@@ -493,7 +497,35 @@ kred_status kred_reduction_run(kred_reduction *r, int64_t nx, int64_t ny, const 
 	if (s)
 		return s;
 	kred__error_clear(&err);
-	s = run_inner(r, nx, ny, args, out, &err);
+	s = run_inner(r, nx, ny, args, out, NULL, &err);
+	if (s)
+		kred__ctx_set_error(r->ctx, &err, NULL);
+	return s;
+}
+
+kred_status kred_reduction_run_ranges(kred_reduction *r, int64_t nx, int64_t ny,
+				      const void *const *args, void *out, const kred_ranges *ranges)
+{
+	struct kred__error err;
+	struct kred__ranged rg;
+	int need_i = 0;
+	kred_status s;
+
+	if (!ranges)
+		return kred_reduction_run(r, nx, ny, args, out);
+	if (!r)
+		return KRED_EINVAL;
+	kred__ctx_clear_error(r->ctx);
+	s = kred__run_check(r, nx, ny, args, out, r->axis == KRED_REDUCE_J ? ny : nx);
+	if (s)
+		return s;
+	for (const kred_reduction *q = r; q; q = q->pre)
+		need_i |= q->axis == KRED_REDUCE_I;
+	kred__error_clear(&err);
+	s = kred__ranged_prepare(ranges, nx, ny, need_i, &rg, &err);
+	if (!s)
+		s = run_inner(r, nx, ny, args, out, &rg, &err);
+	kred__ranged_free(&rg);
 	if (s)
 		kred__ctx_set_error(r->ctx, &err, NULL);
 	return s;

@@ -1,0 +1,369 @@
+/* Block-sparse runs (kred_reduction_run_ranges) against the dense reduction restricted to
+ * the same pairs, computed here in double from a table of how often each pair counts:
+ * Sum, LogSumExp, ArgKMin and gradients in both axes (the one over i on the derived,
+ * transposed ranges), float32 and float64, with empty blocks, one-row blocks, rows in no
+ * block, empty and overlapping intervals; and the checks of bad ranges. */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kred.h"
+#include "probe.h"
+
+static const char *backend = "host";
+
+#define NX 53
+#define NY 71
+#define D 3
+
+/* The layouts: blocks of i rows, each with its j intervals (start, end pairs). */
+struct layout {
+	const char *name;
+	int nb;
+	int32_t ranges[8][2];
+	int nint[8];
+	int32_t red[16][2];
+};
+
+static const struct layout layouts[] = {
+	/* the whole problem as one block and one interval: the dense reduction */
+	{ "dense", 1, { { 0, NX } }, { 1 }, { { 0, NY } } },
+	/* rows 0-4 and 40-52 in no block; an empty block; a one-row block; a block with no
+	 * interval; an empty interval; overlapping intervals (pairs that count twice) */
+	{ "mixed",
+	  6,
+	  { { 5, 12 }, { 12, 12 }, { 12, 13 }, { 13, 20 }, { 20, 40 }, { 52, 52 } },
+	  { 2, 1, 2, 0, 3, 1 },
+	  { { 0, 10 }, { 30, 31 }, { 3, 3 }, { 70, 71 }, { 0, 71 }, { 10, 40 }, { 20, 50 },
+	    { 60, 60 }, { 5, 6 } } },
+	/* blocks listed out of order, intervals out of order */
+	{ "unordered",
+	  3,
+	  { { 30, 53 }, { 0, 10 }, { 10, 30 } },
+	  { 2, 1, 2 },
+	  { { 50, 71 }, { 0, 20 }, { 10, 30 }, { 40, 45 }, { 0, 5 } } },
+};
+#define N_LAYOUTS ((int)(sizeof(layouts) / sizeof(layouts[0])))
+
+static double x[NX * D], y[NY * D], b[NY], cot[NX > NY ? NX : NY], g = 1.3;
+static int mult[NX][NY]; /* how many times pair (i, j) counts */
+static int32_t slices[8], red_flat[32], ranges_flat[16];
+
+static uint64_t rng;
+
+static double uniform(void)
+{
+	rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+	return (double)(rng >> 11) * 0x1.0p-53;
+}
+
+static void setup_data(void)
+{
+	rng = 11;
+	for (int k = 0; k < NX * D; k++)
+		x[k] = 2 * uniform() - 1;
+	for (int k = 0; k < NY * D; k++)
+		y[k] = 2 * uniform() - 1;
+	for (int k = 0; k < NY; k++)
+		b[k] = uniform() + 0.5;
+	for (int k = 0; k < (NX > NY ? NX : NY); k++)
+		cot[k] = 2 * uniform() - 1;
+}
+
+/* The kred_ranges of layout l (over j), and mult. */
+static kred_ranges make_ranges(const struct layout *l)
+{
+	kred_ranges r = { 0 };
+	int k = 0;
+
+	memset(mult, 0, sizeof(mult));
+	for (int bl = 0; bl < l->nb; bl++) {
+		ranges_flat[2 * bl] = l->ranges[bl][0];
+		ranges_flat[2 * bl + 1] = l->ranges[bl][1];
+		for (int q = 0; q < l->nint[bl]; q++, k++) {
+			red_flat[2 * k] = l->red[k][0];
+			red_flat[2 * k + 1] = l->red[k][1];
+			for (int i = l->ranges[bl][0]; i < l->ranges[bl][1]; i++)
+				for (int j = l->red[k][0]; j < l->red[k][1]; j++)
+					mult[i][j]++;
+		}
+		slices[bl] = k;
+	}
+	r.struct_size = sizeof(r);
+	r.n_blocks_i = l->nb;
+	r.ranges_i = ranges_flat;
+	r.slices_i = slices;
+	r.redranges_j = red_flat;
+	return r;
+}
+
+static double sqdist(int i, int j)
+{
+	double s = 0;
+
+	for (int c = 0; c < D; c++)
+		s += (x[i * D + c] - y[j * D + c]) * (x[i * D + c] - y[j * D + c]);
+	return s;
+}
+
+static kred_context *ctx;
+
+static void setup(void)
+{
+	kred_context_options o = { 0 };
+
+	o.struct_size = sizeof(o);
+	o.backend = backend;
+	ck_assert_msg(kred_context_create(&o, &ctx) == KRED_OK, "%s: %s", backend,
+		      kred_errmsg(ctx));
+	setup_data();
+}
+
+static void teardown(void)
+{
+	kred_context_destroy(ctx);
+	ctx = NULL;
+}
+
+static const char *const aliases[] = { "X = Vi(3)", "Y = Vj(3)", "B = Vj(1)", "G = Pm(1)" };
+
+static kred_reduction *make(const char *formula, const char *red, kred_dtype dt)
+{
+	kred_spec s = { 0 };
+	kred_reduction *r = NULL;
+
+	s.formula = formula;
+	s.aliases = aliases;
+	s.n_aliases = 4;
+	s.reduction = red;
+	s.dtype = dt;
+	ck_assert_msg(kred_reduction_create(ctx, &s, &r) == KRED_OK, "%s: %s", formula,
+		      kred_errmsg(ctx));
+	return r;
+}
+
+/* Runs r on the data (in dt) with ranges; out (rows x dim) in double. */
+static void run(kred_reduction *r, kred_dtype dt, const kred_ranges *rg, double *out, int rows)
+{
+	const double *src[5] = { x, y, b, &g, cot };
+	const int len[5] = { NX * D, NY * D, NY, 1, NX > NY ? NX : NY };
+	void *args[5], *o;
+	int n = kred_reduction_n_args(r), dim = kred_reduction_out_dim(r);
+	size_t sz = dt == KRED_FLOAT64 ? 8 : 4;
+
+	for (int k = 0; k < n; k++) {
+		args[k] = malloc((size_t)len[k] * sz);
+		for (int v = 0; v < len[k]; v++) {
+			if (dt == KRED_FLOAT64)
+				((double *)args[k])[v] = src[k][v];
+			else
+				((float *)args[k])[v] = (float)src[k][v];
+		}
+	}
+	o = malloc((size_t)rows * (size_t)dim * sz);
+	ck_assert_msg(kred_reduction_run_ranges(r, NX, NY, (const void *const *)args, o, rg) ==
+			      KRED_OK,
+		      "%s", kred_errmsg(ctx));
+	for (int v = 0; v < rows * dim; v++)
+		out[v] = dt == KRED_FLOAT64 ? ((double *)o)[v] : ((float *)o)[v];
+	for (int k = 0; k < n; k++)
+		free(args[k]);
+	free(o);
+}
+
+/* float64: a few roundings in another order; float32: the inputs' rounding (2^-24 each)
+ * moves a term exp(-g d^2) by up to g |d^2| 6e-8 ~ 1e-6 of itself, and the sum's own
+ * rounding is smaller. */
+static double tol(kred_dtype dt)
+{
+	return dt == KRED_FLOAT64 ? 1e-12 : 2e-5;
+}
+
+static void near(double got, double want, double t, const char *what, const char *lay, int row)
+{
+	int ok = isinf(want) ? got == want : fabs(got - want) <= t * (1 + fabs(want));
+
+	ck_assert_msg(ok, "%s, %s, %s, row %d: got %.17g, want %.17g", backend, lay, what, row,
+		      got, want);
+}
+
+/* loop index: layout x dtype */
+START_TEST(test_sum_lse)
+{
+	const struct layout *l = &layouts[_i / 2];
+	kred_dtype dt = _i % 2 ? KRED_FLOAT64 : KRED_FLOAT32;
+	kred_ranges rg = make_ranges(l);
+	kred_reduction *sum = make("Exp(-G*SqDist(X,Y))*B", "Sum", dt);
+	kred_reduction *lse = make("-G*SqDist(X,Y)", "LogSumExp", dt);
+	double out[NX], out2[NX];
+
+	run(sum, dt, &rg, out, NX);
+	run(lse, dt, &rg, out2, NX);
+	for (int i = 0; i < NX; i++) {
+		double s = 0, m = -INFINITY, e = 0;
+
+		for (int j = 0; j < NY; j++) {
+			s += mult[i][j] * exp(-g * sqdist(i, j)) * b[j];
+			if (mult[i][j] && -g * sqdist(i, j) > m)
+				m = -g * sqdist(i, j);
+		}
+		for (int j = 0; j < NY; j++)
+			e += mult[i][j] * exp(-g * sqdist(i, j) - m);
+		near(out[i], s, tol(dt), "Sum", l->name, i);
+		near(out2[i], isinf(m) ? m : m + log(e), tol(dt), "LogSumExp", l->name, i);
+	}
+	kred_reduction_destroy(sum);
+	kred_reduction_destroy(lse);
+}
+END_TEST
+
+/* ArgKMin(4) in float64 (float32 distances could order near ties otherwise): the K
+ * smallest of the multiset of (distance, index) over row i's pairs, -1 past its size. */
+START_TEST(test_argkmin)
+{
+	const struct layout *l = &layouts[_i];
+	kred_ranges rg = make_ranges(l);
+	kred_reduction *r = make("SqDist(X,Y)", "ArgKMin(4)", KRED_FLOAT64);
+	double out[NX * 4];
+
+	run(r, KRED_FLOAT64, &rg, out, NX);
+	for (int i = 0; i < NX; i++) {
+		double best[4] = { INFINITY, INFINITY, INFINITY, INFINITY };
+		int idx[4] = { -1, -1, -1, -1 };
+
+		for (int j = 0; j < NY; j++) {
+			for (int m = 0; m < mult[i][j]; m++) {
+				double v = sqdist(i, j);
+				int k = 3;
+
+				if (!(v < best[3]))
+					continue;
+				while (k > 0 && best[k - 1] > v) {
+					best[k] = best[k - 1];
+					idx[k] = idx[k - 1];
+					k--;
+				}
+				best[k] = v;
+				idx[k] = j;
+			}
+		}
+		for (int k = 0; k < 4; k++)
+			ck_assert_msg(out[i * 4 + k] == idx[k],
+				      "%s, %s, ArgKMin row %d rank %d: got %g, want %d", backend,
+				      l->name, i, k, out[i * 4 + k], idx[k]);
+	}
+	kred_reduction_destroy(r);
+}
+END_TEST
+
+/* The gradient of the ranged Gaussian sum with respect to X (a reduction over j, the
+ * same ranges) and to Y (over i: the transposed ranges, derived), cotangent e:
+ *   dX_i = sum_j m_ij e_i b_j exp(-g d2) (-2g) (x_i - y_j)
+ *   dY_j = sum_i m_ij e_i b_j exp(-g d2) (2g) (x_i - y_j) */
+START_TEST(test_gradients)
+{
+	const struct layout *l = &layouts[_i / 2];
+	kred_dtype dt = _i % 2 ? KRED_FLOAT64 : KRED_FLOAT32;
+	kred_ranges rg = make_ranges(l);
+	kred_reduction *f = make("Exp(-G*SqDist(X,Y))*B", "Sum", dt), *gx = NULL, *gy = NULL;
+	double ox[NX * D], oy[NY * D];
+
+	ck_assert_int_eq(kred_reduction_grad(f, "X", &gx), KRED_OK);
+	ck_assert_int_eq(kred_reduction_grad(f, "Y", &gy), KRED_OK);
+	run(gx, dt, &rg, ox, NX);
+	run(gy, dt, &rg, oy, NY);
+	for (int c = 0; c < D; c++) {
+		for (int i = 0; i < NX; i++) {
+			double s = 0;
+
+			for (int j = 0; j < NY; j++)
+				s += mult[i][j] * cot[i] * b[j] * exp(-g * sqdist(i, j)) * -2 * g *
+				     (x[i * D + c] - y[j * D + c]);
+			near(ox[i * D + c], s, tol(dt), "d/dX", l->name, i);
+		}
+		for (int j = 0; j < NY; j++) {
+			double s = 0;
+
+			for (int i = 0; i < NX; i++)
+				s += mult[i][j] * cot[i] * b[j] * exp(-g * sqdist(i, j)) * 2 * g *
+				     (x[i * D + c] - y[j * D + c]);
+			near(oy[j * D + c], s, tol(dt), "d/dY", l->name, j);
+		}
+	}
+	kred_reduction_destroy(gx);
+	kred_reduction_destroy(gy);
+	kred_reduction_destroy(f);
+}
+END_TEST
+
+/* Bad ranges: KRED_EINVAL, a message naming the array and the entry, out untouched. */
+START_TEST(test_bad)
+{
+	static const struct {
+		int32_t rng[4], slc[2], red[4];
+		const char *want;
+	} rows[] = {
+		{ { 0, 10, 5, 4 }, { 1, 2 }, { 0, 5, 0, 5 }, "block 1 of ranges_i is [5, 4)" },
+		{ { 0, 10, 10, 54 }, { 1, 2 }, { 0, 5, 0, 5 }, "block 1 of ranges_i is [10, 54)" },
+		{ { 0, 10, 10, 20 }, { 2, 1 }, { 0, 5, 0, 5 }, "slices_i[1] = 1 is below" },
+		{ { 0, 10, 10, 20 }, { 1, 2 }, { 0, 5, -1, 5 }, "interval 1 of redranges_j" },
+		{ { 0, 10, 10, 20 }, { 1, 2 }, { 0, 72, 0, 5 }, "[0, 72), not within [0, ny = 71)" },
+		{ { 0, 10, 9, 20 }, { 1, 2 }, { 0, 5, 0, 5 }, "blocks 0 [0, 10) and 1 [9, 20)" },
+	};
+	kred_reduction *r = make("Exp(-G*SqDist(X,Y))*B", "Sum", KRED_FLOAT64);
+	const void *args[4] = { x, y, b, &g };
+	double out[NX];
+
+	for (int k = 0; k < (int)(sizeof(rows) / sizeof(rows[0])); k++) {
+		kred_ranges rg = { sizeof(rg), 2, rows[k].rng, rows[k].slc, rows[k].red, 0, NULL,
+				   NULL, NULL };
+
+		for (int i = 0; i < NX; i++)
+			out[i] = 42;
+		ck_assert_int_eq(kred_reduction_run_ranges(r, NX, NY, args, out, &rg),
+				 KRED_EINVAL);
+		ck_assert_msg(strstr(kred_errmsg(ctx), rows[k].want), "row %d: '%s' lacks '%s'",
+			      k, kred_errmsg(ctx), rows[k].want);
+		for (int i = 0; i < NX; i++)
+			ck_assert(out[i] == 42);
+	}
+	{
+		kred_ranges rg = { sizeof(rg), 1, NULL, NULL, NULL, 0, NULL, NULL, NULL };
+
+		ck_assert_int_eq(kred_reduction_run_ranges(r, NX, NY, args, out, &rg),
+				 KRED_EINVAL);
+		ck_assert(strstr(kred_errmsg(ctx), "ranges_i is NULL"));
+	}
+	/* NULL ranges: the plain run */
+	ck_assert_int_eq(kred_reduction_run_ranges(r, NX, NY, args, out, NULL), KRED_OK);
+	kred_reduction_destroy(r);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+	Suite *s;
+	TCase *tc;
+
+	if (argc > 1 && argv[1][0])
+		backend = argv[1];
+	{
+		int rc = probe_or_skip(backend);
+
+		if (rc)
+			return rc < 0 ? 0 : rc;
+	}
+	s = suite_create("ranges");
+	tc = tcase_create("ranges");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 600);
+	tcase_add_loop_test(tc, test_sum_lse, 0, 2 * N_LAYOUTS);
+	tcase_add_loop_test(tc, test_argkmin, 0, N_LAYOUTS);
+	tcase_add_loop_test(tc, test_gradients, 0, 2 * N_LAYOUTS);
+	tcase_add_test(tc, test_bad);
+	suite_add_tcase(s, tc);
+	return run_suites(NULL, s) ? 1 : 0;
+}
