@@ -469,6 +469,116 @@ static void kr_write(const real *restrict st, real *restrict out, int64_t r0, in
 		kr_finalize(st + r, KR_R, out + (r0 + r) * KR_OUT);
 }
 
+/* The values of all gram slots' variables. */
+#if KR_NG
+#define KR_GTOTAL kr_gram_total()
+#define KR_YBSZ ((size_t)KR_T * KR_GKP)
+#else
+#define KR_GTOTAL 0
+#define KR_YBSZ 0
+#endif
+
+/* The size of a group's buffers (kr_buffers), in reals. */
+static size_t kr_buffer_size(void)
+{
+	const size_t sz = (size_t)KR_NST * KR_R, xsz = (size_t)KR_DR * KR_R;
+	/* the gram values of a tile of KR_T columns, and the row norms and rows less the
+	 * centres, for each block of the group */
+	const size_t gtile = (size_t)KR_T * KR_NG * KR_R;
+	const size_t gblk = (size_t)KR_NG * KR_R + (size_t)KR_GTOTAL * KR_R;
+	const size_t ybsz = KR_YBSZ;
+	/* part: a tile's partial states, or the F values of a selection's tile */
+	const size_t psz = KR_SELECT ? (size_t)KR_TS * KR_DF * KR_R : sz;
+
+	return KR_GROUP * (sz + xsz + gtile + gblk) + psz + ybsz + 1;
+}
+
+/* Lays out a thread's buffer buf (kr_buffer_size reals): the group's states (buf + u *
+ * sz), part, the group's transposed rows xs (*xs0 + u * xsz) and the gram slots' tiles
+ * in q; yn: the columns' norms and centres (kr_prepare). */
+static void kr_buffers(real *buf, struct kr_gram q[KR_GROUP], const real *yc, int64_t nc,
+		       const real *yn, real **part, real **xs0)
+{
+	const size_t sz = (size_t)KR_NST * KR_R, xsz = (size_t)KR_DR * KR_R;
+	const size_t gtile = (size_t)KR_T * KR_NG * KR_R;
+	const size_t gblk = (size_t)KR_NG * KR_R + (size_t)KR_GTOTAL * KR_R;
+	const size_t psz = KR_SELECT ? (size_t)KR_TS * KR_DF * KR_R : sz;
+
+	*part = buf + KR_GROUP * sz;
+	*xs0 = *part + psz;
+	memset(q, 0, sizeof(*q) * KR_GROUP);
+	for (int u = 0; u < KR_GROUP; u++) {
+		q[u].gm = *xs0 + KR_GROUP * xsz + u * gtile;
+#if KR_NG
+		q[u].xs = *xs0 + u * xsz;
+		q[u].yc = yc;
+		q[u].nc = nc;
+		q[u].yn = yn;
+		q[u].ctr = yn + (size_t)KR_NG * (size_t)nc;
+		q[u].xn = *xs0 + KR_GROUP * (xsz + gtile) + u * gblk;
+		q[u].xc = q[u].xn + KR_NG * KR_R;
+		q[u].yb = *xs0 + KR_GROUP * (xsz + gtile + gblk);
+#else
+		(void)yc;
+		(void)nc;
+		(void)yn;
+		(void)gblk;
+#endif
+	}
+}
+
+/* What the gram slots need of all columns: their squared norms, then the centres
+ * (kr_gram_columns). *yn is NULL without gram slots. Returns 1 when memory runs out. */
+static int kr_prepare(real **yn, const real *yc, int64_t nc, int nt)
+{
+	*yn = NULL;
+#if KR_NG
+	*yn = malloc(((size_t)KR_NG * (size_t)nc + (size_t)kr_gram_total()) * sizeof(real) + 1);
+	if (!*yn)
+		return 1;
+	kr_gram_columns(*yn, *yn + (size_t)KR_NG * (size_t)nc, yc, nc, nt);
+#else
+	(void)yc;
+	(void)nc;
+	(void)nt;
+#endif
+	return 0;
+}
+
+/* The group of nbk blocks of rows from r0 (rows below end) against the columns of the
+ * intervals iv[0..niv) (each [start, end)): gathers the rows, folds in the columns tile by
+ * tile, each block of the group in turn so that a tile's columns are read from memory
+ * once for the group, and writes the rows to out when out is not NULL; the states stay
+ * at st[u] otherwise. */
+static void kr_group(real *const st[KR_GROUP], int nbk, real *part, real *xs0, struct kr_gram *q,
+		     const real *xr, const real *yc, const real *p, int64_t r0, int64_t end,
+		     const int32_t *iv, int64_t niv, int64_t j0, int64_t j1, real *out)
+{
+	const size_t xsz = (size_t)KR_DR * KR_R;
+
+	for (int u = 0; u < nbk; u++) {
+		kr_gather(xs0 + u * xsz, xr, r0 + u * KR_R, end);
+#if KR_NG
+		kr_gram_block(&q[u]);
+#endif
+		for (int r = 0; r < KR_R; r++)
+			kr_init(st[u] + r, KR_R);
+	}
+	for (int64_t k = 0; k < (iv ? niv : 1); k++) {
+		int64_t c0 = iv ? iv[2 * k] : j0, c1 = iv ? iv[2 * k + 1] : j1;
+
+		for (int64_t t0 = c0; t0 < c1; t0 += KR_T) {
+			int64_t t1 = t0 + KR_T < c1 ? t0 + KR_T : c1;
+
+			kr_gram_tile(q, nbk, t0, t1);
+			for (int u = 0; u < nbk; u++)
+				kr_columns(st[u], part, xs0 + u * xsz, yc, p, t0, t1, &q[u]);
+		}
+	}
+	for (int u = 0; out && u < nbk; u++)
+		kr_write(st[u], out, r0 + u * KR_R, end);
+}
+
 /*
  * The module's entry: out (nr x KR_OUT) = the reduction over nc columns. xr is nr x KR_DR,
  * yc nc x KR_DC, p KR_DP values (pointers valid even when a width is 0). Returns 0, or 1
@@ -486,11 +596,7 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p, real *out,
 	   int nt)
 {
-	const size_t sz = (size_t)KR_NST * KR_R, xsz = (size_t)KR_DR * KR_R;
-	/* the gram values of a tile of KR_T columns, for each block of the group */
-	const size_t gtile = (size_t)KR_T * KR_NG * KR_R;
-	/* per block of the group: its row norms, and its rows less the centres */
-	size_t gblk = (size_t)KR_NG * KR_R, ybsz = 0;
+	const size_t sz = (size_t)KR_NST * KR_R;
 	int64_t nb = (nr + KR_R - 1) / KR_R, ng = (nb + KR_GROUP - 1) / KR_GROUP, ns = 1, ntask;
 	real *parts = NULL, *yn = NULL;
 	int fail = 0;
@@ -506,76 +612,33 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 		if (!parts)
 			return 1;
 	}
-#if KR_NG
-	/* the columns' norms, then the centres */
-	yn = malloc(((size_t)KR_NG * (size_t)nc + (size_t)kr_gram_total()) * sizeof(real) +
-		    1);
-	if (!yn) {
+	if (kr_prepare(&yn, yc, nc, nt)) {
 		free(parts);
 		return 1;
 	}
-	kr_gram_columns(yn, yn + (size_t)KR_NG * (size_t)nc, yc, nc, nt);
-	gblk += (size_t)kr_gram_total() * KR_R;
-	ybsz = (size_t)KR_T * KR_GKP;
-#endif
 #pragma omp parallel if ((double)nr * (double)nc > KR_PARALLEL_PAIRS) num_threads(nt)
 	{
-		/* the group's states, part (or the F values of a selection's tile), the group's
-		 * xs, its gram values of a tile, its gram rows */
-		const size_t psz = KR_SELECT ? (size_t)KR_TS * KR_DF * KR_R : sz;
-		real *buf = malloc((KR_GROUP * (sz + xsz + gtile + gblk) + psz + ybsz + 1) *
-				   sizeof(real));
-		real *part = buf ? buf + KR_GROUP * sz : NULL;
-		real *xs0 = part ? part + psz : NULL;
+		real *buf = malloc(kr_buffer_size() * sizeof(real)), *part = NULL, *xs0 = NULL;
 		struct kr_gram q[KR_GROUP];
 
 		if (!buf) {
 #pragma omp atomic write
 			fail = 1;
-		}
-		memset(q, 0, sizeof(q));
-		for (int u = 0; buf && u < KR_GROUP; u++) {
-			q[u].gm = xs0 + KR_GROUP * xsz + u * gtile;
-#if KR_NG
-			q[u].xs = xs0 + u * xsz;
-			q[u].yc = yc;
-			q[u].nc = nc;
-			q[u].yn = yn;
-			q[u].ctr = yn + (size_t)KR_NG * (size_t)nc;
-			q[u].xn = xs0 + KR_GROUP * (xsz + gtile) + u * gblk;
-			q[u].xc = q[u].xn + KR_NG * KR_R;
-			q[u].yb = xs0 + KR_GROUP * (xsz + gtile + gblk);
-#endif
+		} else {
+			kr_buffers(buf, q, yc, nc, yn, &part, &xs0);
 		}
 #pragma omp for schedule(dynamic, 1)
 		for (int64_t t = 0; t < ntask; t++) {
 			const int64_t b0 = t / ns * KR_GROUP, s = t % ns;
 			const int nbk = (int)(nb - b0 < KR_GROUP ? nb - b0 : KR_GROUP);
-			const int64_t j0 = nc * s / ns, j1 = nc * (s + 1) / ns;
 			real *st[KR_GROUP];
 
 			if (!buf)
 				continue;
-			for (int u = 0; u < nbk; u++) {
+			for (int u = 0; u < nbk; u++)
 				st[u] = parts ? parts + ((size_t)(b0 + u) * ns + s) * sz : buf + u * sz;
-				kr_gather(xs0 + u * xsz, xr, (b0 + u) * KR_R, nr);
-#if KR_NG
-				kr_gram_block(&q[u]);
-#endif
-				for (int r = 0; r < KR_R; r++)
-					kr_init(st[u] + r, KR_R);
-			}
-			/* tile by tile, each block of the group in turn, so that the tile's
-			 * columns are read from memory once for the group */
-			for (int64_t t0 = j0; t0 < j1; t0 += KR_T) {
-				int64_t t1 = t0 + KR_T < j1 ? t0 + KR_T : j1;
-
-				kr_gram_tile(q, nbk, t0, t1);
-				for (int u = 0; u < nbk; u++)
-					kr_columns(st[u], part, xs0 + u * xsz, yc, p, t0, t1, &q[u]);
-			}
-			for (int u = 0; !parts && u < nbk; u++)
-				kr_write(st[u], out, (b0 + u) * KR_R, nr);
+			kr_group(st, nbk, part, xs0, q, xr, yc, p, b0 * KR_R, nr, NULL, 0,
+				 nc * s / ns, nc * (s + 1) / ns, parts ? NULL : out);
 		}
 		free(buf);
 	}
@@ -591,6 +654,101 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 		}
 	}
 	free(parts);
+	free(yn);
+	return fail;
+}
+
+/*
+ * The block-sparse entry (KeOps 2's ranges): the rows of block b, [rng[2b], rng[2b+1]),
+ * reduce over the columns of their intervals, red[2k..2k+1] for k from slc[b-1] (0 for
+ * the first block) to slc[b]; an interval listed twice counts twice. Rows in no block, or
+ * in a block with no interval, get the reduction's neutral value. The library has checked
+ * the triple (blocks within [0, nr) and disjoint, intervals within [0, nc)).
+ *
+ * A task is a group of blocks of KR_R rows within one block of the ranges, so that it
+ * shares its intervals; threads take the tasks in turn.
+ */
+int kr_run_ranged(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p,
+		  real *out, int nt, int64_t nb, const int32_t *rng, const int32_t *slc,
+		  const int32_t *red);
+int kr_run_ranged(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p,
+		  real *out, int nt, int64_t nb, const int32_t *rng, const int32_t *slc,
+		  const int32_t *red)
+{
+	const int64_t rows_per_task = (int64_t)KR_R * KR_GROUP;
+	int64_t ntask = 0, *task = NULL;
+	double pairs = 0;
+	real *yn = NULL, *neutral;
+	int fail = 0;
+
+	/* the neutral value, into every row first */
+	neutral = malloc(((size_t)KR_NST * KR_R + KR_OUT) * sizeof(real));
+	if (!neutral)
+		return 1;
+	for (int r = 0; r < KR_R; r++)
+		kr_init(neutral + r, KR_R);
+	kr_finalize(neutral, KR_R, neutral + (size_t)KR_NST * KR_R);
+	for (int64_t i = 0; i < nr; i++)
+		memcpy(out + i * KR_OUT, neutral + (size_t)KR_NST * KR_R, KR_OUT * sizeof(real));
+	free(neutral);
+	/* the tasks: task[2t] its block of the ranges, task[2t + 1] its first row */
+	for (int pass = 0; pass < 2; pass++) {
+		ntask = 0;
+		for (int64_t b = 0; b < nb; b++) {
+			int64_t first = b ? slc[b - 1] : 0, cols = 0;
+
+			if (rng[2 * b + 1] == rng[2 * b] || slc[b] == first)
+				continue;
+			for (int64_t r0 = rng[2 * b]; r0 < rng[2 * b + 1]; r0 += rows_per_task) {
+				if (task) {
+					task[2 * ntask] = b;
+					task[2 * ntask + 1] = r0;
+				}
+				ntask++;
+			}
+			for (int64_t k = first; !task && k < slc[b]; k++)
+				cols += red[2 * k + 1] - red[2 * k];
+			pairs += (double)(rng[2 * b + 1] - rng[2 * b]) * (double)cols;
+		}
+		if (pass == 0) {
+			task = malloc(2 * (size_t)ntask * sizeof(*task) + 1);
+			if (!task)
+				return 1;
+		}
+	}
+	if (kr_prepare(&yn, yc, nc, nt)) {
+		free(task);
+		return 1;
+	}
+#pragma omp parallel if (pairs > KR_PARALLEL_PAIRS) num_threads(nt)
+	{
+		const size_t sz = (size_t)KR_NST * KR_R;
+		real *buf = malloc(kr_buffer_size() * sizeof(real)), *part = NULL, *xs0 = NULL;
+		struct kr_gram q[KR_GROUP];
+		real *st[KR_GROUP];
+
+		if (!buf) {
+#pragma omp atomic write
+			fail = 1;
+		} else {
+			kr_buffers(buf, q, yc, nc, yn, &part, &xs0);
+			for (int u = 0; u < KR_GROUP; u++)
+				st[u] = buf + u * sz;
+		}
+#pragma omp for schedule(dynamic, 1)
+		for (int64_t t = 0; t < ntask; t++) {
+			const int64_t b = task[2 * t], r0 = task[2 * t + 1], end = rng[2 * b + 1];
+			const int64_t first = b ? slc[b - 1] : 0;
+			const int64_t nrows = end - r0 < rows_per_task ? end - r0 : rows_per_task;
+
+			if (!buf)
+				continue;
+			kr_group(st, (int)((nrows + KR_R - 1) / KR_R), part, xs0, q, xr, yc, p, r0,
+				 end, red + 2 * first, slc[b] - first, 0, 0, out);
+		}
+		free(buf);
+	}
+	free(task);
 	free(yn);
 	return fail;
 }

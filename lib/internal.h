@@ -336,10 +336,11 @@ int kred__red_out_dim(enum kred__red red, int d, int wd, int k);
 
 /* ---- contexts, reductions */
 struct kred_reduction;
+struct kred__ranges;
 
 /* The backend interface. A backend is one const table; optional members may be NULL.
  * Members are only ever appended; version says how many the table has. */
-#define KRED__BACKEND_VERSION 3
+#define KRED__BACKEND_VERSION 4
 struct kred_backend {
 	int version;
 	const char *name; /* "reference", "host", "opencl", "cuda", "vulkan" */
@@ -380,6 +381,13 @@ struct kred_backend {
 	/* Non-zero when run may be called by several threads at once on one state (each
 	 * with its own module or reduction); otherwise the context serialises runs. */
 	int concurrent_run;
+	/* -- version 4 */
+	/* Runs a module restricted to a block-sparse triple g (blocks of output rows, and
+	 * their intervals of reduced rows; checked): rows outside g get the neutral value.
+	 * Optional: NULL means the library runs it block by block (ranges.c). */
+	kred_status (*run_ranged)(void *state, void *module, const struct kred_reduction *r,
+				  int64_t nx, int64_t ny, const void *const *args, void *out,
+				  const struct kred__ranges *g, struct kred__error *err);
 };
 
 extern const struct kred_backend kred__backend_reference;
@@ -529,6 +537,8 @@ void kred__ranged_free(struct kred__ranged *rg);
 /* Runs r (no pre, no row sum) restricted to g, the triple of r's axis. */
 kred_status kred__run_ranged(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
 			     void *out, const struct kred__ranges *g, struct kred__error *err);
+/* Whether r's run on (nx, ny) goes to the backend whole, without chunks (partial.c). */
+int kred__run_whole(kred_reduction *r, int64_t nx, int64_t ny);
 /* The bytes a run may use on ctx's device: the least of the context option, of
  * $KRED_DEVICE_MEMORY and of what the backend reports; 0 = no limit. */
 int64_t kred__memory_cap(const kred_context *ctx);

@@ -431,6 +431,18 @@ static kred_status plan(const kred_reduction *r, int64_t cap, int64_t rows, int6
 	return KRED_OK;
 }
 
+int kred__run_whole(kred_reduction *r, int64_t nx, int64_t ny)
+{
+	int64_t cap = kred__memory_cap(r->ctx), rb = 0, cb = 0;
+	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny, cols = r->axis == KRED_REDUCE_J ? ny : nx;
+	struct kred__error err;
+
+	if (cap <= 0)
+		return 1;
+	kred__error_clear(&err);
+	return plan(r, cap, rows, cols, &rb, &cb, &err) == KRED_OK && rb >= rows && cb >= cols;
+}
+
 kred_status kred__run_plain(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
 			    void *out, struct kred__error *err)
 {

@@ -1,5 +1,6 @@
 /* Block-sparse runs: KeOps 2's ranges checked, transposed for reductions over i, and run
  * block by block as merges of partial states (partial.c), on any backend. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -262,17 +263,37 @@ void kred__ranged_free(struct kred__ranged *rg)
 	rg->own = NULL;
 }
 
+/* The backend's own ranged run: on the whole inputs at once, as direct runs go. */
+static kred_status backend_ranged(kred_reduction *r, int64_t nx, int64_t ny,
+				  const void *const *args, void *out, const struct kred__ranges *g,
+				  struct kred__error *err)
+{
+	const struct kred_backend *b = r->ctx->backend;
+	kred_status s;
+
+	if (b->concurrent_run)
+		return b->run_ranged(r->ctx->bstate, r->module, r, nx, ny, args, out, g, err);
+	pthread_mutex_lock(&r->ctx->lock);
+	s = b->run_ranged(r->ctx->bstate, r->module, r, nx, ny, args, out, g, err);
+	pthread_mutex_unlock(&r->ctx->lock);
+	return s;
+}
+
 kred_status kred__run_ranged(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
 			     void *out, const struct kred__ranges *g, struct kred__error *err)
 {
+	const struct kred_backend *be = r->ctx->backend;
 	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny, size = r->dtype == KRED_FLOAT64 ? 8 : 4;
 	int64_t row_bytes = r->out_dim * size, cap = 0;
 	const void **sub = NULL;
 	double *acc = NULL, *blk = NULL;
 	char *neutral = NULL;
 	int w;
-	kred_status s = kred__state_prepare(r, err);
+	kred_status s;
 
+	if (be->version >= 4 && be->run_ranged && kred__run_whole(r, nx, ny))
+		return backend_ranged(r, nx, ny, args, out, g, err);
+	s = kred__state_prepare(r, err);
 	if (s)
 		return s;
 	w = kred__state_width(r);

@@ -299,6 +299,226 @@ START_TEST(test_gradients)
 }
 END_TEST
 
+/*
+ * A larger random layout, so that the backends' own ranged kernels meet what small
+ * ones do not: blocks of 1 to 150 rows (several of a kernel's blocks of rows, and a
+ * part of one), listed in shuffled order, some empty or with no interval, rows in no
+ * block; up to 4 intervals each, of 0 to 600 columns (several of a kernel's tiles),
+ * overlapping. At D = 3 and at D = 24 (where the host computes squared distances as
+ * matrix products): the Sum in float32 and float64, ArgKMin(3) and the gradient in Y
+ * (over i, on the derived ranges) in float64. Loop index: D = 3, D = 24.
+ */
+#define LX 700
+#define LY 1100
+#define LD 24
+#define LB 40 /* blocks at most */
+#define LK 4  /* intervals per block at most */
+
+static int32_t l_rng[2 * LB], l_slc[LB], l_red[2 * LB * LK];
+static unsigned char l_mult[LX][LY];
+static double lx[LX * LD], ly[LY * LD], lb[LY], lcot[LX], lg = 0.3;
+
+static int below(int n)
+{
+	return (int)(uniform() * n);
+}
+
+static kred_ranges large_layout(void)
+{
+	kred_ranges r = { 0 };
+	int32_t cut[LB + 1], order[LB];
+	int nb = 0, k = 0;
+
+	memset(l_mult, 0, sizeof(l_mult));
+	/* consecutive blocks from 20, with a gap of rows in no block after some */
+	cut[0] = 20;
+	while (nb < LB && cut[nb] < LX) {
+		int len = below(10) == 0 ? 0 : below(10) == 0 ? 1 : 1 + below(150);
+
+		cut[nb + 1] = cut[nb] + len > LX ? LX : cut[nb] + len;
+		l_rng[2 * nb] = cut[nb];
+		l_rng[2 * nb + 1] = cut[nb + 1];
+		if (below(6) == 0 && cut[nb + 1] + 7 < LX)
+			cut[nb + 1] += 7;
+		order[nb] = nb;
+		nb++;
+	}
+	for (int a = nb - 1; a > 0; a--) {
+		int c = below(a + 1), t = order[a];
+
+		order[a] = order[c];
+		order[c] = t;
+	}
+	{
+		int32_t tmp[2 * LB];
+
+		memcpy(tmp, l_rng, sizeof(tmp));
+		for (int bl = 0; bl < nb; bl++) {
+			l_rng[2 * bl] = tmp[2 * order[bl]];
+			l_rng[2 * bl + 1] = tmp[2 * order[bl] + 1];
+		}
+	}
+	for (int bl = 0; bl < nb; bl++) {
+		int nint = below(LK + 1);
+
+		for (int q = 0; q < nint; q++, k++) {
+			int32_t s = below(LY), e = s + below(601);
+
+			l_red[2 * k] = s;
+			l_red[2 * k + 1] = e > LY ? LY : e;
+			for (int i = l_rng[2 * bl]; i < l_rng[2 * bl + 1]; i++)
+				for (int j = l_red[2 * k]; j < l_red[2 * k + 1]; j++)
+					l_mult[i][j]++;
+		}
+		l_slc[bl] = k;
+	}
+	r.struct_size = sizeof(r);
+	r.n_blocks_i = nb;
+	r.ranges_i = l_rng;
+	r.slices_i = l_slc;
+	r.redranges_j = l_red;
+	return r;
+}
+
+/* args (x, y, b, g, cotangent) converted to dt, in the order of the aliases below. */
+static void large_run(kred_reduction *r, kred_dtype dt, const kred_ranges *rg, int d,
+		      double *out, int rows)
+{
+	const double *src[5] = { lx, ly, lb, &lg, lcot };
+	const int len[5] = { LX * d, LY * d, LY, 1, LX };
+	void *args[5], *o;
+	int n = kred_reduction_n_args(r), dim = kred_reduction_out_dim(r);
+	size_t sz = dt == KRED_FLOAT64 ? 8 : 4;
+
+	for (int k = 0; k < n; k++) {
+		args[k] = malloc((size_t)len[k] * sz);
+		for (int v = 0; v < len[k]; v++) {
+			if (dt == KRED_FLOAT64)
+				((double *)args[k])[v] = src[k][v];
+			else
+				((float *)args[k])[v] = (float)src[k][v];
+		}
+	}
+	o = malloc((size_t)rows * (size_t)dim * sz);
+	ck_assert_msg(kred_reduction_run_ranges(r, LX, LY, (const void *const *)args, o, rg) ==
+			      KRED_OK,
+		      "%s", kred_errmsg(ctx));
+	for (int v = 0; v < rows * dim; v++)
+		out[v] = dt == KRED_FLOAT64 ? ((double *)o)[v] : ((float *)o)[v];
+	for (int k = 0; k < n; k++)
+		free(args[k]);
+	free(o);
+}
+
+static double l_sqdist(int i, int j, int d)
+{
+	double s = 0;
+
+	for (int c = 0; c < d; c++)
+		s += (lx[i * d + c] - ly[j * d + c]) * (lx[i * d + c] - ly[j * d + c]);
+	return s;
+}
+
+START_TEST(test_large)
+{
+	const int d = _i ? LD : 3;
+	char ax[16], ay[16];
+	const char *al[5] = { ax, ay, "B = Vj(1)", "G = Pm(1)" };
+	kred_spec sp = { 0 };
+	kred_reduction *sum[2], *akm, *gy;
+	kred_ranges rg;
+	double *out = malloc(sizeof(double) * LY * LD), *want = malloc(sizeof(double) * LY * LD);
+
+	rng = 29 + (uint64_t)_i;
+	for (int k = 0; k < LX * d; k++)
+		lx[k] = uniform();
+	for (int k = 0; k < LY * d; k++)
+		ly[k] = uniform();
+	for (int k = 0; k < LY; k++)
+		lb[k] = uniform() + 0.5;
+	for (int k = 0; k < LX; k++)
+		lcot[k] = 2 * uniform() - 1;
+	lg = d == 3 ? 2.0 : 0.3;
+	rg = large_layout();
+	snprintf(ax, sizeof(ax), "X = Vi(%d)", d);
+	snprintf(ay, sizeof(ay), "Y = Vj(%d)", d);
+	sp.aliases = al;
+	sp.n_aliases = 4;
+	sp.formula = "Exp(-G*SqDist(X,Y))*B";
+	sp.reduction = "Sum";
+	for (int t = 0; t < 2; t++) {
+		sp.dtype = t ? KRED_FLOAT64 : KRED_FLOAT32;
+		ck_assert_msg(kred_reduction_create(ctx, &sp, &sum[t]) == KRED_OK, "%s",
+			      kred_errmsg(ctx));
+	}
+	ck_assert_int_eq(kred_reduction_grad(sum[1], "Y", &gy), KRED_OK);
+	sp.formula = "SqDist(X,Y)";
+	sp.reduction = "ArgKMin(3)";
+	ck_assert_msg(kred_reduction_create(ctx, &sp, &akm) == KRED_OK, "%s", kred_errmsg(ctx));
+
+	for (int i = 0; i < LX; i++) {
+		double s = 0;
+
+		for (int j = 0; j < LY; j++)
+			if (l_mult[i][j])
+				s += l_mult[i][j] * exp(-lg * l_sqdist(i, j, d)) * lb[j];
+		want[i] = s;
+	}
+	for (int t = 0; t < 2; t++) {
+		large_run(sum[t], t ? KRED_FLOAT64 : KRED_FLOAT32, &rg, d, out, LX);
+		for (int i = 0; i < LX; i++)
+			near(out[i], want[i], tol(t ? KRED_FLOAT64 : KRED_FLOAT32),
+			     d == 3 ? "Sum, D = 3" : "Sum, D = 24", "large", i);
+	}
+	large_run(akm, KRED_FLOAT64, &rg, d, out, LX);
+	for (int i = 0; i < LX; i++) {
+		double best[3] = { INFINITY, INFINITY, INFINITY };
+		int idx[3] = { -1, -1, -1 };
+
+		for (int j = 0; j < LY; j++) {
+			for (int m = 0; m < l_mult[i][j]; m++) {
+				double v = l_sqdist(i, j, d);
+				int k = 2;
+
+				if (!(v < best[2]))
+					continue;
+				while (k > 0 && best[k - 1] > v) {
+					best[k] = best[k - 1];
+					idx[k] = idx[k - 1];
+					k--;
+				}
+				best[k] = v;
+				idx[k] = j;
+			}
+		}
+		for (int k = 0; k < 3; k++)
+			ck_assert_msg(out[i * 3 + k] == idx[k],
+				      "%s, large, D = %d, ArgKMin row %d rank %d: got %g, want %d",
+				      backend, d, i, k, out[i * 3 + k], idx[k]);
+	}
+	large_run(gy, KRED_FLOAT64, &rg, d, out, LY);
+	memset(want, 0, sizeof(double) * LY * LD);
+	for (int i = 0; i < LX; i++)
+		for (int j = 0; j < LY; j++) {
+			double f;
+
+			if (!l_mult[i][j])
+				continue;
+			f = l_mult[i][j] * lcot[i] * lb[j] * exp(-lg * l_sqdist(i, j, d)) * 2 * lg;
+			for (int c = 0; c < d; c++)
+				want[j * d + c] += f * (lx[i * d + c] - ly[j * d + c]);
+		}
+	for (int j = 0; j < LY * d; j++)
+		near(out[j], want[j], tol(KRED_FLOAT64), "d/dY", "large", j / d);
+	kred_reduction_destroy(sum[0]);
+	kred_reduction_destroy(sum[1]);
+	kred_reduction_destroy(gy);
+	kred_reduction_destroy(akm);
+	free(out);
+	free(want);
+}
+END_TEST
+
 /* Bad ranges: KRED_EINVAL, a message naming the array and the entry, out untouched. */
 START_TEST(test_bad)
 {
@@ -363,6 +583,7 @@ int main(int argc, char **argv)
 	tcase_add_loop_test(tc, test_sum_lse, 0, 2 * N_LAYOUTS);
 	tcase_add_loop_test(tc, test_argkmin, 0, N_LAYOUTS);
 	tcase_add_loop_test(tc, test_gradients, 0, 2 * N_LAYOUTS);
+	tcase_add_loop_test(tc, test_large, 0, 2);
 	tcase_add_test(tc, test_bad);
 	suite_add_tcase(s, tc);
 	return run_suites(NULL, s) ? 1 : 0;

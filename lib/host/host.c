@@ -27,12 +27,17 @@ typedef int (*run_f32)(int64_t, int64_t, const float *, const float *, const flo
 		       int);
 typedef int (*run_f64)(int64_t, int64_t, const double *, const double *, const double *,
 		       double *, int);
+typedef int (*ranged_f32)(int64_t, int64_t, const float *, const float *, const float *, float *,
+			  int, int64_t, const int32_t *, const int32_t *, const int32_t *);
+typedef int (*ranged_f64)(int64_t, int64_t, const double *, const double *, const double *,
+			  double *, int, int64_t, const int32_t *, const int32_t *,
+			  const int32_t *);
 
 /* A loaded module, shared by the reductions of a context that have the same key. */
 struct entry {
 	char key[33];
 	void *dl;
-	void *run; /* kr_run: run_f32 or run_f64 */
+	void *run[2]; /* kr_run (run_f32 or run_f64) and kr_run_ranged (ranged_f32 or _f64) */
 	struct entry *next;
 };
 
@@ -194,7 +199,7 @@ static void pin_openmp_runtime(void)
 }
 
 /* dlopen + dlsym; NULL (and the loader's message in why) when it fails. */
-static void *load(const char *path, void **run, const char **why)
+static void *load(const char *path, void *run[2], const char **why)
 {
 	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 
@@ -203,9 +208,10 @@ static void *load(const char *path, void **run, const char **why)
 		*why = dlerror();
 		return NULL;
 	}
-	*run = dlsym(dl, "kr_run");
-	if (!*run) {
-		*why = "no kr_run in the module";
+	run[0] = dlsym(dl, "kr_run");
+	run[1] = dlsym(dl, "kr_run_ranged");
+	if (!run[0] || !run[1]) {
+		*why = !run[0] ? "no kr_run in the module" : "no kr_run_ranged in the module";
 		dlclose(dl);
 		return NULL;
 	}
@@ -346,7 +352,7 @@ static kred_status get_module(struct host *h, const char *key, uint64_t identity
 	struct entry *e;
 	const char *dir, *why = NULL;
 	char *path = NULL;
-	void *dl = NULL, *run = NULL;
+	void *dl = NULL, *run[2] = { NULL, NULL };
 	double t0 = kred__now();
 	kred_status s;
 
@@ -372,7 +378,7 @@ static kred_status get_module(struct host *h, const char *key, uint64_t identity
 		}
 		state = kred__cache_check(path, identity);
 		if (state > 0)
-			dl = load(path, &run, &why);
+			dl = load(path, run, &why);
 		if (dl)
 			kred__log("host: cache hit on disk: %s (%.2f ms)", path,
 				  1e3 * (kred__now() - t0));
@@ -388,7 +394,7 @@ static kred_status get_module(struct host *h, const char *key, uint64_t identity
 			kred__free(e);
 			return s;
 		}
-		dl = load(path, &run, &why);
+		dl = load(path, run, &why);
 		if (!dl) {
 			if (h->ctx)
 				kred__ctx_set_log(h->ctx, why);
@@ -401,7 +407,8 @@ static kred_status get_module(struct host *h, const char *key, uint64_t identity
 		kred__free(path);
 	}
 	e->dl = dl;
-	e->run = run;
+	e->run[0] = run[0];
+	e->run[1] = run[1];
 	e->next = h->entries;
 	h->entries = e;
 	*out = e;
@@ -518,12 +525,12 @@ static const void *pack(const struct host_module *m, const struct kred_reduction
 	return dst;
 }
 
-static kred_status host_run(void *state, void *module, const struct kred_reduction *r,
-			    int64_t nx, int64_t ny, const void *const *args, void *out,
-			    struct kred__error *err)
+/* A run, restricted to g when it is not NULL. */
+static kred_status host_call(const struct host *h, const struct host_module *m,
+			     const struct kred_reduction *r, int64_t nx, int64_t ny,
+			     const void *const *args, void *out, const struct kred__ranges *g,
+			     struct kred__error *err)
 {
-	const struct host *h = state;
-	const struct host_module *m = module;
 	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny, cols = r->axis == KRED_REDUCE_J ? ny : nx;
 	size_t size = r->dtype == KRED_FLOAT64 ? 8 : 4;
 	void *own[3] = { 0 };
@@ -540,16 +547,36 @@ static kred_status host_run(void *state, void *module, const struct kred_reducti
 		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 		goto done;
 	}
-	if (size == 8)
-		rc = ((run_f64)m->e->run)(rows, cols, xr, yc, p, out, h->threads);
+	if (g && size == 8)
+		rc = ((ranged_f64)m->e->run[1])(rows, cols, xr, yc, p, out, h->threads, g->nb,
+						g->rng, g->slc, g->red);
+	else if (g)
+		rc = ((ranged_f32)m->e->run[1])(rows, cols, xr, yc, p, out, h->threads, g->nb,
+						g->rng, g->slc, g->red);
+	else if (size == 8)
+		rc = ((run_f64)m->e->run[0])(rows, cols, xr, yc, p, out, h->threads);
 	else
-		rc = ((run_f32)m->e->run)(rows, cols, xr, yc, p, out, h->threads);
+		rc = ((run_f32)m->e->run[0])(rows, cols, xr, yc, p, out, h->threads);
 	if (rc)
 		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory in the host kernel");
 done:
 	for (int k = 0; k < 3; k++)
 		kred__free(own[k]);
 	return s;
+}
+
+static kred_status host_run(void *state, void *module, const struct kred_reduction *r,
+			    int64_t nx, int64_t ny, const void *const *args, void *out,
+			    struct kred__error *err)
+{
+	return host_call(state, module, r, nx, ny, args, out, NULL, err);
+}
+
+static kred_status host_run_ranged(void *state, void *module, const struct kred_reduction *r,
+				   int64_t nx, int64_t ny, const void *const *args, void *out,
+				   const struct kred__ranges *g, struct kred__error *err)
+{
+	return host_call(state, module, r, nx, ny, args, out, g, err);
 }
 
 static void host_report(struct kred__buf *b)
@@ -579,4 +606,5 @@ const struct kred_backend kred__backend_host = {
 	/* a run reads its module and writes only its own buffers (the module stays
 	 * loaded while the reduction holds it) */
 	.concurrent_run = 1,
+	.run_ranged = host_run_ranged,
 };
