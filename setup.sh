@@ -84,7 +84,7 @@ if [ "${KRED_SKIP_SANITIZERS:-}" != 1 ]; then
 	# above; through ASan their tables would take too long on 2 cores).
 	build build-asan "${opts[@]}" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	asan_tests=$(meson test -C build-asan --list --no-rebuild 2>/dev/null | grep -xE \
-		'parse|api|eval|golden|diff|cli|kernel_product|conformance-host|golden-host|cuda-no-toolkit|chunk-host|comm|threads-host|threads-reference')
+		'parse|api|eval|golden|diff|cli|kernel_product|conformance-host|golden-host|cuda-no-toolkit|chunk-host|comm|threads-host|threads-reference|cluster|ranges-host')
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		meson test -C build-asan --print-errorlogs --num-processes "$jobs" $asan_tests || status=1
 	# Under ThreadSanitizer: eight threads sharing a context (kred.h, "Threads"), and the

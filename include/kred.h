@@ -209,6 +209,49 @@ KRED_API kred_status kred_reduction_run_ranges(kred_reduction *r, int64_t nx, in
 					       const void *const *args, void *out,
 					       const kred_ranges *ranges);
 
+/* ---- ranges from point clouds, as KeOps's grid_cluster, sort_clusters,
+ * cluster_ranges_centroids and from_matrix: label points by voxel, sort them by label,
+ * take each cluster's range and centroid, and keep the pairs of clusters whose centroids
+ * are closer than a cut-off. Errors as elsewhere: kred_errmsg(ctx) says why. */
+
+/* Labels the n points of dimension d (rows of x) by the voxel of side voxel that holds
+ * them, counted from the smallest coordinates: labels[k] in [0, *n_clusters), numbered
+ * in the lexicographic order of the voxels. A voxel that is not a positive number, or a
+ * coordinate that is not finite, is KRED_EINVAL. */
+KRED_API kred_status kred_grid_cluster(kred_context *ctx, const double *x, int64_t n, int d,
+				       double voxel, int32_t *labels, int64_t *n_clusters);
+/* The stable permutation that sorts points by label (perm[k]: the point that goes k-th)
+ * and each cluster's range in that order, ranges[2c], ranges[2c + 1] (n_clusters x 2,
+ * empty clusters included). Labels outside [0, n_clusters) are KRED_EINVAL. */
+KRED_API kred_status kred_cluster_sort(kred_context *ctx, const int32_t *labels, int64_t n,
+				       int64_t n_clusters, int64_t *perm, int32_t *ranges);
+/* Each cluster's centroid (n_clusters x d), the mean of its points weighted by weights
+ * (NULL: 1 each), and, when cluster_weights is not NULL, its total weight. A cluster of
+ * weight 0 has its centroid at 0. */
+KRED_API kred_status kred_cluster_centroids(kred_context *ctx, const double *x, int64_t n, int d,
+					    const int32_t *labels, int64_t n_clusters,
+					    const double *weights, double *centroids,
+					    double *cluster_weights);
+/* The ranges of a mask of cluster pairs (KeOps's from_matrix): keep[a * nc_j + c] != 0
+ * when cluster a of the i side (rows ranges_i[2a] to ranges_i[2a + 1], as points sorted by
+ * cluster) meets cluster c of the j side. Fills out with both triples, each block a
+ * cluster, its intervals the kept clusters' ranges, those that follow each other joined;
+ * the arrays are the library's: free them with kred_ranges_free. */
+KRED_API kred_status kred_ranges_from_mask(kred_context *ctx, const int32_t *ranges_i,
+					   int64_t nc_i, const int32_t *ranges_j, int64_t nc_j,
+					   const unsigned char *keep, kred_ranges *out);
+/* The same with the mask keep[a, c] = |centroid_i[a] - centroid_j[c]| < cutoff, without
+ * making it: for d <= 3 the j centroids are sorted into cells of side cutoff and each i
+ * centroid looks at the 3^d cells around its own. To keep every pair of points closer
+ * than r, take cutoff = r plus the largest diameter of a cluster of each side (for
+ * voxels of side v, r + 2 sqrt(d) v). */
+KRED_API kred_status kred_ranges_from_centroids(kred_context *ctx, const int32_t *ranges_i,
+						const double *centroids_i, int64_t nc_i,
+						const int32_t *ranges_j, const double *centroids_j,
+						int64_t nc_j, int d, double cutoff, kred_ranges *out);
+/* Frees what kred_ranges_from_mask or _from_centroids put in r, and zeroes r. */
+KRED_API void kred_ranges_free(kred_ranges *r);
+
 /* ---- runs spread over several processes (the MPI companion library, libkred_mpi,
  * implements kred_comm with MPI; see kred_mpi.h).
  *
