@@ -3,6 +3,7 @@
  * points by label, the clusters' ranges and centroids, and the block-sparse triples of a
  * mask of cluster pairs, given or from centroid distances. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,73 @@ static int by_cell(const void *pa, const void *pb)
 		if (ca[c] != cb[c])
 			return ca[c] < cb[c] ? -1 : 1;
 	return (a > b) - (a < b);
+}
+
+/*
+ * The points' order by voxel when the voxel coordinates pack into 63 bits (a million
+ * voxels a side in 3-D): a radix sort of (key, index), 11 bits a pass, stable. Returns 0
+ * (and leaves order to qsort) when they do not, or when memory runs out.
+ */
+static int radix_order(const int64_t *cell, int64_t n, int d, int64_t *order)
+{
+	int bits[64], total = 0;
+	uint64_t *key, *tmp, *ki, *ti;
+	int64_t *count;
+
+	if (d > 63)
+		return 0;
+	for (int c = 0; c < d; c++) {
+		int64_t hi = 0;
+
+		for (int64_t k = 0; k < n; k++)
+			if (cell[k * d + c] > hi)
+				hi = cell[k * d + c];
+		bits[c] = 0;
+		while (hi >> bits[c])
+			bits[c]++;
+		total += bits[c];
+		if (total > 63)
+			return 0;
+	}
+	key = kred__malloc(sizeof(*key) * 4 * (size_t)n);
+	count = kred__malloc(sizeof(*count) * 2049);
+	if (!key || !count) {
+		kred__free(key);
+		kred__free(count);
+		return 0;
+	}
+	/* (key, index) pairs, ping-ponged between the two halves */
+	ki = key;
+	ti = key + 2 * n;
+	for (int64_t k = 0; k < n; k++) {
+		uint64_t v = 0;
+
+		for (int c = 0; c < d; c++)
+			v = v << bits[c] | (uint64_t)cell[k * d + c];
+		ki[2 * k] = v;
+		ki[2 * k + 1] = (uint64_t)k;
+	}
+	for (int shift = 0; shift < total; shift += 11) {
+		memset(count, 0, sizeof(*count) * 2049);
+		for (int64_t k = 0; k < n; k++)
+			count[((ki[2 * k] >> shift) & 2047) + 1]++;
+		for (int v = 0; v < 2048; v++)
+			count[v + 1] += count[v];
+		for (int64_t k = 0; k < n; k++) {
+			int64_t at = count[(ki[2 * k] >> shift) & 2047]++;
+
+			ti[2 * at] = ki[2 * k];
+			ti[2 * at + 1] = ki[2 * k + 1];
+		}
+		tmp = ki;
+		ki = ti;
+		ti = tmp;
+	}
+	for (int64_t k = 0; k < n; k++)
+		order[k] = (int64_t)ki[2 * k + 1];
+	kred__free(key);
+	kred__free(count);
+	return 1;
 }
 
 kred_status kred_grid_cluster(kred_context *ctx, const double *x, int64_t n, int d, double voxel,
@@ -90,9 +158,11 @@ kred_status kred_grid_cluster(kred_context *ctx, const double *x, int64_t n, int
 		}
 		order[k] = k;
 	}
-	sort_cells = cell;
-	sort_d = d;
-	qsort(order, (size_t)n, sizeof(*order), by_cell);
+	if (!radix_order(cell, n, d, order)) {
+		sort_cells = cell;
+		sort_d = d;
+		qsort(order, (size_t)n, sizeof(*order), by_cell);
+	}
 	for (int64_t k = 0; k < n; k++) {
 		if (k > 0 && memcmp(cell + order[k] * d, cell + order[k - 1] * d,
 				    sizeof(*cell) * (size_t)d) != 0)
@@ -280,12 +350,13 @@ static void triple(const int32_t *p, int64_t n, const int32_t *rb, int64_t nb, c
 	*n_red = m;
 }
 
-/* Both triples of the kept pairs l (sorted here), into one allocation at out->ranges_i. */
-static kred_status from_pairs(kred_context *ctx, struct pairs *l, const int32_t *ranges_i,
+/* Both triples of the kept pairs l, sorted by (i cluster, j cluster), into one allocation
+ * at out->ranges_i. */
+static kred_status from_pairs(kred_context *ctx, const struct pairs *l, const int32_t *ranges_i,
 			      int64_t nc_i, const int32_t *ranges_j, int64_t nc_j, kred_ranges *out)
 {
-	int32_t *buf;
-	int64_t n_red_j = 0, n_red_i = 0;
+	int32_t *buf, *swapped;
+	int64_t n_red_j = 0, n_red_i = 0, *next;
 
 	if (l->n > INT32_MAX)
 		return kred__ctx_fail(ctx, KRED_EOVERFLOW,
@@ -293,9 +364,14 @@ static kred_status from_pairs(kred_context *ctx, struct pairs *l, const int32_t 
 				      (long long)l->n);
 	/* ranges and slices of both sides, and up to n intervals each */
 	buf = kred__malloc(sizeof(*buf) * (size_t)(3 * nc_i + 3 * nc_j + 4 * l->n) + 1);
-	if (!buf)
+	swapped = kred__malloc(sizeof(*swapped) * (size_t)(2 * l->n) + 1);
+	next = kred__calloc((size_t)nc_j + 1, sizeof(*next));
+	if (!buf || !swapped || !next) {
+		kred__free(buf);
+		kred__free(swapped);
+		kred__free(next);
 		return kred__ctx_fail(ctx, KRED_ENOMEM, "out of memory");
-	qsort(l->p, (size_t)l->n, 2 * sizeof(*l->p), by_pair);
+	}
 	{
 		int32_t *rng_i = buf, *slc_i = rng_i + 2 * nc_i, *red_j = slc_i + nc_i;
 
@@ -305,25 +381,31 @@ static kred_status from_pairs(kred_context *ctx, struct pairs *l, const int32_t 
 		out->slices_i = slc_i;
 		out->redranges_j = red_j;
 	}
-	/* the other side: the pairs swapped */
+	/* the other side: the pairs swapped, sorted by j by counting (stable: i ascending
+	 * within each j) */
+	for (int64_t k = 0; k < l->n; k++)
+		next[l->p[2 * k + 1] + 1]++;
+	for (int64_t c = 0; c < nc_j; c++)
+		next[c + 1] += next[c];
 	for (int64_t k = 0; k < l->n; k++) {
-		int32_t t = l->p[2 * k];
+		int64_t at = next[l->p[2 * k + 1]]++;
 
-		l->p[2 * k] = l->p[2 * k + 1];
-		l->p[2 * k + 1] = t;
+		swapped[2 * at] = l->p[2 * k + 1];
+		swapped[2 * at + 1] = l->p[2 * k];
 	}
-	qsort(l->p, (size_t)l->n, 2 * sizeof(*l->p), by_pair);
 	{
 		int32_t *rng_j = (int32_t *)out->redranges_j + 2 * n_red_j, *slc_j = rng_j + 2 * nc_j;
 		int32_t *red_i = slc_j + nc_j;
 
-		triple(l->p, l->n, ranges_j, nc_j, ranges_i, rng_j, slc_j, red_i, &n_red_i);
+		triple(swapped, l->n, ranges_j, nc_j, ranges_i, rng_j, slc_j, red_i, &n_red_i);
 		out->n_blocks_j = nc_j;
 		out->ranges_j = rng_j;
 		out->slices_j = slc_j;
 		out->redranges_i = red_i;
 	}
 	out->struct_size = sizeof(*out);
+	kred__free(swapped);
+	kred__free(next);
 	return KRED_OK;
 }
 
@@ -458,7 +540,7 @@ kred_status kred_ranges_from_centroids(kred_context *ctx, const int32_t *ranges_
 	}
 	for (int64_t a = 0; a < nc_i; a++) {
 		const double *ca = centroids_i + a * d;
-		int64_t q[3], nq = 1;
+		int64_t q[3], nq = 1, first;
 
 		if (!grid) {
 			for (int64_t c = 0; c < nc_j; c++) {
@@ -473,6 +555,7 @@ kred_status kred_ranges_from_centroids(kred_context *ctx, const int32_t *ranges_
 			continue;
 		}
 		/* cells past the grid's (clamped: the centroid may be far) hold nothing */
+		first = l.n;
 		for (int c = 0; c < d; c++) {
 			q[c] = (int64_t)fmax(-2, fmin(2000, floor((ca[c] - g.lo[c]) / cutoff)));
 			nq *= 3;
@@ -510,6 +593,8 @@ kred_status kred_ranges_from_centroids(kred_context *ctx, const int32_t *ranges_
 					goto oom;
 			}
 		}
+		/* a's pairs in the order of the j clusters */
+		qsort(l.p + 2 * first, (size_t)(l.n - first), 2 * sizeof(*l.p), by_pair);
 	}
 	kred__free(g.key);
 	s = from_pairs(ctx, &l, ranges_i, nc_i, ranges_j, nc_j, out);

@@ -54,6 +54,16 @@ START_TEST(test_grid_labels)
 		ck_assert_msg(lab[k] == want[k], "point %d: label %d, want %d", k, lab[k], want[k]);
 	ck_assert_int_eq(kred_grid_cluster(ctx, x, 0, 2, 1.0, lab, &nc), KRED_OK);
 	ck_assert_int_eq(nc, 0);
+	/* 2^40 voxels a side: coordinates that do not pack into 63 bits (sorted otherwise) */
+	{
+		const double c[] = { 1, 1, 0, 1, 1, 0, 0, 0, 1, 1 };
+		const int32_t w[] = { 3, 1, 2, 0, 3 };
+
+		ck_assert_int_eq(kred_grid_cluster(ctx, c, 5, 2, 0x1p-40, lab, &nc), KRED_OK);
+		ck_assert_int_eq(nc, 4);
+		for (int k = 0; k < 5; k++)
+			ck_assert_int_eq(lab[k], w[k]);
+	}
 }
 END_TEST
 
