@@ -7,6 +7,8 @@ kred.numpy and kred.torch build on it; kred._kred is the C layer underneath."""
 import re
 import threading
 
+import numpy as np
+
 from . import _kred
 
 # Argument categories, as kred_reduction_arg numbers them. OUT_VECTOR is the "category"
@@ -330,11 +332,8 @@ class GenredBase:
                      formula2, globals()["sum_scheme"](sum_scheme))
 
     @staticmethod
-    def check_call(device_id, ranges, device_hint):
-        """KeOps' call arguments that kred does not take: ranges, device_id."""
-        if ranges is not None:
-            raise NotImplementedError("ranges (block-sparse reductions) are not supported by "
-                                      "kred")
+    def check_call(device_id, device_hint):
+        """KeOps' call argument that kred does not take: device_id."""
         if device_id not in (-1, None):
             raise ValueError(f"device_id: {device_hint}")
 
@@ -354,5 +353,42 @@ class GenericBase:
             raise ValueError(f"the output {output!r} has dimension {dim}, but the "
                              f"{reduction} of {formula!r} has dimension {self.op.out_dim}")
 
-    def __call__(self, *args, backend="auto"):
-        return type(self)._run(self.op, args, backend)
+    def __call__(self, *args, backend="auto", ranges=None):
+        return type(self)._run(self.op, args, backend, ranges=ranges)
+
+
+RANGE_NAMES = ("ranges_i", "slices_i", "redranges_j", "ranges_j", "slices_j", "redranges_i")
+
+
+def ranges_arrays(ranges):
+    """KeOps' ranges of a block-sparse call, (ranges_i, slices_i, redranges_j, ranges_j,
+    slices_j, redranges_i), as six flat C-contiguous int32 numpy arrays (the last three
+    None when kred is to derive them); None for a dense call. Takes numpy arrays, torch
+    tensors (on any device) or lists; kred checks the values (blocks within the axis,
+    ordered slices, no overlapping blocks) when it runs."""
+    if ranges is None:
+        return None
+    if not isinstance(ranges, (tuple, list)) or len(ranges) != 6:
+        raise ValueError("ranges is KeOps' tuple of 6 int32 arrays (ranges_i, slices_i, "
+                         "redranges_j, ranges_j, slices_j, redranges_i)")
+    out = []
+    for name, r in zip(RANGE_NAMES, ranges):
+        if r is None:
+            out.append(None)
+            continue
+        if hasattr(r, "detach"):  # a torch tensor, wherever it is
+            r = r.detach().cpu().numpy()
+        a = np.asarray(r)
+        if a.size and a.dtype.kind not in "iu":
+            raise TypeError(f"ranges: {name} holds {a.dtype} values, not integers")
+        pairs = name != "slices_i" and name != "slices_j"
+        if pairs and not (a.ndim == 2 and a.shape[1] == 2) and not (a.ndim == 1 and a.size % 2 == 0):
+            raise ValueError(f"ranges: {name} has shape {a.shape}, not (n, 2)")
+        if not pairs and a.ndim != 1:
+            raise ValueError(f"ranges: {name} has shape {a.shape}, not (n,)")
+        if a.size and (a.min() < -2**31 or a.max() >= 2**31):
+            raise ValueError(f"ranges: {name} holds values past int32")
+        out.append(np.ascontiguousarray(a.reshape(-1), dtype=np.int32))
+    if out[0] is None or out[1] is None or out[2] is None:
+        raise ValueError("ranges: ranges_i, slices_i and redranges_j must be given")
+    return tuple(out)

@@ -398,11 +398,136 @@ static int check_buffer(const ReductionObject *self, const Py_buffer *b, int k, 
 	return 0;
 }
 
+/* ---- ranges ---- */
+
+/* KeOps's ranges: a sequence of six int32 buffers (ranges_i, slices_i, redranges_j,
+ * ranges_j, slices_j, redranges_i), the last three None when kred is to derive them. The
+ * views stay held until ranges_release. */
+struct ranges_view {
+	kred_ranges rg;
+	Py_buffer v[6];
+};
+
+static const char *const range_names[6] = { "ranges_i", "slices_i", "redranges_j",
+					     "ranges_j", "slices_j", "redranges_i" };
+
+static void ranges_release(struct ranges_view *rv)
+{
+	for (int k = 0; k < 6; k++)
+		if (rv->v[k].obj)
+			PyBuffer_Release(&rv->v[k]);
+}
+
+/* An int32 buffer, C-contiguous: what kred reads. */
+static int int32_buffer(PyObject *o, Py_buffer *b, const char *what)
+{
+	const char *f;
+
+	if (PyObject_GetBuffer(o, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT))
+		return -1;
+	f = b->format ? b->format : "B";
+	if (*f == '@' || *f == '=' || *f == '<')
+		f++;
+	if (b->itemsize != 4 || !(f[0] == 'i' || (f[0] == 'l' && sizeof(long) == 4)) || f[1]) {
+		PyErr_Format(PyExc_TypeError, "%s holds '%s' values, not int32", what,
+			     b->format ? b->format : "B");
+		PyBuffer_Release(b);
+		b->obj = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* Fills rv from obj (None: rv->rg.struct_size stays 0, no ranges). */
+static int ranges_get(PyObject *obj, struct ranges_view *rv)
+{
+	PyObject *seq;
+	Py_ssize_t n;
+	int64_t nb[2] = { 0, 0 };
+	const int32_t *p[6] = { 0 };
+
+	memset(rv, 0, sizeof(*rv));
+	if (obj == Py_None)
+		return 0;
+	seq = PySequence_Fast(obj, "ranges must be a tuple of 6 int32 arrays (KeOps' layout)");
+	if (!seq)
+		return -1;
+	n = PySequence_Fast_GET_SIZE(seq);
+	if (n != 6) {
+		Py_DECREF(seq);
+		PyErr_Format(PyExc_ValueError, "ranges holds %zd arrays, not 6 (ranges_i, slices_i, "
+			     "redranges_j, ranges_j, slices_j, redranges_i)", n);
+		return -1;
+	}
+	for (int t = 0; t < 2; t++) {
+		int given = 0;
+
+		for (int k = 3 * t; k < 3 * t + 3; k++)
+			given += PySequence_Fast_GET_ITEM(seq, k) != Py_None;
+		if (t == 0 && given < 3) {
+			PyErr_Format(PyExc_ValueError, "ranges: %s, %s and %s must be arrays",
+				     range_names[0], range_names[1], range_names[2]);
+			goto fail;
+		}
+		if (given != 0 && given != 3) {
+			PyErr_Format(PyExc_ValueError, "ranges: %s, %s and %s are all arrays or all "
+				     "None (derived)", range_names[3], range_names[4], range_names[5]);
+			goto fail;
+		}
+		if (!given)
+			continue;
+		for (int k = 3 * t; k < 3 * t + 3; k++) {
+			if (int32_buffer(PySequence_Fast_GET_ITEM(seq, k), &rv->v[k], range_names[k]))
+				goto fail;
+			p[k] = rv->v[k].buf;
+		}
+		{
+			Py_buffer *rng = &rv->v[3 * t], *slc = &rv->v[3 * t + 1], *red = &rv->v[3 * t + 2];
+			int64_t most = 0;
+
+			nb[t] = slc->len / 4;
+			if (rng->len / 4 != 2 * nb[t]) {
+				PyErr_Format(PyExc_ValueError, "ranges: %s holds %zd values, but %s's "
+					     "%lld blocks need %lld", range_names[3 * t], rng->len / 4,
+					     range_names[3 * t + 1], (long long)nb[t],
+					     (long long)(2 * nb[t]));
+				goto fail;
+			}
+			for (int64_t b = 0; b < nb[t]; b++)
+				if (p[3 * t + 1][b] > most)
+					most = p[3 * t + 1][b];
+			if (red->len / 4 < 2 * most) {
+				PyErr_Format(PyExc_ValueError, "ranges: %s holds %zd values, but %s "
+					     "reaches interval %lld", range_names[3 * t + 2],
+					     red->len / 4, range_names[3 * t + 1], (long long)most);
+				goto fail;
+			}
+		}
+	}
+	Py_DECREF(seq);
+	rv->rg.struct_size = sizeof(rv->rg);
+	rv->rg.n_blocks_i = nb[0];
+	rv->rg.ranges_i = p[0];
+	rv->rg.slices_i = p[1];
+	rv->rg.redranges_j = p[2];
+	rv->rg.n_blocks_j = nb[1];
+	rv->rg.ranges_j = p[3];
+	rv->rg.slices_j = p[4];
+	rv->rg.redranges_i = p[5];
+	return 0;
+fail:
+	Py_DECREF(seq);
+	ranges_release(rv);
+	return -1;
+}
+
 PyDoc_STRVAR(run_doc,
-	     "run(nx, ny, args, out)\n\n"
+	     "run(nx, ny, args, out, ranges=None)\n\n"
 	     "Runs the reduction on host memory: args holds one C-contiguous buffer per argument\n"
 	     "(numpy arrays of the reduction's dtype), out a writable one. Each must hold\n"
-	     "exactly the values kred reads or writes. The GIL is released meanwhile.");
+	     "exactly the values kred reads or writes. ranges: KeOps' six int32 arrays of a\n"
+	     "block-sparse run (kred_reduction_run_ranges), or None. The GIL is released\n"
+	     "meanwhile.");
 
 static PyObject *reduction_run(ReductionObject *self, PyObject *const *argv, Py_ssize_t argc)
 {
@@ -415,18 +540,24 @@ static PyObject *reduction_run(ReductionObject *self, PyObject *const *argv, Py_
 	Py_ssize_t n = 0, got = 0;
 	kred_status st;
 
-	if (argc != 4)
-		return PyErr_Format(PyExc_TypeError, "run takes 4 arguments (nx, ny, args, out)");
+	struct ranges_view rv;
+
+	if (argc != 4 && argc != 5)
+		return PyErr_Format(PyExc_TypeError,
+				    "run takes 4 or 5 arguments (nx, ny, args, out, ranges)");
+	if (ranges_get(argc == 5 ? argv[4] : Py_None, &rv))
+		return NULL;
 	nx = PyLong_AsLongLong(argv[0]);
 	ny = PyLong_AsLongLong(argv[1]);
 	if (PyErr_Occurred())
-		return NULL;
-	if (nx < 0 || ny < 0)
-		return PyErr_Format(PyExc_ValueError, "negative size (nx = %lld, ny = %lld)", nx,
-				    ny);
+		goto done;
+	if (nx < 0 || ny < 0) {
+		PyErr_Format(PyExc_ValueError, "negative size (nx = %lld, ny = %lld)", nx, ny);
+		goto done;
+	}
 	seq = PySequence_Fast(argv[2], "run: args must be a sequence");
 	if (!seq)
-		return NULL;
+		goto done;
 	n = PySequence_Fast_GET_SIZE(seq);
 	if (n != self->n_args) {
 		PyErr_Format(PyExc_ValueError, "the reduction takes %d arguments, not %zd",
@@ -455,7 +586,8 @@ static PyObject *reduction_run(ReductionObject *self, PyObject *const *argv, Py_
 		goto done;
 	Py_BEGIN_ALLOW_THREADS
 	PyThread_acquire_lock(c->lock, WAIT_LOCK);
-	st = kred_reduction_run(self->r, nx, ny, ptrs, outb.buf);
+	st = kred_reduction_run_ranges(self->r, nx, ny, ptrs, outb.buf,
+				       rv.rg.struct_size ? &rv.rg : NULL);
 	if (st)
 		error_capture(&e, c->ctx, st);
 	PyThread_release_lock(c->lock);
@@ -465,6 +597,7 @@ static PyObject *reduction_run(ReductionObject *self, PyObject *const *argv, Py_
 	else
 		result = Py_NewRef(Py_None);
 done:
+	ranges_release(&rv);
 	if (outb.obj)
 		PyBuffer_Release(&outb);
 	for (Py_ssize_t k = 0; k < got; k++)
@@ -483,7 +616,7 @@ PyDoc_STRVAR(run_cuda_doc,
 	     "output is written. The GIL is released meanwhile.");
 
 PyDoc_STRVAR(run_host_doc,
-	     "run_host(nx, ny, ptrs, out)\n\n"
+	     "run_host(nx, ny, ptrs, out, ranges=None)\n\n"
 	     "run() on host addresses (ints) rather than buffers, for array libraries whose\n"
 	     "buffers are slow to reach (torch): the caller vouches that each holds exactly the\n"
 	     "C-contiguous values of the reduction's dtype that run() would check.");
@@ -501,14 +634,22 @@ static PyObject *run_addresses(ReductionObject *self, PyObject *args, int cuda)
 	kred_status st;
 	Py_ssize_t n;
 
-	if (!PyArg_ParseTuple(args, "LLOK", &nx, &ny, &list, &out))
+	PyObject *ranges = Py_None;
+	struct ranges_view rv;
+
+	if (!PyArg_ParseTuple(args, cuda ? "LLOK" : "LLOK|O", &nx, &ny, &list, &out, &ranges))
+		return NULL;
+	if (ranges_get(ranges, &rv))
 		return NULL;
 	seq = PySequence_Fast(list, "ptrs must be a sequence of int");
-	if (!seq)
+	if (!seq) {
+		ranges_release(&rv);
 		return NULL;
+	}
 	n = PySequence_Fast_GET_SIZE(seq);
 	if (n != self->n_args) {
 		Py_DECREF(seq);
+		ranges_release(&rv);
 		return PyErr_Format(PyExc_ValueError, "the reduction takes %d arguments, not %zd",
 				    self->n_args, n);
 	}
@@ -518,6 +659,7 @@ static PyObject *run_addresses(ReductionObject *self, PyObject *args, int cuda)
 		PyMem_Free(ptrs);
 		PyMem_Free(host);
 		Py_DECREF(seq);
+		ranges_release(&rv);
 		return PyErr_NoMemory();
 	}
 	for (Py_ssize_t k = 0; k < n; k++) {
@@ -527,6 +669,7 @@ static PyObject *run_addresses(ReductionObject *self, PyObject *args, int cuda)
 			PyMem_Free(ptrs);
 			PyMem_Free(host);
 			Py_DECREF(seq);
+			ranges_release(&rv);
 			return NULL;
 		}
 	}
@@ -536,13 +679,15 @@ static PyObject *run_addresses(ReductionObject *self, PyObject *args, int cuda)
 	if (cuda)
 		st = kred_reduction_run_cuda(self->r, nx, ny, ptrs, out);
 	else
-		st = kred_reduction_run(self->r, nx, ny, host, (void *)(uintptr_t)out);
+		st = kred_reduction_run_ranges(self->r, nx, ny, host, (void *)(uintptr_t)out,
+					       rv.rg.struct_size ? &rv.rg : NULL);
 	if (st)
 		error_capture(&e, c->ctx, st);
 	PyThread_release_lock(c->lock);
 	Py_END_ALLOW_THREADS
 	PyMem_Free(ptrs);
 	PyMem_Free(host);
+	ranges_release(&rv);
 	if (st)
 		return error_raise(&e, NULL);
 	Py_RETURN_NONE;
@@ -928,6 +1073,200 @@ done:
 	return result;
 }
 
+/* ---- the cluster helpers: buffers in, buffers (or new bytearrays) out; the Python layer
+ * (kred._cluster) makes the arrays of the right types, this checks their sizes ---- */
+
+/* Whether buffer b holds count values of size bytes. */
+static int sized(const Py_buffer *b, int64_t count, int size, const char *what)
+{
+	if (count < 0 || (int64_t)b->len != count * size) {
+		PyErr_Format(PyExc_ValueError, "%s has %zd bytes, not %lld", what, b->len,
+			     (long long)(count * size));
+		return -1;
+	}
+	return 0;
+}
+
+/* The six arrays of r as bytearrays (int32 values). */
+static PyObject *ranges_tuple(const kred_ranges *r)
+{
+	int64_t n_red_j = r->n_blocks_i ? r->slices_i[r->n_blocks_i - 1] : 0;
+	int64_t n_red_i = r->n_blocks_j ? r->slices_j[r->n_blocks_j - 1] : 0;
+	const int32_t *p[6] = { r->ranges_i, r->slices_i, r->redranges_j,
+				r->ranges_j, r->slices_j, r->redranges_i };
+	int64_t len[6] = { 2 * r->n_blocks_i, r->n_blocks_i, 2 * n_red_j,
+			   2 * r->n_blocks_j, r->n_blocks_j, 2 * n_red_i };
+	PyObject *t = PyTuple_New(6);
+
+	for (int k = 0; t && k < 6; k++) {
+		PyObject *b = PyByteArray_FromStringAndSize(len[k] ? (const char *)p[k] : "",
+							    (Py_ssize_t)(4 * len[k]));
+
+		if (!b) {
+			Py_CLEAR(t);
+			break;
+		}
+		PyTuple_SET_ITEM(t, k, b);
+	}
+	return t;
+}
+
+/* Runs call with the context's lock held and the GIL released; raises kred's error. */
+#define LOCKED_CALL(self, st, call)                                                        \
+	do {                                                                               \
+		struct error e_ = { 0 };                                                   \
+		Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock((self)->lock, WAIT_LOCK);     \
+		(st) = (call);                                                             \
+		if (st)                                                                    \
+			error_capture(&e_, (self)->ctx, (st));                             \
+		PyThread_release_lock((self)->lock);                                       \
+		Py_END_ALLOW_THREADS if (st) error_raise(&e_, NULL);                       \
+	} while (0)
+
+static PyObject *context_grid_cluster(ContextObject *self, PyObject *args)
+{
+	Py_buffer x = { 0 }, lab = { 0 };
+	long long n;
+	int d;
+	double voxel;
+	int64_t nc = 0;
+	kred_status st = KRED_OK;
+	PyObject *result = NULL;
+
+	if (!PyArg_ParseTuple(args, "y*Lidw*", &x, &n, &d, &voxel, &lab))
+		return NULL;
+	if (d < 1 || sized(&x, (int64_t)n * d, 8, "x") || sized(&lab, n, 4, "labels"))
+		goto done;
+	LOCKED_CALL(self, st, kred_grid_cluster(self->ctx, x.buf, n, d, voxel, lab.buf, &nc));
+	if (!st)
+		result = PyLong_FromLongLong(nc);
+done:
+	PyBuffer_Release(&x);
+	PyBuffer_Release(&lab);
+	if (d < 1 && !PyErr_Occurred())
+		PyErr_Format(PyExc_ValueError, "grid_cluster: dimension %d", d);
+	return result;
+}
+
+static PyObject *context_cluster_sort(ContextObject *self, PyObject *args)
+{
+	Py_buffer lab = { 0 }, perm = { 0 }, rng = { 0 };
+	long long nc;
+	int64_t n;
+	kred_status st = KRED_OK;
+	PyObject *result = NULL;
+
+	if (!PyArg_ParseTuple(args, "y*Lw*w*", &lab, &nc, &perm, &rng))
+		return NULL;
+	n = lab.len / 4;
+	if (sized(&lab, n, 4, "labels") || sized(&perm, n, 8, "perm") ||
+	    sized(&rng, 2 * (int64_t)nc, 4, "ranges"))
+		goto done;
+	LOCKED_CALL(self, st, kred_cluster_sort(self->ctx, lab.buf, n, nc, perm.buf, rng.buf));
+	if (!st)
+		result = Py_NewRef(Py_None);
+done:
+	PyBuffer_Release(&lab);
+	PyBuffer_Release(&perm);
+	PyBuffer_Release(&rng);
+	return result;
+}
+
+static PyObject *context_cluster_centroids(ContextObject *self, PyObject *args)
+{
+	Py_buffer x = { 0 }, lab = { 0 }, cen = { 0 }, cw = { 0 }, w = { 0 };
+	PyObject *wo, *result = NULL;
+	long long nc;
+	int d;
+	int64_t n;
+	kred_status st = KRED_OK;
+
+	if (!PyArg_ParseTuple(args, "y*iy*LOw*w*", &x, &d, &lab, &nc, &wo, &cen, &cw))
+		return NULL;
+	n = lab.len / 4;
+	if (wo != Py_None && PyObject_GetBuffer(wo, &w, PyBUF_C_CONTIGUOUS))
+		goto done;
+	if (d < 1 || sized(&x, n * d, 8, "x") || sized(&lab, n, 4, "labels") ||
+	    (w.obj && sized(&w, n, 8, "weights")) || sized(&cen, (int64_t)nc * d, 8, "centroids") ||
+	    sized(&cw, nc, 8, "the clusters' weights"))
+		goto done;
+	LOCKED_CALL(self, st, kred_cluster_centroids(self->ctx, x.buf, n, d, lab.buf, nc,
+						     w.obj ? w.buf : NULL, cen.buf, cw.buf));
+	if (!st)
+		result = Py_NewRef(Py_None);
+done:
+	if (d < 1 && !PyErr_Occurred())
+		PyErr_Format(PyExc_ValueError, "cluster_centroids: dimension %d", d);
+	PyBuffer_Release(&x);
+	PyBuffer_Release(&lab);
+	PyBuffer_Release(&cen);
+	PyBuffer_Release(&cw);
+	if (w.obj)
+		PyBuffer_Release(&w);
+	return result;
+}
+
+static PyObject *context_ranges_from_mask(ContextObject *self, PyObject *args)
+{
+	Py_buffer ri = { 0 }, rj = { 0 }, keep = { 0 };
+	kred_ranges r = { 0 };
+	int64_t nci, ncj;
+	kred_status st = KRED_OK;
+	PyObject *result = NULL;
+
+	if (!PyArg_ParseTuple(args, "y*y*y*", &ri, &rj, &keep))
+		return NULL;
+	nci = ri.len / 8;
+	ncj = rj.len / 8;
+	if (sized(&ri, 2 * nci, 4, "ranges_i") || sized(&rj, 2 * ncj, 4, "ranges_j") ||
+	    sized(&keep, nci * ncj, 1, "keep"))
+		goto done;
+	LOCKED_CALL(self, st, kred_ranges_from_mask(self->ctx, ri.buf, nci, rj.buf, ncj,
+						    keep.buf, &r));
+	if (!st)
+		result = ranges_tuple(&r);
+	kred_ranges_free(&r);
+done:
+	PyBuffer_Release(&ri);
+	PyBuffer_Release(&rj);
+	PyBuffer_Release(&keep);
+	return result;
+}
+
+static PyObject *context_ranges_from_centroids(ContextObject *self, PyObject *args)
+{
+	Py_buffer ri = { 0 }, ci = { 0 }, rj = { 0 }, cj = { 0 };
+	kred_ranges r = { 0 };
+	int64_t nci, ncj;
+	int d;
+	double cutoff;
+	kred_status st = KRED_OK;
+	PyObject *result = NULL;
+
+	if (!PyArg_ParseTuple(args, "y*y*y*y*id", &ri, &ci, &rj, &cj, &d, &cutoff))
+		return NULL;
+	nci = ri.len / 8;
+	ncj = rj.len / 8;
+	if (d < 1) {
+		PyErr_Format(PyExc_ValueError, "ranges_from_centroids: dimension %d", d);
+		goto done;
+	}
+	if (sized(&ri, 2 * nci, 4, "ranges_i") || sized(&rj, 2 * ncj, 4, "ranges_j") ||
+	    sized(&ci, nci * d, 8, "centroids_i") || sized(&cj, ncj * d, 8, "centroids_j"))
+		goto done;
+	LOCKED_CALL(self, st, kred_ranges_from_centroids(self->ctx, ri.buf, ci.buf, nci, rj.buf,
+							 cj.buf, ncj, d, cutoff, &r));
+	if (!st)
+		result = ranges_tuple(&r);
+	kred_ranges_free(&r);
+done:
+	PyBuffer_Release(&ri);
+	PyBuffer_Release(&ci);
+	PyBuffer_Release(&rj);
+	PyBuffer_Release(&cj);
+	return result;
+}
+
 static PyObject *context_get_backend(ContextObject *self, void *unused)
 {
 	return PyUnicode_FromString(kred_context_backend(self->ctx));
@@ -948,6 +1287,16 @@ static PyMethodDef context_methods[] = {
 	{ "kernel_product_spec", (PyCFunction)(void (*)(void))context_kernel_spec,
 	  METH_VARARGS | METH_KEYWORDS, kernel_spec_doc },
 	{ "kernel_parse", (PyCFunction)context_kernel_parse, METH_O, kernel_parse_doc },
+	{ "grid_cluster", (PyCFunction)context_grid_cluster, METH_VARARGS,
+	  "grid_cluster(x, n, d, voxel, labels): kred_grid_cluster; returns n_clusters." },
+	{ "cluster_sort", (PyCFunction)context_cluster_sort, METH_VARARGS,
+	  "cluster_sort(labels, n_clusters, perm, ranges): kred_cluster_sort." },
+	{ "cluster_centroids", (PyCFunction)context_cluster_centroids, METH_VARARGS,
+	  "cluster_centroids(x, d, labels, n_clusters, weights, centroids, cluster_weights)." },
+	{ "ranges_from_mask", (PyCFunction)context_ranges_from_mask, METH_VARARGS,
+	  "ranges_from_mask(ranges_i, ranges_j, keep): six bytearrays of int32." },
+	{ "ranges_from_centroids", (PyCFunction)context_ranges_from_centroids, METH_VARARGS,
+	  "ranges_from_centroids(ranges_i, centroids_i, ranges_j, centroids_j, d, cutoff)." },
 	{ NULL }
 };
 

@@ -41,6 +41,10 @@ class LazyTensorBase:
     array is and which Genred reduces."""
 
     _genred = None
+    # KeOps' block-sparse ranges, as kred.numpy.cluster / kred.torch.cluster make them:
+    # set on a LazyTensor (K.ranges = ...), they go to what is made of it, and restrict
+    # its reductions; ranges= in a reduction's call does the same for that call.
+    ranges = None
     # numpy: let `array * lazy` reach LazyTensor.__rmul__.
     __array_ufunc__ = None
     __array_priority__ = 1000
@@ -48,6 +52,8 @@ class LazyTensorBase:
     def __init__(self, x=None, axis=None):
         if isinstance(x, LazyTensorBase):
             self._set(x.formula, x.vars, x.dim, x.ni, x.nj)
+            if x.ranges is not None:
+                self.ranges = x.ranges
         elif isinstance(x, bool) or x is None:
             raise TypeError(f"a LazyTensor is made of an array or a number, not {x!r}")
         elif isinstance(x, int):
@@ -130,6 +136,10 @@ class LazyTensorBase:
                         nj = n
         t = object.__new__(type(self))
         t._set(formula, vars_, dim, ni, nj)
+        for o in (self, *others):
+            if o.ranges is not None:
+                t.ranges = o.ranges
+                break
         return t
 
     def _wrap(self, other):
@@ -353,10 +363,13 @@ class LazyTensorBase:
             raise ValueError(f"{reduction_op}: dim is 0 (over i) or 1 (over j), not {d!r}")
         if weight is not None:
             weight = self._wrap(weight)
+        ranges = kwargs.pop("ranges", None)
+        if ranges is None:
+            ranges = self.ranges
         formula, formula2, aliases, values = self._spec(weight)
         g = self._genred(formula, aliases, reduction_op, axis=d, opt_arg=opt_arg,
                          formula2=formula2, **kwargs)
-        return g(*values, backend=backend)
+        return g(*values, backend=backend, ranges=ranges)
 
     def _k_shape(self, out, K):
         # kred lays KMin out rank-major: out[:, k * D + d].

@@ -10,12 +10,15 @@ Arrays are float32 or float64 (all of one type); C-contiguous ones are passed to
 without a copy, others are copied once. A Pm argument is a 1-D array or, in dimension 1,
 a Python float."""
 
+import sys
+
 import numpy as np
 
-from . import _core
+from . import _cluster, _core
 from ._lazy import LazyTensorBase
 
-__all__ = ["Genred", "generic_sum_np", "generic_logsumexp_np", "LazyTensor", "Vi", "Vj", "Pm"]
+__all__ = ["Genred", "generic_sum_np", "generic_logsumexp_np", "LazyTensor", "Vi", "Vj", "Pm",
+           "cluster"]
 
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 
@@ -58,9 +61,10 @@ def _arrays(op, args):
     return out, _DTYPES[dtype]
 
 
-def run(op, args, backend="auto", out=None):
-    """Runs op (a _core.Op) on numpy arrays: one per argument, in position order. Returns
-    the raw output, (nx or ny, out_dim) or (out_dim,) for a Pm's gradient."""
+def run(op, args, backend="auto", out=None, ranges=None):
+    """Runs op (a _core.Op) on numpy arrays: one per argument, in position order, restricted
+    to KeOps' ranges when they are given. Returns the raw output, (nx or ny, out_dim) or
+    (out_dim,) for a Pm's gradient."""
     _core.check_count(op, args)
     arrays, dtype = _arrays(op, args)
     nx, ny = _core.sizes(op, [a.shape for a in arrays])
@@ -72,7 +76,7 @@ def run(op, args, backend="auto", out=None):
     elif not (isinstance(out, np.ndarray) and out.shape == shape and _DTYPES.get(out.dtype) == dtype
               and out.flags.c_contiguous and out.flags.writeable):
         raise ValueError(f"out must be a writable C-contiguous {dtype} array of shape {shape}")
-    r.run(nx, ny, arrays, out)
+    r.run(nx, ny, arrays, out, _core.ranges_arrays(ranges))
     return out
 
 
@@ -98,17 +102,18 @@ class Genred(_core.GenredBase):
     (ny rows). dtype is taken from the arrays (the argument is accepted for KeOps'
     sake). sum_scheme: "auto", "direct_sum", "block_sum" or "kahan_scheme".
 
-    The call takes the arrays in alias order and backend= ("auto", "CPU", "GPU", "GPU_1D",
-    "GPU_2D", or a kred backend name such as "opencl:0"), and returns a
+    The call takes the arrays in alias order, backend= ("auto", "CPU", "GPU", "GPU_1D",
+    "GPU_2D", or a kred backend name such as "opencl:0") and ranges= (KeOps' block-sparse
+    ranges, as kred.numpy.cluster makes them), and returns a
     (nx or ny, dim) array; index reductions return int64 arrays, Min_ArgMin and the like
     a (values, indices) pair. The reduction is compiled once per process for each dtype
     and backend.
     """
 
     def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None):
-        self.check_call(device_id, ranges, "name the device in backend= instead ('cuda:1', "
+        self.check_call(device_id, "name the device in backend= instead ('cuda:1', "
                         "'opencl:0', ...)")
-        return postprocess(self.op, run(self.op, args, backend, out))
+        return postprocess(self.op, run(self.op, args, backend, out, ranges))
 
 
 class _Generic(_core.GenericBase):
@@ -165,3 +170,9 @@ def Vj(x):
 def Pm(x):
     """x (a vector or a number) as a parameter LazyTensor."""
     return LazyTensor(x)
+
+
+# kred.numpy.cluster: KeOps' helpers that make ranges (grid_cluster, sort_clusters,
+# cluster_ranges_centroids, from_matrix...), on numpy arrays.
+cluster = _cluster.module(__name__ + ".cluster", _cluster.NUMPY)
+sys.modules[cluster.__name__] = cluster

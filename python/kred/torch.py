@@ -15,13 +15,15 @@ after the work of torch's current stream; host tensors are passed to kred withou
 when C-contiguous. A gradient is itself a kred reduction (kred_reduction_grad), run by
 the same autograd Function, so gradients of gradients work (create_graph=True)."""
 
+import sys
+
 import torch
 
-from . import _core
+from . import _cluster, _core
 from ._lazy import LazyTensorBase
 
 __all__ = ["Genred", "generic_sum", "generic_logsumexp", "Kernel", "kernel_product",
-           "LazyTensor", "Vi", "Vj", "Pm"]
+           "LazyTensor", "Vi", "Vj", "Pm", "cluster"]
 
 _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
@@ -83,9 +85,9 @@ def _sync_current_stream(device):
         stream.synchronize()
 
 
-def _compute(op, backend, nx, ny, args):
-    """Runs op on tensors already checked by _prepare; returns a new tensor on their
-    device."""
+def _compute(op, backend, nx, ny, args, ranges=None):
+    """Runs op on tensors already checked by _prepare, restricted to ranges (the six int32
+    arrays of _core.ranges_arrays) when given; returns a new tensor on their device."""
     dtype, device = args[0].dtype, args[0].device
     cuda_index = device.index if device.type == "cuda" else None
     if cuda_index is None and device.type == "cuda":
@@ -93,7 +95,7 @@ def _compute(op, backend, nx, ny, args):
     ctx = _core.resolve_backend(backend, cuda_index)
     r = op.compiled(_DTYPES[dtype], ctx)
     shape = op.out_shape(nx, ny)
-    if device.type == "cuda":
+    if device.type == "cuda" and ranges is None:
         if ctx.cuda_device == cuda_index:
             out = torch.empty(shape, dtype=dtype, device=device)
             _sync_current_stream(device)
@@ -102,16 +104,24 @@ def _compute(op, backend, nx, ny, args):
         if ctx.cuda_device is not None:
             raise ValueError(f"the tensors are on {device}, but backend {backend!r} is GPU "
                              f"{ctx.cuda_device}")
-        # A backend of another kind (host, OpenCL...): through host memory.
+    if device.type == "cuda":
+        # A backend of another kind (host, OpenCL...), or a block-sparse run (kred takes
+        # ranges on host memory): through host memory.
         host = [a.detach().cpu() for a in args]
-        return _compute(op, backend, nx, ny, host).to(device)
+        out = torch.empty(shape, dtype=dtype)
+        r.run_host(nx, ny, [a.data_ptr() for a in host], out.data_ptr(), ranges)
+        return out.to(device)
     if device.type != "cpu":
         raise ValueError(f"kred runs on CPU and CUDA tensors, not {device.type} ones")
     out = torch.empty(shape, dtype=dtype)
     # _prepare checked the shapes, the dtype and the contiguity that run() would check on
     # buffers; a tensor's address is much faster to get than its numpy view.
-    r.run_host(nx, ny, [a.data_ptr() for a in args], out.data_ptr())
+    r.run_host(nx, ny, [a.data_ptr() for a in args], out.data_ptr(), ranges)
     return out
+
+
+# The arguments of _Reduce.forward before the tensors: op, backend, ranges, nx, ny.
+_FIRST = 5
 
 
 class _Reduce(torch.autograd.Function):
@@ -119,9 +129,9 @@ class _Reduce(torch.autograd.Function):
     reductions through this same Function, so that they are differentiable in turn."""
 
     @staticmethod
-    def forward(ctx, op, backend, nx, ny, *args):
-        out = _compute(op, backend, nx, ny, args)
-        ctx.op, ctx.backend, ctx.nx, ctx.ny = op, backend, nx, ny
+    def forward(ctx, op, backend, ranges, nx, ny, *args):
+        out = _compute(op, backend, nx, ny, args, ranges)
+        ctx.op, ctx.backend, ctx.ranges, ctx.nx, ctx.ny = op, backend, ranges, nx, ny
         if op.is_index:
             ctx.mark_non_differentiable(out)
         ctx.save_for_backward(*args, out)
@@ -140,16 +150,16 @@ class _Reduce(torch.autograd.Function):
             # create_graph=True on a SumSoftMaxWeight, whose gradient kred cannot
             # differentiate again: differentiate its composition instead.
             lse, total = parts
-            norm = _Reduce.apply(lse, ctx.backend, ctx.nx, ctx.ny, *args)
-            again = _Reduce.apply(total, ctx.backend, ctx.nx, ctx.ny, *args, norm)
-            wanted = [k for k in range(len(args)) if ctx.needs_input_grad[4 + k]]
+            norm = _Reduce.apply(lse, ctx.backend, ctx.ranges, ctx.nx, ctx.ny, *args)
+            again = _Reduce.apply(total, ctx.backend, ctx.ranges, ctx.nx, ctx.ny, *args, norm)
+            wanted = [k for k in range(len(args)) if ctx.needs_input_grad[_FIRST + k]]
             found = torch.autograd.grad(again, [args[k] for k in wanted], cotangent,
                                         create_graph=True, allow_unused=True)
             for k, g in zip(wanted, found):
                 grads[k] = g
-            return (None, None, None, None, *grads)
+            return (None,) * _FIRST + tuple(grads)
         for k, a in enumerate(args):
-            if not ctx.needs_input_grad[4 + k]:
+            if not ctx.needs_input_grad[_FIRST + k]:
                 continue
             g_op = op.grad(k)
             inputs = args + [cotangent]
@@ -157,17 +167,19 @@ class _Reduce(torch.autograd.Function):
                 # The saved output keeps its place in the graph, so that a second
                 # derivative also flows through it.
                 inputs.append(out)
-            g = _Reduce.apply(g_op, ctx.backend, ctx.nx, ctx.ny, *inputs)
+            # On the same ranges: the pairs the forward reduction computed (a gradient
+            # over i reads their transposed triple, which kred derives when not given).
+            g = _Reduce.apply(g_op, ctx.backend, ctx.ranges, ctx.nx, ctx.ny, *inputs)
             grads[k] = g.reshape(a.shape)
-        return (None, None, None, None, *grads)
+        return (None,) * _FIRST + tuple(grads)
 
 
-def run(op, args, backend="auto"):
+def run(op, args, backend="auto", ranges=None):
     """Runs op (a _core.Op) on tensors, one per argument in position order, with
-    autograd. Returns the raw output: (nx or ny, out_dim), or (out_dim,) for the
-    gradient with respect to a Pm."""
+    autograd, restricted to KeOps' ranges when given (gradients too). Returns the raw
+    output: (nx or ny, out_dim), or (out_dim,) for the gradient with respect to a Pm."""
     tensors, nx, ny = _prepare(op, args)
-    return _Reduce.apply(op, backend, nx, ny, *tensors)
+    return _Reduce.apply(op, backend, _core.ranges_arrays(ranges), nx, ny, *tensors)
 
 
 def postprocess(op, out):
@@ -188,9 +200,9 @@ class Genred(_core.GenredBase):
     reductions excepted)."""
 
     def __call__(self, *args, backend="auto", device_id=-1, ranges=None, out=None):
-        self.check_call(device_id, ranges, "kred runs where the tensors are; move them to "
+        self.check_call(device_id, "kred runs where the tensors are; move them to "
                         "the GPU, or name it in backend= ('cuda:1', 'opencl:0', ...)")
-        result = postprocess(self.op, run(self.op, args, backend))
+        result = postprocess(self.op, run(self.op, args, backend, ranges))
         if out is not None:
             if isinstance(result, tuple):
                 raise ValueError(f"out= takes one tensor; {self.reduction_op} returns two")
@@ -409,3 +421,9 @@ def Vj(x):
 def Pm(x):
     """x (a vector or a number) as a parameter LazyTensor."""
     return LazyTensor(x)
+
+
+# kred.torch.cluster: KeOps' helpers that make ranges (grid_cluster, sort_clusters,
+# cluster_ranges_centroids, from_matrix...), on tensors.
+cluster = _cluster.module(__name__ + ".cluster", _cluster.TORCH)
+sys.modules[cluster.__name__] = cluster
