@@ -54,6 +54,7 @@ typedef long long kr_long;
 #define KR_KERNEL extern "C" __global__
 #define KR_GLOBAL
 #define KR_RESTRICT __restrict__
+#define KR_LOCAL
 #define KR_LOCAL_ARRAY(t, name, n) __shared__ t name[n]
 #define KR_BARRIER() __syncthreads()
 #define KR_LID() ((int)threadIdx.x)

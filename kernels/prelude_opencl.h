@@ -11,6 +11,7 @@
  *   KR_KERNEL           before a kernel entry point
  *   KR_GLOBAL           address space of a kernel's buffer pointers
  *   KR_RESTRICT         restrict, where the language has it
+ *   KR_LOCAL            address space of a pointer to a work-group-shared array
  *   KR_LOCAL_ARRAY(t, name, n)   a work-group-shared array, declared in a kernel's body
  *   KR_BARRIER()        work-group barrier that also orders the shared array's accesses
  *   KR_LID()            the work-item's index in its group (dimension 0), an int
@@ -42,6 +43,7 @@ typedef long kr_long;
 #define KR_KERNEL __kernel
 #define KR_GLOBAL __global
 #define KR_RESTRICT restrict
+#define KR_LOCAL __local
 #define KR_LOCAL_ARRAY(t, name, n) __local t name[n]
 #define KR_BARRIER() barrier(CLK_LOCAL_MEM_FENCE)
 #define KR_LID() ((int)get_local_id(0))

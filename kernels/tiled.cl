@@ -21,6 +21,8 @@
  *                    rows' partial states, and kr_merge_parts folds them.
  *   kr_merge_parts   one work-item per row: merges the ranges' states in column order
  *                    and writes the output.
+ *   kr_reduce_ranged a block-sparse run: one group per task of rows of one block, over
+ *                    the block's intervals of columns.
  *   kr_pack          copies one argument (rows x dim) into its slot of a packed array,
  *                    for data that is already on the device.
  *   kr_sum_rows      sums the rows of an output (the gradient of a Pm variable).
@@ -83,45 +85,37 @@ KR_FN void kr_finalize(const real *st, int sst, real *out)
 #define KR_DC1 (KR_DC > 0 ? KR_DC : 1)
 #define KR_DP1 (KR_DP > 0 ? KR_DP : 1)
 
-KR_KERNEL void kr_reduce(const KR_GLOBAL real *KR_RESTRICT xr,
-			 const KR_GLOBAL real *KR_RESTRICT yc,
-			 const KR_GLOBAL real *KR_RESTRICT p, KR_GLOBAL real *KR_RESTRICT out,
-			 KR_GLOBAL real *KR_RESTRICT parts, kr_long nr, kr_long nc)
+/* The rows of a work-item (base, base + KR_WG, ...) gathered into xs, each row past end
+ * repeating the last one: every work-item computes on real data and takes part in every
+ * barrier; only its writes are dropped. The states start neutral. */
+KR_FN void kr_rows(real *xs, real *st, const KR_GLOBAL real *KR_RESTRICT xr, kr_long base,
+		   kr_long end)
 {
-#if KR_LOCAL_TILES
-	KR_LOCAL_ARRAY(real, ys, KR_TJ * KR_DC1);
-#endif
-	const int lid = KR_LID();
-	const kr_long ns = KR_NGROUPS(1), s = KR_GROUP(1);
-	const kr_long base = KR_GROUP(0) * (KR_WG * KR_RPW) + lid;
-	/* This group's columns: range s of ns near-equal ranges. */
-	const kr_long j0 = nc * s / ns, j1 = nc * (s + 1) / ns;
-	real st[KR_NST * KR_RPW], xs[KR_DR1 * KR_RPW], pp[KR_DP1], yj[KR_DC1];
-#if KR_TILE_MERGE
-	real acc[KR_NST * KR_RPW];
-#endif
-
-	/* Rows past the end repeat the last row: every work-item computes on real data and
-	 * takes part in every barrier; only its writes are dropped. */
 	for (int r = 0; r < KR_RPW; r++) {
 		kr_long i = base + r * KR_WG;
 
-		i = i < nr ? i : nr - 1;
+		i = i < end ? i : end - 1;
 		for (int c = 0; c < KR_DR; c++)
 			xs[c * KR_RPW + r] = xr[i * KR_DR + c];
 		kr_init(st + r, KR_RPW);
 	}
-	for (int c = 0; c < KR_DP; c++)
-		pp[c] = p[c];
-	yj[0] = 0;
+}
 
+/* Folds columns [j0, j1) into the states st of the work-item's rows, tile by tile. The
+ * bounds must be the same for the whole group: with shared-memory tiles, a barrier that
+ * some work-items of a group skip is undefined (a hang on GPUs). */
+KR_FN void kr_columns(real *st, real *acc, const real *xs, const real *pp, real *yj,
+		      KR_LOCAL real *ys, const KR_GLOBAL real *KR_RESTRICT yc, kr_long j0,
+		      kr_long j1, int lid)
+{
+	(void)ys;
+	(void)lid;
+	(void)acc;
 	for (kr_long t0 = j0; t0 < j1; t0 += KR_TJ) {
 		const int tn = (int)(j1 - t0 < KR_TJ ? j1 - t0 : KR_TJ);
 
 #if KR_LOCAL_TILES
-		/* Both barriers are unconditional and the loop bounds the same for the whole
-		 * group: a barrier that some work-items of a group skip is undefined (a hang
-		 * on GPUs). The first keeps the previous tile alive until all have read it. */
+		/* The first barrier keeps the previous tile alive until all have read it. */
 		KR_BARRIER();
 		for (int q = lid; q < tn * KR_DC; q += KR_WG)
 			ys[q] = yc[t0 * KR_DC + q];
@@ -152,23 +146,93 @@ KR_KERNEL void kr_reduce(const KR_GLOBAL real *KR_RESTRICT xr,
 			kr_merge(st + r, KR_RPW, acc + r, KR_RPW);
 #endif
 	}
+}
 
+/* Writes the work-item's rows below end. */
+KR_FN void kr_write(const real *st, KR_GLOBAL real *KR_RESTRICT out, kr_long base, kr_long end)
+{
 	for (int r = 0; r < KR_RPW; r++) {
 		const kr_long i = base + r * KR_WG;
 		real o[KR_OUT];
 
+		if (i >= end)
+			continue;
+		kr_finalize(st + r, KR_RPW, o);
+		for (int c = 0; c < KR_OUT; c++)
+			out[i * KR_OUT + c] = o[c];
+	}
+}
+
+KR_KERNEL void kr_reduce(const KR_GLOBAL real *KR_RESTRICT xr,
+			 const KR_GLOBAL real *KR_RESTRICT yc,
+			 const KR_GLOBAL real *KR_RESTRICT p, KR_GLOBAL real *KR_RESTRICT out,
+			 KR_GLOBAL real *KR_RESTRICT parts, kr_long nr, kr_long nc)
+{
+#if KR_LOCAL_TILES
+	KR_LOCAL_ARRAY(real, ys, KR_TJ * KR_DC1);
+#else
+	KR_LOCAL real *ys = 0;
+#endif
+	const int lid = KR_LID();
+	const kr_long ns = KR_NGROUPS(1), s = KR_GROUP(1);
+	const kr_long base = KR_GROUP(0) * (KR_WG * KR_RPW) + lid;
+	/* This group's columns: range s of ns near-equal ranges. */
+	const kr_long j0 = nc * s / ns, j1 = nc * (s + 1) / ns;
+	real st[KR_NST * KR_RPW], xs[KR_DR1 * KR_RPW], pp[KR_DP1], yj[KR_DC1];
+	real acc[KR_TILE_MERGE ? KR_NST * KR_RPW : 1];
+
+	kr_rows(xs, st, xr, base, nr);
+	for (int c = 0; c < KR_DP; c++)
+		pp[c] = p[c];
+	yj[0] = 0;
+	kr_columns(st, acc, xs, pp, yj, ys, yc, j0, j1, lid);
+	if (ns == 1) {
+		kr_write(st, out, base, nr);
+		return;
+	}
+	for (int r = 0; r < KR_RPW; r++) {
+		const kr_long i = base + r * KR_WG;
+
 		if (i >= nr)
 			continue;
-		if (ns == 1) {
-			kr_finalize(st + r, KR_RPW, o);
-			for (int c = 0; c < KR_OUT; c++)
-				out[i * KR_OUT + c] = o[c];
-		} else {
-			/* Slot-major per range, so that neighbouring rows are neighbours. */
-			for (int c = 0; c < KR_NST; c++)
-				parts[(s * KR_NST + c) * nr + i] = st[c * KR_RPW + r];
-		}
+		/* Slot-major per range, so that neighbouring rows are neighbours. */
+		for (int c = 0; c < KR_NST; c++)
+			parts[(s * KR_NST + c) * nr + i] = st[c * KR_RPW + r];
 	}
+}
+
+/*
+ * The block-sparse run (KeOps 2's ranges): group g takes task g, the quadruple tasks[4g..]
+ * = first row, end row, first and end interval in red (pairs [start, end) of columns).
+ * The library (kred__range_tasks) makes the tasks: each at most KR_WG * KR_RPW rows of
+ * one block of the ranges, and every row of the output in one task (rows in no block in
+ * tasks with no interval, which write the neutral value).
+ */
+KR_KERNEL void kr_reduce_ranged(const KR_GLOBAL real *KR_RESTRICT xr,
+				const KR_GLOBAL real *KR_RESTRICT yc,
+				const KR_GLOBAL real *KR_RESTRICT p, KR_GLOBAL real *KR_RESTRICT out,
+				const KR_GLOBAL int *KR_RESTRICT tasks,
+				const KR_GLOBAL int *KR_RESTRICT red)
+{
+#if KR_LOCAL_TILES
+	KR_LOCAL_ARRAY(real, ys, KR_TJ * KR_DC1);
+#else
+	KR_LOCAL real *ys = 0;
+#endif
+	const int lid = KR_LID();
+	const kr_long g = KR_GROUP(0);
+	const kr_long end = tasks[4 * g + 1], base = tasks[4 * g] + lid;
+	const int k0 = tasks[4 * g + 2], k1 = tasks[4 * g + 3];
+	real st[KR_NST * KR_RPW], xs[KR_DR1 * KR_RPW], pp[KR_DP1], yj[KR_DC1];
+	real acc[KR_TILE_MERGE ? KR_NST * KR_RPW : 1];
+
+	kr_rows(xs, st, xr, base, end);
+	for (int c = 0; c < KR_DP; c++)
+		pp[c] = p[c];
+	yj[0] = 0;
+	for (int k = k0; k < k1; k++)
+		kr_columns(st, acc, xs, pp, yj, ys, yc, red[2 * k], red[2 * k + 1], lid);
+	kr_write(st, out, base, end);
 }
 
 KR_KERNEL void kr_merge_parts(const KR_GLOBAL real *KR_RESTRICT parts,

@@ -534,6 +534,12 @@ struct kred__ranged {
 kred_status kred__ranged_prepare(const kred_ranges *ranges, int64_t nx, int64_t ny, int need_i,
 				 struct kred__ranged *rg, struct kred__error *err);
 void kred__ranged_free(struct kred__ranged *rg);
+/* The tasks of a GPU's ranged run (kernels/tiled.cl, kr_reduce_ranged): every row of
+ * [0, nr) in one task of at most per rows within one block of g, or within a gap between
+ * blocks (no interval), as int32 quadruples (first row, end row, first and end interval
+ * in g->red); *tasks is freed with kred__free. */
+kred_status kred__range_tasks(const struct kred__ranges *g, int64_t nr, int64_t per,
+			      int32_t **tasks, int64_t *n_tasks, struct kred__error *err);
 /* Runs r (no pre, no row sum) restricted to g, the triple of r's axis. */
 kred_status kred__run_ranged(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
 			     void *out, const struct kred__ranges *g, struct kred__error *err);

@@ -225,6 +225,81 @@ done:
 	return s;
 }
 
+struct span {
+	int32_t start, end, k0, k1;
+};
+
+static int span_by_start(const void *pa, const void *pb)
+{
+	const struct span *a = pa, *b = pb;
+
+	return (a->start > b->start) - (a->start < b->start);
+}
+
+/* Appends the tasks of rows [start, end) with intervals [k0, k1), per rows each. */
+static void span_tasks(int32_t *t, int64_t *n, int64_t start, int64_t end, int32_t k0,
+		       int32_t k1, int64_t per)
+{
+	for (int64_t r = start; r < end; r += per) {
+		if (t) {
+			t[4 * *n] = (int32_t)r;
+			t[4 * *n + 1] = (int32_t)(end - r < per ? end : r + per);
+			t[4 * *n + 2] = k0;
+			t[4 * *n + 3] = k1;
+		}
+		(*n)++;
+	}
+}
+
+kred_status kred__range_tasks(const struct kred__ranges *g, int64_t nr, int64_t per,
+			      int32_t **tasks, int64_t *n_tasks, struct kred__error *err)
+{
+	struct span *sp;
+	int64_t n = 0;
+	int32_t *t = NULL;
+
+	*tasks = NULL;
+	*n_tasks = 0;
+	if (nr > INT32_MAX)
+		return kred__fail(err, KRED_EOVERFLOW, -1,
+				  "ranges: %lld rows, past the int32 rows of ranges", (long long)nr);
+	sp = kred__malloc(sizeof(*sp) * (size_t)(g->nb + 1));
+	if (!sp)
+		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+	for (int64_t b = 0; b < g->nb; b++) {
+		sp[b].start = g->rng[2 * b];
+		sp[b].end = g->rng[2 * b + 1];
+		sp[b].k0 = b ? g->slc[b - 1] : 0;
+		sp[b].k1 = g->slc[b];
+	}
+	qsort(sp, (size_t)g->nb, sizeof(*sp), span_by_start);
+	/* twice: count, then fill */
+	for (int pass = 0; pass < 2; pass++) {
+		int64_t pos = 0;
+
+		n = 0;
+		for (int64_t b = 0; b < g->nb; b++) {
+			if (sp[b].end == sp[b].start)
+				continue;
+			span_tasks(t, &n, pos, sp[b].start, 0, 0, per);
+			span_tasks(t, &n, sp[b].start, sp[b].end, sp[b].k0, sp[b].k1, per);
+			pos = sp[b].end;
+		}
+		span_tasks(t, &n, pos, nr, 0, 0, per);
+		if (pass == 0) {
+			t = kred__malloc(sizeof(*t) * 4 * (size_t)n + 1);
+			if (!t) {
+				kred__free(sp);
+				return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+			}
+		}
+	}
+	kred__free(sp);
+	*tasks = t;
+	*n_tasks = n;
+	return KRED_OK;
+}
+
 kred_status kred__ranged_prepare(const kred_ranges *ranges, int64_t nx, int64_t ny, int need_i,
 				 struct kred__ranged *rg, struct kred__error *err)
 {

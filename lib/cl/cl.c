@@ -60,7 +60,7 @@ struct cl_module {
 	struct kred__layout l;
 	struct kred__tiled_shape shape;
 	cl_program program;
-	cl_kernel reduce, merge, pack, sum_rows;
+	cl_kernel reduce, merge, pack, sum_rows, ranged;
 	int nst;
 	size_t size; /* bytes per value */
 };
@@ -601,7 +601,7 @@ static kred_status build_program(struct cl_state *st, kred_context *ctx, const c
 
 static void module_release(const struct cl_state *st, struct cl_module *m)
 {
-	cl_kernel *k[] = { &m->reduce, &m->merge, &m->pack, &m->sum_rows };
+	cl_kernel *k[] = { &m->reduce, &m->merge, &m->pack, &m->sum_rows, &m->ranged };
 
 	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
 		if (*k[i])
@@ -620,7 +620,8 @@ static kred_status module_build(struct cl_state *st, struct kred_reduction *r,
 		cl_kernel *k;
 		const char *name;
 	} ks[] = { { &m->reduce, "kr_reduce" }, { &m->merge, "kr_merge_parts" },
-		   { &m->pack, "kr_pack" }, { &m->sum_rows, "kr_sum_rows" } };
+		   { &m->pack, "kr_pack" }, { &m->sum_rows, "kr_sum_rows" },
+		   { &m->ranged, "kr_reduce_ranged" } };
 	char *src = NULL;
 	kred_status s;
 	cl_int e = CL_SUCCESS;
@@ -873,6 +874,57 @@ done:
 	return s;
 }
 
+/* out (nr x out_dim) = the reduction restricted to g: one group per task of rows
+ * (kred__range_tasks), over its block's intervals. */
+static kred_status launch_ranged(const struct cl_state *st, const struct cl_module *m, int64_t nr,
+				 const cl_mem *side, cl_mem out, const struct kred__ranges *g,
+				 struct kred__error *err)
+{
+	const int64_t per_group = (int64_t)m->shape.wg * m->shape.rpw;
+	int64_t n_tasks = 0, n_red = g->nb ? g->slc[g->nb - 1] : 0;
+	int32_t *tasks = NULL;
+	cl_mem tbuf = NULL, rbuf = NULL;
+	size_t global, local = (size_t)m->shape.wg;
+	kred_status s;
+	cl_int e;
+
+	s = kred__range_tasks(g, nr, per_group, &tasks, &n_tasks, err);
+	if (s)
+		return s;
+	tbuf = new_buffer(st, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+			  sizeof(*tasks) * 4 * (size_t)n_tasks, tasks, err);
+	/* an empty list still needs a buffer */
+	rbuf = tbuf ? new_buffer(st, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+				 sizeof(int32_t) * (size_t)(n_red ? 2 * n_red : 2),
+				 n_red ? (void *)g->red : (void *)tasks, err)
+		    : NULL;
+	kred__free(tasks);
+	if (!tbuf || !rbuf) {
+		s = err->status;
+		goto done;
+	}
+	{
+		const size_t sz[] = { sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem),
+				      sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem) };
+		const void *v[] = { &side[0], &side[1], &side[2], &out, &tbuf, &rbuf };
+
+		s = set_args(st, m->ranged, 6, sz, v, err);
+		if (s)
+			goto done;
+	}
+	global = (size_t)n_tasks * (size_t)m->shape.wg;
+	e = st->cl->EnqueueNDRangeKernel(st->queue, m->ranged, 1, NULL, &global, &local, 0, NULL,
+					 NULL);
+	if (e != CL_SUCCESS)
+		s = cl_fail(err, "clEnqueueNDRangeKernel(kr_reduce_ranged)", e);
+	kred__log("opencl: %lld rows in %lld blocks of ranges, %lld groups", (long long)nr,
+		  (long long)g->nb, (long long)n_tasks);
+done:
+	release(st, tbuf);
+	release(st, rbuf);
+	return s;
+}
+
 static void rows_cols(const struct kred_reduction *r, int64_t nx, int64_t ny, int64_t *nr,
 		      int64_t *nc)
 {
@@ -913,11 +965,12 @@ static const void *pack_host(const struct cl_module *m, const struct kred_reduct
 	return dst;
 }
 
-static kred_status cl_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
-			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
+/* A run on host arrays, restricted to g when it is not NULL. */
+static kred_status cl_call(const struct cl_state *st, const struct cl_module *m,
+			   const struct kred_reduction *r, int64_t nx, int64_t ny,
+			   const void *const *args, void *out, const struct kred__ranges *g,
+			   struct kred__error *err)
 {
-	const struct cl_state *st = state;
-	const struct cl_module *m = module;
 	cl_mem side[3] = { NULL, NULL, NULL }, obuf = NULL;
 	int64_t nr, nc, rows[3];
 	size_t out_bytes;
@@ -957,7 +1010,7 @@ static kred_status cl_run(void *state, void *module, const struct kred_reduction
 		s = err->status;
 		goto done;
 	}
-	s = launch(st, m, nr, nc, side, obuf, err);
+	s = g ? launch_ranged(st, m, nr, side, obuf, g, err) : launch(st, m, nr, nc, side, obuf, err);
 	if (s)
 		goto done;
 	e = st->cl->EnqueueReadBuffer(st->queue, obuf, CL_TRUE, 0, out_bytes, out, 0, NULL, NULL);
@@ -968,6 +1021,19 @@ done:
 		release(st, side[k]);
 	release(st, obuf);
 	return s;
+}
+
+static kred_status cl_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
+			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
+{
+	return cl_call(state, module, r, nx, ny, args, out, NULL, err);
+}
+
+static kred_status cl_run_ranged(void *state, void *module, const struct kred_reduction *r,
+				 int64_t nx, int64_t ny, const void *const *args, void *out,
+				 const struct kred__ranges *g, struct kred__error *err)
+{
+	return cl_call(state, module, r, nx, ny, args, out, g, err);
 }
 
 /* ---- runs on data already on the device */
@@ -1306,4 +1372,5 @@ const struct kred_backend kred__backend_opencl = {
 	.report = cl_report,
 	.memory = cl_memory,
 	.device_count = cl_device_count,
+	.run_ranged = cl_run_ranged,
 };
