@@ -392,3 +392,171 @@ def ranges_arrays(ranges):
     if out[0] is None or out[1] is None or out[2] is None:
         raise ValueError("ranges: ranges_i, slices_i and redranges_j must be given")
     return tuple(out)
+
+
+# ---- batch dimensions ----
+
+_PM_ALIAS = re.compile(r"^(\s*)([A-Za-z_]\w*)(\s*=\s*)Pm(\s*\()")
+
+
+class BatchPlan:
+    """How a call with batch dimensions runs as one block-sparse reduction: the B
+    problems stacked along the rows (B x nx rows, B x ny columns, one block of ranges per
+    problem), an argument whose batch dimensions are all 1 shared by every problem (the
+    side of the reduced axis is then not stacked at all: every block's interval is the
+    whole of it), and a parameter with batch dimensions made into a variable of the
+    output's side, its value repeated over each problem's rows.
+
+    shape: the batch shape (broadcast of the arguments'); op: the Op to run (this one, or
+    the one with batched parameters as variables); actions[k]: what becomes of argument
+    k: "stack" (to B x rows), "share" (its rows as they are), "param" (its vector),
+    "rows" (a batched parameter, to B x rows of the output's side); nx, ny: the sizes of
+    the stacked problem; ranges: its six arrays."""
+
+    def __init__(self, op_, shapes):
+        self.op = op_
+        batches, core = [], []
+        for k, shape in enumerate(shapes):
+            cat, dim, _ = op_.args[k]
+            shape = tuple(shape)
+            if dim == 1 and len(shape) == (0 if cat == PM else 1):
+                shape = shape + (1,)  # a number, or a vector of rows of one value
+            lead = 1 if cat == PM else 2
+            if len(shape) < lead or (cat != PM and shape[-1] != dim) or (cat == PM and shape[-1] != dim):
+                what = f"(..., {dim})" if cat == PM else f"(..., {'nx' if cat == VI else 'ny'}, {dim})"
+                raise ValueError(f"argument {k} ({op_.describe(k)}) with batch dimensions is "
+                                 f"an array of shape {what}, not {shape}")
+            batches.append(shape[:-lead])
+            core.append(shape[-lead:])
+        try:
+            self.shape = tuple(np.broadcast_shapes(*batches))
+        except ValueError:
+            raise ValueError("the arguments' batch dimensions do not broadcast: " +
+                             ", ".join(f"argument {k} has {b}" for k, b in enumerate(batches))
+                             ) from None
+        self.batches, self.core = batches, core
+        self.B = int(np.prod(self.shape)) if self.shape else 1
+        n = {VI: None, VJ: None}
+        for k, c in enumerate(core):
+            cat = op_.args[k][0]
+            if cat == PM:
+                continue
+            if n[cat] is None:
+                n[cat] = c[0]
+            elif n[cat] != c[0]:
+                raise ValueError(f"argument {k} ({op_.describe(k)}) has {c[0]} rows, but "
+                                 f"the other {CATEGORY_NAMES[cat]} arguments have {n[cat]}")
+        self.n = {VI: n[VI] or 1, VJ: n[VJ] or 1}
+        if op_.parent is not None:
+            raise ValueError("batch dimensions: run the forward reduction; its gradients "
+                             "follow")
+        out_side = VI if op_.spec["axis"] == REDUCE_J else VJ
+        other = VJ if out_side == VI else VI
+        ones = [all(d == 1 for d in b) for b in batches]
+        batched_pm = [k for k in range(len(shapes))
+                      if op_.args[k][0] == PM and not ones[k]]
+        # the side of the reduced axis is shared when none of its arguments has a batch
+        self.stacked = {out_side: self.B > 1,
+                        other: self.B > 1 and any(not ones[k] for k in range(len(shapes))
+                                                  if op_.args[k][0] == other)}
+        self.actions = []
+        for k in range(len(shapes)):
+            cat = op_.args[k][0]
+            if cat == PM:
+                self.actions.append("rows" if k in batched_pm else "param")
+            else:
+                self.actions.append("stack" if self.stacked[cat] else "share")
+        self.out_side = out_side
+        if batched_pm:
+            self.op = self._params_as_rows(op_, batched_pm, out_side)
+        rows = {c: self.n[c] * (self.B if self.stacked[c] else 1) for c in (VI, VJ)}
+        self.nx, self.ny = rows[VI], rows[VJ]
+        self.ranges = self._ranges() if self.B > 1 else None
+
+    @staticmethod
+    def _params_as_rows(op_, ks, side):
+        spec = op_.spec
+        aliases = list(spec["aliases"])
+        cat = CATEGORY_NAMES[side]
+        for k in ks:
+            name = op_.args[k][2]
+            for a, text in enumerate(aliases):
+                m = _PM_ALIAS.match(text)
+                if m and m.group(2) == name:
+                    aliases[a] = _PM_ALIAS.sub(lambda m: m.group(1) + m.group(2) + m.group(3)
+                                               + cat + m.group(4), text, count=1)
+                    break
+            else:
+                raise NotImplementedError(
+                    f"argument {k} ({op_.describe(k)}) is a parameter with batch dimensions: "
+                    f"kred runs it as a variable of each problem's rows, which needs an "
+                    f"alias that names it ('G = Pm(1)')")
+        return op(spec["formula"], aliases, spec["reduction"], spec["axis"], spec["weight"],
+                  spec["sum_scheme"])
+
+    def _ranges(self):
+        B, n, st = self.B, self.n, self.stacked
+        b = np.arange(B, dtype=np.int64)
+
+        def triple(rows_cat, cols_cat):
+            nr, nc = n[rows_cat], n[cols_cat]
+            if st[rows_cat]:
+                rng = np.stack([b * nr, (b + 1) * nr], 1)
+                slc = b + 1
+                red = np.stack([b * nc, (b + 1) * nc], 1) if st[cols_cat] else \
+                    np.tile([0, nc], (B, 1))
+            else:
+                rng = np.array([[0, nr]])
+                slc = np.array([B])
+                red = np.stack([b * nc, (b + 1) * nc], 1)
+            return [np.ascontiguousarray(a.reshape(-1), dtype=np.int32)
+                    for a in (rng, slc, red)]
+
+        return tuple(triple(VI, VJ) + triple(VJ, VI))
+
+    def arrays(self, args, expand):
+        """The stacked problem's arguments from args, with expand(a, shape) (broadcast to
+        shape, then flattened to (prod of all but the last, last) as the array library
+        does it)."""
+        out = []
+        for k, (a, act) in enumerate(zip(args, self.actions)):
+            cat, dim, _ = self.op.args[k]
+            a = a.reshape(self.batches[k] + self.core[k])
+            if act == "param":
+                out.append(expand(a.reshape((dim,)), (dim,)))
+            elif act == "share":
+                out.append(expand(a.reshape((self.n[cat], dim)), (self.n[cat], dim)))
+            elif act == "stack":
+                out.append(expand(a, self.shape + (self.n[cat], dim)))
+            else:  # a batched parameter, over each problem's rows
+                a = a.reshape(self.batches[k] + (1, dim))
+                out.append(expand(a, self.shape + (self.n[self.out_side], dim)))
+        return out
+
+    def out_shape(self, out):
+        """The output's shape with the batch dimensions: (*shape, rows, dim)."""
+        return self.shape + (self.n[self.out_side], out.shape[-1])
+
+    def index_offsets(self, dtype_name):
+        """For an index reduction over a stacked axis: the first column of each problem
+        (indices come back counted along the stacked axis), as a (B, 1, 1) array; None
+        when there is nothing to subtract."""
+        other = VJ if self.out_side == VI else VI
+        if not (self.op.is_index or self.op.is_pair) or not self.stacked[other]:
+            return None
+        total = self.n[other] * self.B
+        if dtype_name == "float32" and total > 2 ** 24:
+            raise ValueError(f"an index reduction over {self.B} stacked problems of "
+                             f"{self.n[other]} rows counts to {total}, past the integers "
+                             f"float32 holds exactly (2^24): use float64")
+        return (np.arange(self.B) * self.n[other]).reshape(self.B, 1, 1)
+
+
+def batch_plan(op_, shapes):
+    """A BatchPlan when an argument has batch dimensions (a Vi or Vj array of more than 2
+    dimensions, a Pm of more than 1), else None."""
+    for k, shape in enumerate(shapes):
+        cat = op_.args[k][0]
+        if len(shape) > (1 if cat == PM else 2):
+            return BatchPlan(op_, shapes)
+    return None

@@ -99,7 +99,16 @@ class LazyTensorBase:
         shape = tuple(x.shape)
         if axis not in (None, 0, 1):
             raise ValueError(f"axis is 0 (an i variable) or 1 (a j variable), not {axis!r}")
-        if len(shape) == 3 and shape[0] == 1 and shape[1] == 1 and axis is None:
+        if len(shape) >= 4 and axis is None and (shape[-3] == 1 or shape[-2] == 1):
+            # batch dimensions in front: (..., N, 1, D), (..., 1, M, D), (..., 1, 1, D)
+            lead, (n, m, d) = shape[:-3], shape[-3:]
+            if n == 1 and m == 1:
+                self._leaf(self._reshape(x, lead + (d,)), _core.PM, d, None, None)
+            elif m == 1:
+                self._leaf(self._reshape(x, lead + (n, d)), _core.VI, d, n, None)
+            else:
+                self._leaf(self._reshape(x, lead + (m, d)), _core.VJ, d, None, m)
+        elif len(shape) == 3 and shape[0] == 1 and shape[1] == 1 and axis is None:
             self._leaf(self._as_1d(x), _core.PM, shape[2], None, None)
         elif len(shape) == 3 and shape[1] == 1 and axis in (None, 0):
             self._leaf(self._as_2d(x, shape[0], shape[2]), _core.VI, shape[2], shape[0], None)
@@ -114,8 +123,10 @@ class LazyTensorBase:
             self._leaf(x, _core.PM, int(x.shape[0]), None, None)
         else:
             raise ValueError(f"a LazyTensor is made of x[:, None, :] (shape (N, 1, D), i), "
-                             f"y[None, :, :] ((1, M, D), j), a vector (a parameter) or a 2-D "
-                             f"array with axis=0 or 1, not an array of shape {shape}"
+                             f"y[None, :, :] ((1, M, D), j), a vector (a parameter), the same "
+                             f"with batch dimensions in front ((B, N, 1, D), (B, 1, M, D), "
+                             f"(B, 1, 1, D)), or a 2-D array with axis=0 or 1, not an array "
+                             f"of shape {shape}"
                              f"{'' if axis is None else f' with axis={axis}'}")
 
     def _new(self, formula, others, dim):

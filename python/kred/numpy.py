@@ -67,6 +67,9 @@ def run(op, args, backend="auto", out=None, ranges=None):
     (out_dim,) for a Pm's gradient."""
     _core.check_count(op, args)
     arrays, dtype = _arrays(op, args)
+    plan = _core.batch_plan(op, [a.shape for a in arrays])
+    if plan is not None:
+        return _run_batch(plan, arrays, dtype, backend, out, ranges)
     nx, ny = _core.sizes(op, [a.shape for a in arrays])
     ctx = _core.resolve_backend(backend)
     r = op.compiled(dtype, ctx)
@@ -78,6 +81,32 @@ def run(op, args, backend="auto", out=None, ranges=None):
         raise ValueError(f"out must be a writable C-contiguous {dtype} array of shape {shape}")
     r.run(nx, ny, arrays, out, _core.ranges_arrays(ranges))
     return out
+
+
+def _expand(a, shape):
+    return np.ascontiguousarray(np.broadcast_to(a, shape).reshape(-1, shape[-1])
+                                if len(shape) > 1 else np.broadcast_to(a, shape))
+
+
+def _run_batch(plan, arrays, dtype, backend, out, ranges):
+    """A call with batch dimensions: the B problems as one block-sparse run
+    (_core.BatchPlan)."""
+    if ranges is not None:
+        raise NotImplementedError("ranges= with batch dimensions: kred runs the batch as "
+                                  "ranges of its own")
+    if out is not None:
+        raise NotImplementedError("out= with batch dimensions")
+    op = plan.op
+    r = op.compiled(dtype, _core.resolve_backend(backend))
+    offsets = plan.index_offsets(dtype)
+    raw = np.empty(op.out_shape(plan.nx, plan.ny), dtype=dtype)
+    r.run(plan.nx, plan.ny, plan.arrays(arrays, _expand), raw, plan.ranges)
+    if offsets is not None:
+        raw = raw.reshape(plan.B, -1, raw.shape[-1])
+        half = raw.shape[-1] // 2 if op.is_pair else 0
+        idx = raw[..., half:]
+        idx -= np.where(idx >= 0, offsets, 0).astype(dtype)
+    return raw.reshape(plan.out_shape(raw))
 
 
 def postprocess(op, out):

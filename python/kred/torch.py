@@ -30,7 +30,7 @@ _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 def _prepare(op, args):
     """The arguments as contiguous tensors of one dtype on one device (a Python float
-    becomes a Pm of dimension 1), with nx and ny. Errors name the argument."""
+    becomes a Pm of dimension 1). Errors name the argument."""
     _core.check_count(op, args)
     first = None
     for k, a in enumerate(args):
@@ -73,8 +73,7 @@ def _prepare(op, args):
                             f"{' or a float' if cat == _core.PM else ''}, not "
                             f"{type(a).__name__}")
         tensors.append(a)
-    nx, ny = _core.sizes(op, [a.shape for a in tensors])
-    return tensors, nx, ny
+    return tensors
 
 
 def _sync_current_stream(device):
@@ -178,8 +177,38 @@ def run(op, args, backend="auto", ranges=None):
     """Runs op (a _core.Op) on tensors, one per argument in position order, with
     autograd, restricted to KeOps' ranges when given (gradients too). Returns the raw
     output: (nx or ny, out_dim), or (out_dim,) for the gradient with respect to a Pm."""
-    tensors, nx, ny = _prepare(op, args)
+    tensors = _prepare(op, args)
+    plan = _core.batch_plan(op, [a.shape for a in tensors])
+    if plan is not None:
+        return _run_batch(plan, tensors, backend, ranges)
+    nx, ny = _core.sizes(op, [a.shape for a in tensors])
     return _Reduce.apply(op, backend, _core.ranges_arrays(ranges), nx, ny, *tensors)
+
+
+def _expand(a, shape):
+    a = a.expand(shape)
+    return (a.reshape(-1, shape[-1]) if len(shape) > 1 else a).contiguous()
+
+
+def _run_batch(plan, tensors, backend, ranges):
+    """A call with batch dimensions: the B problems as one block-sparse run
+    (_core.BatchPlan); the stacking is torch's, so that autograd sums the gradients of
+    what was broadcast."""
+    if ranges is not None:
+        raise NotImplementedError("ranges= with batch dimensions: kred runs the batch as "
+                                  "ranges of its own")
+    offsets = plan.index_offsets(_DTYPES[tensors[0].dtype])
+    raw = _Reduce.apply(plan.op, backend, plan.ranges, plan.nx, plan.ny,
+                        *plan.arrays(tensors, _expand))
+    if offsets is not None:
+        r3 = raw.reshape(plan.B, -1, raw.shape[-1])
+        half = raw.shape[-1] // 2 if plan.op.is_pair else 0
+        idx = r3[..., half:].detach()
+        off = torch.from_numpy(offsets).to(raw.device, raw.dtype)
+        idx = idx - torch.where(idx >= 0, off, torch.zeros_like(off))
+        # the values (of Min_ArgMin and co.) keep their gradient
+        raw = torch.cat([r3[..., :half], idx], -1) if half else idx
+    return raw.reshape(plan.out_shape(raw))
 
 
 def postprocess(op, out):
