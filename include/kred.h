@@ -209,6 +209,27 @@ KRED_API kred_status kred_reduction_run_ranges(kred_reduction *r, int64_t nx, in
 					       const void *const *args, void *out,
 					       const kred_ranges *ranges);
 
+/* ---- batches: B independent problems of the same sizes in one call (KeOps 2's batch
+ * dimensions). Argument k holds arg_batch[k] problems' rows one after the other (B x nx
+ * rows of a Vi variable, say), or 1 when one serves every problem (a size-1 batch
+ * dimension, broadcast); out holds the B problems' outputs one after the other. Indices
+ * (ArgMin, ArgKMin...) count each problem's own rows. The problems run as one
+ * block-sparse run of them stacked along the rows: one launch on the host and on
+ * OpenCL. A parameter with a value per problem is KRED_EUNSUPPORTED (declare it as a
+ * variable of the output's rows, its value repeated over each problem's rows), and so is
+ * the gradient with respect to a parameter (run it problem by problem). */
+typedef struct kred_batch {
+	size_t struct_size;	  /* sizeof(kred_batch), or 0 */
+	int64_t n_batch;	  /* B >= 1 */
+	const int64_t *arg_batch; /* per argument: B or 1; NULL: B for every argument */
+} kred_batch;
+
+/* kred_reduction_run over a batch (above), nx and ny the sizes of one problem; batch NULL
+ * is kred_reduction_run. */
+KRED_API kred_status kred_reduction_run_batch(kred_reduction *r, const kred_batch *batch,
+					      int64_t nx, int64_t ny, const void *const *args,
+					      void *out);
+
 /* ---- ranges from point clouds, as KeOps's grid_cluster, sort_clusters,
  * cluster_ranges_centroids and from_matrix: label points by voxel, sort them by label,
  * take each cluster's range and centroid, and keep the pairs of clusters whose centroids

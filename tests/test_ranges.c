@@ -519,6 +519,165 @@ START_TEST(test_large)
 }
 END_TEST
 
+/*
+ * Batches (kred_reduction_run_batch): 3 problems of 40 x 30, against each problem's dense
+ * reduction computed here. Loop index: 0 every argument batched, 1 Y and B shared (the
+ * reduced side not stacked), 2 X shared (the output's side repeated). Sum in float32 and
+ * float64, ArgKMin(2) (indices per problem) and the gradient in Y (over i) in float64.
+ */
+#define BB 3
+#define BN 40
+#define BM 30
+
+static double bx[BB * BN * 3], by[BB * BM * 3], bb[BB * BM], bcot[BB * BN];
+
+static double b_d2(int p, int i, int j, const int share[3])
+{
+	const double *xi = bx + ((share[0] ? 0 : p) * BN + i) * 3;
+	const double *yj = by + ((share[1] ? 0 : p) * BM + j) * 3;
+	double s = 0;
+
+	for (int c = 0; c < 3; c++)
+		s += (xi[c] - yj[c]) * (xi[c] - yj[c]);
+	return s;
+}
+
+static void b_run(kred_reduction *r, kred_dtype dt, const int64_t *ab, int n, int rows,
+		  double *out)
+{
+	const double *src[5] = { bx, by, bb, &g, bcot };
+	const int len[5] = { BN * 3, BM * 3, BM, 1, BN };
+	kred_batch batch = { sizeof(batch), BB, ab };
+	void *args[5], *o;
+	int dim = kred_reduction_out_dim(r);
+	size_t sz = dt == KRED_FLOAT64 ? 8 : 4;
+
+	for (int k = 0; k < n; k++) {
+		int cnt = len[k] * (int)ab[k];
+
+		args[k] = malloc((size_t)cnt * sz);
+		for (int v = 0; v < cnt; v++) {
+			if (dt == KRED_FLOAT64)
+				((double *)args[k])[v] = src[k][v];
+			else
+				((float *)args[k])[v] = (float)src[k][v];
+		}
+	}
+	o = malloc((size_t)BB * (size_t)rows * (size_t)dim * sz);
+	ck_assert_msg(kred_reduction_run_batch(r, &batch, BN, BM, (const void *const *)args, o) ==
+			      KRED_OK,
+		      "%s", kred_errmsg(ctx));
+	for (int v = 0; v < BB * rows * dim; v++)
+		out[v] = dt == KRED_FLOAT64 ? ((double *)o)[v] : ((float *)o)[v];
+	for (int k = 0; k < n; k++)
+		free(args[k]);
+	free(o);
+}
+
+START_TEST(test_batch)
+{
+	static const int shares[3][3] = { { 0, 0, 0 }, { 0, 1, 1 }, { 1, 0, 0 } };
+	const int *share = shares[_i];
+	/* X, Y, B, G, cotangent */
+	const int64_t ab[5] = { share[0] ? 1 : BB, share[1] ? 1 : BB, share[2] ? 1 : BB, 1, BB };
+	double out[BB * BM * 3];
+	kred_reduction *sum[2], *akm, *gy;
+
+	rng = 41;
+	for (int k = 0; k < BB * BN * 3; k++)
+		bx[k] = uniform();
+	for (int k = 0; k < BB * BM * 3; k++)
+		by[k] = uniform();
+	for (int k = 0; k < BB * BM; k++)
+		bb[k] = uniform() + 0.5;
+	for (int k = 0; k < BB * BN; k++)
+		bcot[k] = 2 * uniform() - 1;
+	sum[0] = make("Exp(-G*SqDist(X,Y))*B", "Sum", KRED_FLOAT32);
+	sum[1] = make("Exp(-G*SqDist(X,Y))*B", "Sum", KRED_FLOAT64);
+	akm = make("SqDist(X,Y)", "ArgKMin(2)", KRED_FLOAT64);
+	ck_assert_int_eq(kred_reduction_grad(sum[1], "Y", &gy), KRED_OK);
+	for (int t = 0; t < 2; t++) {
+		b_run(sum[t], t ? KRED_FLOAT64 : KRED_FLOAT32, ab, 4, BN, out);
+		for (int p = 0; p < BB; p++)
+			for (int i = 0; i < BN; i++) {
+				double w = 0;
+
+				for (int j = 0; j < BM; j++)
+					w += exp(-g * b_d2(p, i, j, share)) *
+					     bb[(share[2] ? 0 : p) * BM + j];
+				near(out[p * BN + i], w, tol(t ? KRED_FLOAT64 : KRED_FLOAT32), "Sum",
+				     "batch", p * BN + i);
+			}
+	}
+	b_run(akm, KRED_FLOAT64, ab, 4, BN, out);
+	for (int p = 0; p < BB; p++)
+		for (int i = 0; i < BN; i++) {
+			int best = 0, second = -1;
+
+			for (int j = 1; j < BM; j++) {
+				if (b_d2(p, i, j, share) < b_d2(p, i, best, share)) {
+					second = best;
+					best = j;
+				} else if (second < 0 || b_d2(p, i, j, share) < b_d2(p, i, second, share)) {
+					second = j;
+				}
+			}
+			ck_assert_msg(out[(p * BN + i) * 2] == best && out[(p * BN + i) * 2 + 1] == second,
+				      "%s, batch %d, problem %d row %d: ArgKMin %g %g, want %d %d",
+				      backend, _i, p, i, out[(p * BN + i) * 2],
+				      out[(p * BN + i) * 2 + 1], best, second);
+		}
+	/* d/dY over i: problem p's rows of Y (or, shared, the sum over the problems) */
+	if (!share[1]) {
+		b_run(gy, KRED_FLOAT64, ab, 5, BM, out);
+		for (int p = 0; p < BB; p++)
+			for (int j = 0; j < BM; j++)
+				for (int c = 0; c < 3; c++) {
+					double w = 0;
+
+					for (int i = 0; i < BN; i++) {
+						const double *xi = bx + ((share[0] ? 0 : p) * BN + i) * 3;
+
+						w += bcot[p * BN + i] * bb[(share[2] ? 0 : p) * BM + j] *
+						     exp(-g * b_d2(p, i, j, share)) * 2 * g *
+						     (xi[c] - by[(p * BM + j) * 3 + c]);
+					}
+					near(out[(p * BM + j) * 3 + c], w, tol(KRED_FLOAT64), "d/dY",
+					     "batch", p * BM + j);
+				}
+	}
+	kred_reduction_destroy(sum[0]);
+	kred_reduction_destroy(sum[1]);
+	kred_reduction_destroy(akm);
+	kred_reduction_destroy(gy);
+}
+END_TEST
+
+START_TEST(test_batch_bad)
+{
+	kred_reduction *r = make("Exp(-G*SqDist(X,Y))*B", "Sum", KRED_FLOAT64);
+	const void *args[4] = { x, y, b, &g };
+	const int64_t two[4] = { 3, 2, 3, 1 }, pm[4] = { 3, 3, 3, 3 };
+	kred_batch bt = { sizeof(bt), 3, two };
+	double out[3 * 10];
+
+	ck_assert_int_eq(kred_reduction_run_batch(r, &bt, 10, 10, args, out), KRED_EINVAL);
+	ck_assert_msg(strstr(kred_errmsg(ctx), "argument 1 holds 2 problems, not 1"), "%s",
+		      kred_errmsg(ctx));
+	bt.arg_batch = pm;
+	ck_assert_int_eq(kred_reduction_run_batch(r, &bt, 10, 10, args, out), KRED_EUNSUPPORTED);
+	ck_assert(strstr(kred_errmsg(ctx), "argument 3 is a parameter"));
+	bt.n_batch = 0;
+	ck_assert_int_eq(kred_reduction_run_batch(r, &bt, 10, 10, args, out), KRED_EINVAL);
+	/* one problem, or no batch: the plain run */
+	bt.n_batch = 1;
+	bt.arg_batch = NULL;
+	ck_assert_int_eq(kred_reduction_run_batch(r, &bt, 10, 10, args, out), KRED_OK);
+	ck_assert_int_eq(kred_reduction_run_batch(r, NULL, 10, 10, args, out), KRED_OK);
+	kred_reduction_destroy(r);
+}
+END_TEST
+
 /* Bad ranges: KRED_EINVAL, a message naming the array and the entry, out untouched. */
 START_TEST(test_bad)
 {
@@ -584,6 +743,8 @@ int main(int argc, char **argv)
 	tcase_add_loop_test(tc, test_argkmin, 0, N_LAYOUTS);
 	tcase_add_loop_test(tc, test_gradients, 0, 2 * N_LAYOUTS);
 	tcase_add_loop_test(tc, test_large, 0, 2);
+	tcase_add_loop_test(tc, test_batch, 0, 3);
+	tcase_add_test(tc, test_batch_bad);
 	tcase_add_test(tc, test_bad);
 	suite_add_tcase(s, tc);
 	return run_suites(NULL, s) ? 1 : 0;

@@ -422,10 +422,15 @@ class BatchPlan:
             if dim == 1 and len(shape) == (0 if cat == PM else 1):
                 shape = shape + (1,)  # a number, or a vector of rows of one value
             lead = 1 if cat == PM else 2
-            if len(shape) < lead or (cat != PM and shape[-1] != dim) or (cat == PM and shape[-1] != dim):
-                what = f"(..., {dim})" if cat == PM else f"(..., {'nx' if cat == VI else 'ny'}, {dim})"
-                raise ValueError(f"argument {k} ({op_.describe(k)}) with batch dimensions is "
-                                 f"an array of shape {what}, not {shape}")
+            if len(shape) < lead or shape[-1] != dim:
+                if cat == PM:
+                    raise ValueError(f"argument {k} ({op_.describe(k)}) is a vector of {dim} "
+                                     f"value{'s' if dim > 1 else ''}, not an array of shape "
+                                     f"{shape} (with batch dimensions: (..., {dim}))")
+                rows = "nx" if cat == VI else "ny"
+                raise ValueError(f"argument {k} ({op_.describe(k)}) is a ({rows}, {dim}) array "
+                                 f"(with batch dimensions: (..., {rows}, {dim})), not one of "
+                                 f"shape {shape}")
             batches.append(shape[:-lead])
             core.append(shape[-lead:])
         try:

@@ -114,7 +114,7 @@ def test_bad_batches(rng):
     x, y, b = rng.random((3, 20, 3)), rng.random((2, 10, 3)), rng.random((10, 2))
     with pytest.raises(ValueError, match="do not broadcast"):
         conv(0.5, x, y, b)
-    with pytest.raises(ValueError, match=r"argument 1 \(X = Vi\(3\)\) with batch"):
+    with pytest.raises(ValueError, match=r"argument 1 \(X = Vi\(3\)\) is a \(nx, 3\) array"):
         conv(0.5, rng.random((3, 20, 4)), y[:1], b)
     with pytest.raises(ValueError, match="has 9 rows"):
         conv(0.5, x, y[:1], b[:9])
