@@ -87,9 +87,10 @@ KR_FN void kr_finalize(const real *st, int sst, real *out)
 
 /* The rows of a work-item (base, base + KR_WG, ...) gathered into xs, each row past end
  * repeating the last one: every work-item computes on real data and takes part in every
- * barrier; only its writes are dropped. The states start neutral. */
-KR_FN void kr_rows(real *xs, real *st, const KR_GLOBAL real *KR_RESTRICT xr, kr_long base,
-		   kr_long end)
+ * barrier; only its writes are dropped. The states start neutral; the parameters go to
+ * pp. */
+KR_FN void kr_rows(real *xs, real *st, real *pp, const KR_GLOBAL real *KR_RESTRICT xr,
+		   const KR_GLOBAL real *KR_RESTRICT p, kr_long base, kr_long end)
 {
 	for (int r = 0; r < KR_RPW; r++) {
 		kr_long i = base + r * KR_WG;
@@ -99,6 +100,8 @@ KR_FN void kr_rows(real *xs, real *st, const KR_GLOBAL real *KR_RESTRICT xr, kr_
 			xs[c * KR_RPW + r] = xr[i * KR_DR + c];
 		kr_init(st + r, KR_RPW);
 	}
+	for (int c = 0; c < KR_DP; c++)
+		pp[c] = p[c];
 }
 
 /* Folds columns [j0, j1) into the states st of the work-item's rows, tile by tile. The
@@ -181,9 +184,7 @@ KR_KERNEL void kr_reduce(const KR_GLOBAL real *KR_RESTRICT xr,
 	real st[KR_NST * KR_RPW], xs[KR_DR1 * KR_RPW], pp[KR_DP1], yj[KR_DC1];
 	real acc[KR_TILE_MERGE ? KR_NST * KR_RPW : 1];
 
-	kr_rows(xs, st, xr, base, nr);
-	for (int c = 0; c < KR_DP; c++)
-		pp[c] = p[c];
+	kr_rows(xs, st, pp, xr, p, base, nr);
 	yj[0] = 0;
 	kr_columns(st, acc, xs, pp, yj, ys, yc, j0, j1, lid);
 	if (ns == 1) {
@@ -226,9 +227,7 @@ KR_KERNEL void kr_reduce_ranged(const KR_GLOBAL real *KR_RESTRICT xr,
 	real st[KR_NST * KR_RPW], xs[KR_DR1 * KR_RPW], pp[KR_DP1], yj[KR_DC1];
 	real acc[KR_TILE_MERGE ? KR_NST * KR_RPW : 1];
 
-	kr_rows(xs, st, xr, base, end);
-	for (int c = 0; c < KR_DP; c++)
-		pp[c] = p[c];
+	kr_rows(xs, st, pp, xr, p, base, end);
 	yj[0] = 0;
 	for (int k = k0; k < k1; k++)
 		kr_columns(st, acc, xs, pp, yj, ys, yc, red[2 * k], red[2 * k + 1], lid);

@@ -318,6 +318,23 @@ static kred_status check_cluster_ranges(kred_context *ctx, const char *fn, const
 	return KRED_OK;
 }
 
+/* What both ranges_from_ calls check first: out (zeroed), and both sides' cluster ranges. */
+static kred_status ranges_begin(kred_context *ctx, const char *fn, const int32_t *ranges_i,
+				int64_t nc_i, const int32_t *ranges_j, int64_t nc_j,
+				kred_ranges *out)
+{
+	kred_status s;
+
+	kred__ctx_clear_error(ctx);
+	if (!out)
+		return kred__ctx_fail(ctx, KRED_EINVAL, "%s: NULL out", fn);
+	memset(out, 0, sizeof(*out));
+	s = check_cluster_ranges(ctx, fn, "ranges_i", ranges_i, nc_i);
+	if (!s)
+		s = check_cluster_ranges(ctx, fn, "ranges_j", ranges_j, nc_j);
+	return s;
+}
+
 /*
  * One triple from sorted pairs p (n of them; p[2k] the block's cluster, p[2k + 1] the
  * other side's): blocks are the nb clusters of rb, each with the intervals rr of its
@@ -418,14 +435,7 @@ kred_status kred_ranges_from_mask(kred_context *ctx, const int32_t *ranges_i, in
 
 	if (!ctx)
 		return KRED_EINVAL;
-	kred__ctx_clear_error(ctx);
-	if (!out)
-		return kred__ctx_fail(ctx, KRED_EINVAL, "kred_ranges_from_mask: NULL out");
-	memset(out, 0, sizeof(*out));
-	s = check_cluster_ranges(ctx, "kred_ranges_from_mask", "ranges_i", ranges_i, nc_i);
-	if (!s)
-		s = check_cluster_ranges(ctx, "kred_ranges_from_mask", "ranges_j", ranges_j,
-					 nc_j);
+	s = ranges_begin(ctx, "kred_ranges_from_mask", ranges_i, nc_i, ranges_j, nc_j, out);
 	if (s)
 		return s;
 	if (nc_i > 0 && nc_j > 0 && !keep)
@@ -483,14 +493,7 @@ kred_status kred_ranges_from_centroids(kred_context *ctx, const int32_t *ranges_
 
 	if (!ctx)
 		return KRED_EINVAL;
-	kred__ctx_clear_error(ctx);
-	if (!out)
-		return kred__ctx_fail(ctx, KRED_EINVAL, "kred_ranges_from_centroids: NULL out");
-	memset(out, 0, sizeof(*out));
-	s = check_cluster_ranges(ctx, "kred_ranges_from_centroids", "ranges_i", ranges_i, nc_i);
-	if (!s)
-		s = check_cluster_ranges(ctx, "kred_ranges_from_centroids", "ranges_j",
-					 ranges_j, nc_j);
+	s = ranges_begin(ctx, "kred_ranges_from_centroids", ranges_i, nc_i, ranges_j, nc_j, out);
 	if (s)
 		return s;
 	if (d < 1 || (nc_i > 0 && !centroids_i) || (nc_j > 0 && !centroids_j))

@@ -145,14 +145,16 @@ static kred_reduction *make(const char *formula, const char *red, kred_dtype dt)
 	return r;
 }
 
-/* Runs r on the data (in dt) with ranges; out (rows x dim) in double. */
-static void run(kred_reduction *r, kred_dtype dt, const kred_ranges *rg, double *out, int rows)
+/* Runs r on its arguments src[k] (len[k] values each, converted to dt), nx x ny, with
+ * ranges rg, or as the batch bt when it is not NULL; out (rows x dim) in double. */
+static void run_args(kred_reduction *r, kred_dtype dt, const double *const *src, const int *len,
+		     int64_t nx, int64_t ny, const kred_ranges *rg, const kred_batch *bt,
+		     double *out, int rows)
 {
-	const double *src[5] = { x, y, b, &g, cot };
-	const int len[5] = { NX * D, NY * D, NY, 1, NX > NY ? NX : NY };
 	void *args[5], *o;
 	int n = kred_reduction_n_args(r), dim = kred_reduction_out_dim(r);
 	size_t sz = dt == KRED_FLOAT64 ? 8 : 4;
+	kred_status st;
 
 	for (int k = 0; k < n; k++) {
 		args[k] = malloc((size_t)len[k] * sz);
@@ -164,14 +166,23 @@ static void run(kred_reduction *r, kred_dtype dt, const kred_ranges *rg, double 
 		}
 	}
 	o = malloc((size_t)rows * (size_t)dim * sz);
-	ck_assert_msg(kred_reduction_run_ranges(r, NX, NY, (const void *const *)args, o, rg) ==
-			      KRED_OK,
-		      "%s", kred_errmsg(ctx));
+	st = bt ? kred_reduction_run_batch(r, bt, nx, ny, (const void *const *)args, o)
+		: kred_reduction_run_ranges(r, nx, ny, (const void *const *)args, o, rg);
+	ck_assert_msg(st == KRED_OK, "%s", kred_errmsg(ctx));
 	for (int v = 0; v < rows * dim; v++)
 		out[v] = dt == KRED_FLOAT64 ? ((double *)o)[v] : ((float *)o)[v];
 	for (int k = 0; k < n; k++)
 		free(args[k]);
 	free(o);
+}
+
+/* Runs r on the data (in dt) with ranges; out (rows x dim) in double. */
+static void run(kred_reduction *r, kred_dtype dt, const kred_ranges *rg, double *out, int rows)
+{
+	const double *src[5] = { x, y, b, &g, cot };
+	const int len[5] = { NX * D, NY * D, NY, 1, NX > NY ? NX : NY };
+
+	run_args(r, dt, src, len, NX, NY, rg, NULL, out, rows);
 }
 
 /* float64: a few roundings in another order; float32: the inputs' rounding (2^-24 each)
@@ -386,28 +397,8 @@ static void large_run(kred_reduction *r, kred_dtype dt, const kred_ranges *rg, i
 {
 	const double *src[5] = { lx, ly, lb, &lg, lcot };
 	const int len[5] = { LX * d, LY * d, LY, 1, LX };
-	void *args[5], *o;
-	int n = kred_reduction_n_args(r), dim = kred_reduction_out_dim(r);
-	size_t sz = dt == KRED_FLOAT64 ? 8 : 4;
 
-	for (int k = 0; k < n; k++) {
-		args[k] = malloc((size_t)len[k] * sz);
-		for (int v = 0; v < len[k]; v++) {
-			if (dt == KRED_FLOAT64)
-				((double *)args[k])[v] = src[k][v];
-			else
-				((float *)args[k])[v] = (float)src[k][v];
-		}
-	}
-	o = malloc((size_t)rows * (size_t)dim * sz);
-	ck_assert_msg(kred_reduction_run_ranges(r, LX, LY, (const void *const *)args, o, rg) ==
-			      KRED_OK,
-		      "%s", kred_errmsg(ctx));
-	for (int v = 0; v < rows * dim; v++)
-		out[v] = dt == KRED_FLOAT64 ? ((double *)o)[v] : ((float *)o)[v];
-	for (int k = 0; k < n; k++)
-		free(args[k]);
-	free(o);
+	run_args(r, dt, src, len, LX, LY, rg, NULL, out, rows);
 }
 
 static double l_sqdist(int i, int j, int d)
@@ -546,32 +537,12 @@ static void b_run(kred_reduction *r, kred_dtype dt, const int64_t *ab, int n, in
 		  double *out)
 {
 	const double *src[5] = { bx, by, bb, &g, bcot };
-	const int len[5] = { BN * 3, BM * 3, BM, 1, BN };
+	int len[5] = { BN * 3, BM * 3, BM, 1, BN };
 	kred_batch batch = { sizeof(batch), BB, ab };
-	void *args[5], *o;
-	int dim = kred_reduction_out_dim(r);
-	size_t sz = dt == KRED_FLOAT64 ? 8 : 4;
 
-	for (int k = 0; k < n; k++) {
-		int cnt = len[k] * (int)ab[k];
-
-		args[k] = malloc((size_t)cnt * sz);
-		for (int v = 0; v < cnt; v++) {
-			if (dt == KRED_FLOAT64)
-				((double *)args[k])[v] = src[k][v];
-			else
-				((float *)args[k])[v] = (float)src[k][v];
-		}
-	}
-	o = malloc((size_t)BB * (size_t)rows * (size_t)dim * sz);
-	ck_assert_msg(kred_reduction_run_batch(r, &batch, BN, BM, (const void *const *)args, o) ==
-			      KRED_OK,
-		      "%s", kred_errmsg(ctx));
-	for (int v = 0; v < BB * rows * dim; v++)
-		out[v] = dt == KRED_FLOAT64 ? ((double *)o)[v] : ((float *)o)[v];
 	for (int k = 0; k < n; k++)
-		free(args[k]);
-	free(o);
+		len[k] *= (int)ab[k];
+	run_args(r, dt, src, len, BN, BM, NULL, &batch, out, BB * rows);
 }
 
 START_TEST(test_batch)
