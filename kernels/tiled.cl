@@ -85,6 +85,14 @@ KR_FN void kr_finalize(const real *st, int sst, real *out)
 #define KR_DC1 (KR_DC > 0 ? KR_DC : 1)
 #define KR_DP1 (KR_DP > 0 ? KR_DP : 1)
 
+/* A group's tile of columns in shared memory, declared in a kernel's body; without
+ * shared-memory tiles, a null pointer that kr_columns does not use. */
+#if KR_LOCAL_TILES
+#define KR_TILE(ys) KR_LOCAL_ARRAY(real, ys, KR_TJ * KR_DC1)
+#else
+#define KR_TILE(ys) KR_LOCAL real *ys = 0
+#endif
+
 /* The rows of a work-item (base, base + KR_WG, ...) gathered into xs, each row past end
  * repeating the last one: every work-item computes on real data and takes part in every
  * barrier; only its writes are dropped. The states start neutral; the parameters go to
@@ -171,11 +179,7 @@ KR_KERNEL void kr_reduce(const KR_GLOBAL real *KR_RESTRICT xr,
 			 const KR_GLOBAL real *KR_RESTRICT p, KR_GLOBAL real *KR_RESTRICT out,
 			 KR_GLOBAL real *KR_RESTRICT parts, kr_long nr, kr_long nc)
 {
-#if KR_LOCAL_TILES
-	KR_LOCAL_ARRAY(real, ys, KR_TJ * KR_DC1);
-#else
-	KR_LOCAL real *ys = 0;
-#endif
+	KR_TILE(ys);
 	const int lid = KR_LID();
 	const kr_long ns = KR_NGROUPS(1), s = KR_GROUP(1);
 	const kr_long base = KR_GROUP(0) * (KR_WG * KR_RPW) + lid;
@@ -215,11 +219,7 @@ KR_KERNEL void kr_reduce_ranged(const KR_GLOBAL real *KR_RESTRICT xr,
 				const KR_GLOBAL int *KR_RESTRICT tasks,
 				const KR_GLOBAL int *KR_RESTRICT red)
 {
-#if KR_LOCAL_TILES
-	KR_LOCAL_ARRAY(real, ys, KR_TJ * KR_DC1);
-#else
-	KR_LOCAL real *ys = 0;
-#endif
+	KR_TILE(ys);
 	const int lid = KR_LID();
 	const kr_long g = KR_GROUP(0);
 	const kr_long end = tasks[4 * g + 1], base = tasks[4 * g] + lid;

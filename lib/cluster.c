@@ -180,9 +180,12 @@ done:
 
 /* ---- kred_cluster_sort, kred_cluster_centroids */
 
+/* What the label calls check first (after clearing ctx's error): the sizes, and labels
+ * within [0, n_clusters). */
 static kred_status check_labels(kred_context *ctx, const char *fn, const int32_t *labels,
 				int64_t n, int64_t n_clusters)
 {
+	kred__ctx_clear_error(ctx);
 	if (n < 0 || n_clusters < 0 || n_clusters > INT32_MAX || (n > 0 && !labels))
 		return kred__ctx_fail(ctx, KRED_EINVAL,
 				      "%s: n = %lld, n_clusters = %lld%s", fn, (long long)n,
@@ -204,7 +207,6 @@ kred_status kred_cluster_sort(kred_context *ctx, const int32_t *labels, int64_t 
 
 	if (!ctx)
 		return KRED_EINVAL;
-	kred__ctx_clear_error(ctx);
 	s = check_labels(ctx, "kred_cluster_sort", labels, n, n_clusters);
 	if (s)
 		return s;
@@ -241,7 +243,6 @@ kred_status kred_cluster_centroids(kred_context *ctx, const double *x, int64_t n
 
 	if (!ctx)
 		return KRED_EINVAL;
-	kred__ctx_clear_error(ctx);
 	s = check_labels(ctx, "kred_cluster_centroids", labels, n, n_clusters);
 	if (s)
 		return s;

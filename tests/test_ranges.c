@@ -231,6 +231,22 @@ START_TEST(test_sum_lse)
 }
 END_TEST
 
+/* Inserts (v, j) into the K smallest so far (best ascending, ties to the first seen). */
+static void keep_best(double v, int j, double *best, int *idx, int K)
+{
+	int k = K - 1;
+
+	if (!(v < best[K - 1]))
+		return;
+	while (k > 0 && best[k - 1] > v) {
+		best[k] = best[k - 1];
+		idx[k] = idx[k - 1];
+		k--;
+	}
+	best[k] = v;
+	idx[k] = j;
+}
+
 /* ArgKMin(4) in float64 (float32 distances could order near ties otherwise): the K
  * smallest of the multiset of (distance, index) over row i's pairs, -1 past its size. */
 START_TEST(test_argkmin)
@@ -247,18 +263,7 @@ START_TEST(test_argkmin)
 
 		for (int j = 0; j < NY; j++) {
 			for (int m = 0; m < mult[i][j]; m++) {
-				double v = sqdist(i, j);
-				int k = 3;
-
-				if (!(v < best[3]))
-					continue;
-				while (k > 0 && best[k - 1] > v) {
-					best[k] = best[k - 1];
-					idx[k] = idx[k - 1];
-					k--;
-				}
-				best[k] = v;
-				idx[k] = j;
+				keep_best(sqdist(i, j), j, best, idx, 4);
 			}
 		}
 		for (int k = 0; k < 4; k++)
@@ -468,18 +473,7 @@ START_TEST(test_large)
 
 		for (int j = 0; j < LY; j++) {
 			for (int m = 0; m < l_mult[i][j]; m++) {
-				double v = l_sqdist(i, j, d);
-				int k = 2;
-
-				if (!(v < best[2]))
-					continue;
-				while (k > 0 && best[k - 1] > v) {
-					best[k] = best[k - 1];
-					idx[k] = idx[k - 1];
-					k--;
-				}
-				best[k] = v;
-				idx[k] = j;
+				keep_best(l_sqdist(i, j, d), j, best, idx, 3);
 			}
 		}
 		for (int k = 0; k < 3; k++)
