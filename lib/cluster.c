@@ -598,7 +598,8 @@ kred_status kred_ranges_from_centroids(kred_context *ctx, const int32_t *ranges_
 			}
 		}
 		/* a's pairs in the order of the j clusters */
-		qsort(l.p + 2 * first, (size_t)(l.n - first), 2 * sizeof(*l.p), by_pair);
+		if (l.n - first > 1)
+			qsort(l.p + 2 * first, (size_t)(l.n - first), 2 * sizeof(*l.p), by_pair);
 	}
 	kred__free(g.key);
 	s = from_pairs(ctx, &l, ranges_i, nc_i, ranges_j, nc_j, out);
