@@ -1,5 +1,6 @@
 """The Python examples (examples/python) run, small, and do what they say: the energy
-of the gradient descent goes down, Sinkhorn's marginal error gets below its tolerance."""
+of the gradient descent goes down, Sinkhorn's marginal error gets below its tolerance,
+the block-sparse convolution agrees with the dense one on fewer pairs."""
 
 import os
 import re
@@ -27,3 +28,13 @@ def test_sinkhorn():
     assert errors and errors[-1] < 1e-3
     cost = float(re.search(r"OT cost .*: ([\d.]+)", out).group(1))
     assert 0 < cost < 0.5
+
+
+def test_block_sparse():
+    out = run("block_sparse.py", "--n", "4000", "--sigma", "0.05", "--voxel", "0.1",
+              "--backend", "CPU")
+    share = float(re.search(r"pairs kept, ([\d.]+)% of all", out).group(1))
+    assert 0 < share < 20
+    m = re.search(r"values ([-+.e\d]+), gradient ([-+.e\d]+)", out)
+    # dropped terms weigh exp(-25) = 1.4e-11 at most, relative to the row's largest
+    assert float(m.group(1)) < 1e-9 and float(m.group(2)) < 1e-8
