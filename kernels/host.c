@@ -658,68 +658,32 @@ int kr_run(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p
 	return fail;
 }
 
+/* Rows per task of kr_run_ranged, for the library's kred__range_tasks. */
+const int kr_task_rows = KR_R * KR_GROUP;
+
 /*
- * The block-sparse entry (KeOps 2's ranges): the rows of block b, [rng[2b], rng[2b+1]),
- * reduce over the columns of their intervals, red[2k..2k+1] for k from slc[b-1] (0 for
- * the first block) to slc[b]; an interval listed twice counts twice. Rows in no block, or
- * in a block with no interval, get the reduction's neutral value. The library has checked
- * the triple (blocks within [0, nr) and disjoint, intervals within [0, nc)).
- *
- * A task is a group of blocks of KR_R rows within one block of the ranges, so that it
- * shares its intervals; threads take the tasks in turn.
+ * The block-sparse entry (KeOps 2's ranges), on the tasks the library made
+ * (kred__range_tasks, lib/ranges.c, as for the GPUs): task t is rows [tasks[4t],
+ * tasks[4t + 1]), at most kr_task_rows of one block of the ranges, reducing over the
+ * intervals red[2k..2k+1] for k from tasks[4t + 2] to tasks[4t + 3]; an interval listed
+ * twice counts twice. Every row is in one task: those in no block, in tasks with no
+ * interval, get the reduction's neutral value. Threads take the tasks in turn.
  */
 int kr_run_ranged(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p,
-		  real *out, int nt, int64_t nb, const int32_t *rng, const int32_t *slc,
-		  const int32_t *red);
+		  real *out, int nt, int64_t ntask, const int32_t *tasks, const int32_t *red);
 int kr_run_ranged(int64_t nr, int64_t nc, const real *xr, const real *yc, const real *p,
-		  real *out, int nt, int64_t nb, const int32_t *rng, const int32_t *slc,
-		  const int32_t *red)
+		  real *out, int nt, int64_t ntask, const int32_t *tasks, const int32_t *red)
 {
-	const int64_t rows_per_task = (int64_t)KR_R * KR_GROUP;
-	int64_t ntask = 0, *task = NULL;
 	double pairs = 0;
-	real *yn = NULL, *neutral;
+	real *yn = NULL;
 	int fail = 0;
 
-	/* the neutral value, into every row first */
-	neutral = malloc(((size_t)KR_NST * KR_R + KR_OUT) * sizeof(real));
-	if (!neutral)
+	for (int64_t t = 0; t < ntask; t++)
+		for (int32_t k = tasks[4 * t + 2]; k < tasks[4 * t + 3]; k++)
+			pairs += (double)(tasks[4 * t + 1] - tasks[4 * t]) *
+				 (double)(red[2 * k + 1] - red[2 * k]);
+	if (kr_prepare(&yn, yc, nc, nt))
 		return 1;
-	for (int r = 0; r < KR_R; r++)
-		kr_init(neutral + r, KR_R);
-	kr_finalize(neutral, KR_R, neutral + (size_t)KR_NST * KR_R);
-	for (int64_t i = 0; i < nr; i++)
-		memcpy(out + i * KR_OUT, neutral + (size_t)KR_NST * KR_R, KR_OUT * sizeof(real));
-	free(neutral);
-	/* the tasks: task[2t] its block of the ranges, task[2t + 1] its first row */
-	for (int pass = 0; pass < 2; pass++) {
-		ntask = 0;
-		for (int64_t b = 0; b < nb; b++) {
-			int64_t first = b ? slc[b - 1] : 0, cols = 0;
-
-			if (rng[2 * b + 1] == rng[2 * b] || slc[b] == first)
-				continue;
-			for (int64_t r0 = rng[2 * b]; r0 < rng[2 * b + 1]; r0 += rows_per_task) {
-				if (task) {
-					task[2 * ntask] = b;
-					task[2 * ntask + 1] = r0;
-				}
-				ntask++;
-			}
-			for (int64_t k = first; !task && k < slc[b]; k++)
-				cols += red[2 * k + 1] - red[2 * k];
-			pairs += (double)(rng[2 * b + 1] - rng[2 * b]) * (double)cols;
-		}
-		if (pass == 0) {
-			task = malloc(2 * (size_t)ntask * sizeof(*task) + 1);
-			if (!task)
-				return 1;
-		}
-	}
-	if (kr_prepare(&yn, yc, nc, nt)) {
-		free(task);
-		return 1;
-	}
 #pragma omp parallel if (pairs > KR_PARALLEL_PAIRS) num_threads(nt)
 	{
 		const size_t sz = (size_t)KR_NST * KR_R;
@@ -737,18 +701,17 @@ int kr_run_ranged(int64_t nr, int64_t nc, const real *xr, const real *yc, const 
 		}
 #pragma omp for schedule(dynamic, 1)
 		for (int64_t t = 0; t < ntask; t++) {
-			const int64_t b = task[2 * t], r0 = task[2 * t + 1], end = rng[2 * b + 1];
-			const int64_t first = b ? slc[b - 1] : 0;
-			const int64_t nrows = end - r0 < rows_per_task ? end - r0 : rows_per_task;
+			const int64_t r0 = tasks[4 * t], end = tasks[4 * t + 1];
+			const int32_t k0 = tasks[4 * t + 2];
 
 			if (!buf)
 				continue;
-			kr_group(st, (int)((nrows + KR_R - 1) / KR_R), part, xs0, q, xr, yc, p, r0,
-				 end, red + 2 * first, slc[b] - first, 0, 0, out);
+			kr_group(st, (int)((end - r0 + KR_R - 1) / KR_R), part, xs0, q, xr, yc, p, r0,
+				 end, red + 2 * k0, tasks[4 * t + 3] - k0, 0, 0, out);
 		}
 		free(buf);
 	}
-	free(task);
+	(void)nr;
 	free(yn);
 	return fail;
 }

@@ -8,21 +8,15 @@
 
 _Static_assert(KRED__CAT_I == 0 && KRED__CAT_J == 1, "batch.c indexes by category");
 
-/* The first output column that holds indices (counted along the reduced axis), or -1. */
+/* The first output column that holds indices (counted along the reduced axis), or -1:
+ * from the reduction table's flags. */
 static int index_column(const kred_reduction *r)
 {
-	switch (r->red) {
-	case KRED__RED_ARGMIN:
-	case KRED__RED_ARGMAX:
-	case KRED__RED_ARGKMIN:
-		return 0;
-	case KRED__RED_MIN_ARGMIN:
-	case KRED__RED_MAX_ARGMAX:
-	case KRED__RED_KMIN_ARGKMIN:
-		return r->out_dim / 2;
-	default:
+	unsigned f = kred__reds[r->red].flags;
+
+	if (!(f & KRED__RED_INDEX))
 		return -1;
-	}
+	return f & KRED__RED_VALUES ? r->out_dim / 2 : 0;
 }
 
 /*

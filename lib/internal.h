@@ -296,6 +296,7 @@ extern int kred__diff_simplify;
 #define KRED__RED_SCALAR 4u /* F must be of dimension 1 */
 #define KRED__RED_INDEX 8u  /* returns indices */
 #define KRED__RED_SUMLIKE 16u /* takes a summation scheme */
+#define KRED__RED_VALUES 32u  /* with INDEX: the values, then as many indices */
 
 #define KRED__REDUCTIONS(X)                                                              \
 	X(SUM, "Sum", KRED__RED_SUMLIKE)                                                 \
@@ -310,11 +311,11 @@ extern int kred__diff_simplify;
 	X(MAX, "Max", 0)                                                                 \
 	X(ARGMIN, "ArgMin", KRED__RED_INDEX)                                             \
 	X(ARGMAX, "ArgMax", KRED__RED_INDEX)                                             \
-	X(MIN_ARGMIN, "Min_ArgMin", KRED__RED_INDEX)                                     \
-	X(MAX_ARGMAX, "Max_ArgMax", KRED__RED_INDEX)                                     \
+	X(MIN_ARGMIN, "Min_ArgMin", KRED__RED_INDEX | KRED__RED_VALUES)                  \
+	X(MAX_ARGMAX, "Max_ArgMax", KRED__RED_INDEX | KRED__RED_VALUES)                  \
 	X(KMIN, "KMin", KRED__RED_K)                                                     \
 	X(ARGKMIN, "ArgKMin", KRED__RED_K | KRED__RED_INDEX)                             \
-	X(KMIN_ARGKMIN, "KMin_ArgKMin", KRED__RED_K | KRED__RED_INDEX)
+	X(KMIN_ARGKMIN, "KMin_ArgKMin", KRED__RED_K | KRED__RED_INDEX | KRED__RED_VALUES)
 
 enum kred__red {
 #define KRED__RED_ENUM(e, name, flags) KRED__RED_##e,

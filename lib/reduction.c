@@ -487,20 +487,7 @@ kred_status kred__run_check(kred_reduction *r, int64_t nx, int64_t ny, const voi
 kred_status kred_reduction_run(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
 			       void *out)
 {
-	struct kred__error err;
-	kred_status s;
-
-	if (!r)
-		return KRED_EINVAL;
-	kred__ctx_clear_error(r->ctx);
-	s = kred__run_check(r, nx, ny, args, out, r->axis == KRED_REDUCE_J ? ny : nx);
-	if (s)
-		return s;
-	kred__error_clear(&err);
-	s = run_inner(r, nx, ny, args, out, NULL, &err);
-	if (s)
-		kred__ctx_set_error(r->ctx, &err, NULL);
-	return s;
+	return kred_reduction_run_ranges(r, nx, ny, args, out, NULL);
 }
 
 kred_status kred_reduction_run_ranges(kred_reduction *r, int64_t nx, int64_t ny,
@@ -511,21 +498,23 @@ kred_status kred_reduction_run_ranges(kred_reduction *r, int64_t nx, int64_t ny,
 	int need_i = 0;
 	kred_status s;
 
-	if (!ranges)
-		return kred_reduction_run(r, nx, ny, args, out);
 	if (!r)
 		return KRED_EINVAL;
 	kred__ctx_clear_error(r->ctx);
 	s = kred__run_check(r, nx, ny, args, out, r->axis == KRED_REDUCE_J ? ny : nx);
 	if (s)
 		return s;
-	for (const kred_reduction *q = r; q; q = q->pre)
-		need_i |= q->axis == KRED_REDUCE_I;
 	kred__error_clear(&err);
-	s = kred__ranged_prepare(ranges, nx, ny, need_i, &rg, &err);
-	if (!s)
-		s = run_inner(r, nx, ny, args, out, &rg, &err);
-	kred__ranged_free(&rg);
+	if (!ranges) {
+		s = run_inner(r, nx, ny, args, out, NULL, &err);
+	} else {
+		for (const kred_reduction *q = r; q; q = q->pre)
+			need_i |= q->axis == KRED_REDUCE_I;
+		s = kred__ranged_prepare(ranges, nx, ny, need_i, &rg, &err);
+		if (!s)
+			s = run_inner(r, nx, ny, args, out, &rg, &err);
+		kred__ranged_free(&rg);
+	}
 	if (s)
 		kred__ctx_set_error(r->ctx, &err, NULL);
 	return s;

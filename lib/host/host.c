@@ -28,16 +28,16 @@ typedef int (*run_f32)(int64_t, int64_t, const float *, const float *, const flo
 typedef int (*run_f64)(int64_t, int64_t, const double *, const double *, const double *,
 		       double *, int);
 typedef int (*ranged_f32)(int64_t, int64_t, const float *, const float *, const float *, float *,
-			  int, int64_t, const int32_t *, const int32_t *, const int32_t *);
+			  int, int64_t, const int32_t *, const int32_t *);
 typedef int (*ranged_f64)(int64_t, int64_t, const double *, const double *, const double *,
-			  double *, int, int64_t, const int32_t *, const int32_t *,
-			  const int32_t *);
+			  double *, int, int64_t, const int32_t *, const int32_t *);
 
 /* A loaded module, shared by the reductions of a context that have the same key. */
 struct entry {
 	char key[33];
 	void *dl;
 	void *run[2]; /* kr_run (run_f32 or run_f64) and kr_run_ranged (ranged_f32 or _f64) */
+	int task_rows; /* kr_task_rows: rows per task of kr_run_ranged */
 	struct entry *next;
 };
 
@@ -199,8 +199,9 @@ static void pin_openmp_runtime(void)
 }
 
 /* dlopen + dlsym; NULL (and the loader's message in why) when it fails. */
-static void *load(const char *path, void *run[2], const char **why)
+static void *load(const char *path, void *run[2], int *task_rows, const char **why)
 {
+	const int *rows;
 	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 
 	*why = NULL;
@@ -210,8 +211,12 @@ static void *load(const char *path, void *run[2], const char **why)
 	}
 	run[0] = dlsym(dl, "kr_run");
 	run[1] = dlsym(dl, "kr_run_ranged");
-	if (!run[0] || !run[1]) {
-		*why = !run[0] ? "no kr_run in the module" : "no kr_run_ranged in the module";
+	rows = dlsym(dl, "kr_task_rows");
+	*task_rows = rows ? *rows : 0;
+	if (!run[0] || !run[1] || *task_rows < 1) {
+		*why = !run[0]	 ? "no kr_run in the module"
+		       : !run[1] ? "no kr_run_ranged in the module"
+				 : "no kr_task_rows in the module";
 		dlclose(dl);
 		return NULL;
 	}
@@ -353,6 +358,7 @@ static kred_status get_module(struct host *h, const char *key, uint64_t identity
 	const char *dir, *why = NULL;
 	char *path = NULL;
 	void *dl = NULL, *run[2] = { NULL, NULL };
+	int task_rows = 0;
 	double t0 = kred__now();
 	kred_status s;
 
@@ -378,7 +384,7 @@ static kred_status get_module(struct host *h, const char *key, uint64_t identity
 		}
 		state = kred__cache_check(path, identity);
 		if (state > 0)
-			dl = load(path, run, &why);
+			dl = load(path, run, &task_rows, &why);
 		if (dl)
 			kred__log("host: cache hit on disk: %s (%.2f ms)", path,
 				  1e3 * (kred__now() - t0));
@@ -394,7 +400,7 @@ static kred_status get_module(struct host *h, const char *key, uint64_t identity
 			kred__free(e);
 			return s;
 		}
-		dl = load(path, run, &why);
+		dl = load(path, run, &task_rows, &why);
 		if (!dl) {
 			if (h->ctx)
 				kred__ctx_set_log(h->ctx, why);
@@ -409,6 +415,7 @@ static kred_status get_module(struct host *h, const char *key, uint64_t identity
 	e->dl = dl;
 	e->run[0] = run[0];
 	e->run[1] = run[1];
+	e->task_rows = task_rows;
 	e->next = h->entries;
 	h->entries = e;
 	*out = e;
@@ -535,6 +542,8 @@ static kred_status host_call(const struct host *h, const struct host_module *m,
 	size_t size = r->dtype == KRED_FLOAT64 ? 8 : 4;
 	void *own[3] = { 0 };
 	const void *xr, *yc, *p;
+	int32_t *tasks = NULL;
+	int64_t n_tasks = 0;
 	kred_status s = KRED_OK;
 	int rc;
 
@@ -547,12 +556,17 @@ static kred_status host_call(const struct host *h, const struct host_module *m,
 		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 		goto done;
 	}
+	if (g) {
+		s = kred__range_tasks(g, rows, m->e->task_rows, &tasks, &n_tasks, err);
+		if (s)
+			goto done;
+	}
 	if (g && size == 8)
-		rc = ((ranged_f64)m->e->run[1])(rows, cols, xr, yc, p, out, h->threads, g->nb,
-						g->rng, g->slc, g->red);
+		rc = ((ranged_f64)m->e->run[1])(rows, cols, xr, yc, p, out, h->threads, n_tasks,
+						tasks, g->red);
 	else if (g)
-		rc = ((ranged_f32)m->e->run[1])(rows, cols, xr, yc, p, out, h->threads, g->nb,
-						g->rng, g->slc, g->red);
+		rc = ((ranged_f32)m->e->run[1])(rows, cols, xr, yc, p, out, h->threads, n_tasks,
+						tasks, g->red);
 	else if (size == 8)
 		rc = ((run_f64)m->e->run[0])(rows, cols, xr, yc, p, out, h->threads);
 	else
@@ -562,6 +576,7 @@ static kred_status host_call(const struct host *h, const struct host_module *m,
 done:
 	for (int k = 0; k < 3; k++)
 		kred__free(own[k]);
+	kred__free(tasks);
 	return s;
 }
 
