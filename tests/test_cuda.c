@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "cache.h"
-#include "cl/dialect.h"
+#include "device.h"
 #include "cuda/compile.h"
 #include "internal.h"
 #include "kernels/kred_kernels.h"

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "cache.h"
-#include "dialect.h"
+#include "device.h"
 #include "loader.h"
 
 /*
@@ -40,8 +40,6 @@
  * threads stay in the parent): the loader says so, and auto then goes on to host.
  */
 
-#define MAX_SPLITS 1024
-
 struct cl_state {
 	const struct kred__cl_api *cl;
 	const struct kred__cl_device *dev;
@@ -49,20 +47,19 @@ struct cl_state {
 	cl_command_queue queue;
 	char *desc;
 	struct kred__cache cache;
-	kred_scheme scheme;
+	struct kred__device layer;	/* what lib/device.c plans runs with */
 	struct kred__tiled_shape shape; /* before the per-reduction adjustments */
 	int binary_cache;
 	int fp64;      /* the device has fp64 (KRED_OPENCL_NO_FP64=1 says not, for tests) */
 	char *options; /* build options: $KRED_OPENCL_OPTIONS, else "" */
 };
 
+static void layer_make(struct cl_state *st, const kred_context *ctx);
+
 struct cl_module {
-	struct kred__layout l;
-	struct kred__tiled_shape shape;
+	struct kred__dmodule d; /* first: what lib/device.c reads */
 	cl_program program;
-	cl_kernel reduce, merge, pack, sum_rows, ranged;
-	int nst;
-	size_t size; /* bytes per value */
+	cl_kernel k[KRED__N_KERNELS];
 };
 
 static kred_status cl_fail(struct kred__error *err, const char *what, cl_int e)
@@ -166,19 +163,6 @@ static int is_gpu_device(const struct kred__cl_device *d)
 	return (d->type & CL_DEVICE_TYPE_GPU) != 0;
 }
 
-static kred_scheme scheme_of(const kred_context *ctx)
-{
-	const char *env = getenv("KRED_SCHEME");
-
-	if (ctx && ctx->opt.scheme != KRED_SCHEME_AUTO)
-		return ctx->opt.scheme;
-	if (env && !strcmp(env, "1d"))
-		return KRED_SCHEME_1D;
-	if (env && !strcmp(env, "2d"))
-		return KRED_SCHEME_2D;
-	return KRED_SCHEME_AUTO;
-}
-
 static int floor_pow2(size_t n)
 {
 	int p = 1;
@@ -276,8 +260,8 @@ static kred_status cl_open(kred_context *ctx, const char *device, void **state,
 	st->cl = cl;
 	st->dev = &devs[index];
 	st->cache.wanted = ctx && ctx->cache_dir ? ctx->cache_dir : "";
-	st->scheme = scheme_of(ctx);
 	device_shape(st->dev, &st->shape);
+	layer_make(st, ctx);
 	env = getenv("KRED_OPENCL_BINARY_CACHE");
 	st->binary_cache = env && *env ? strcmp(env, "0") != 0 : !st->dev->is_pocl;
 	env = getenv("KRED_OPENCL_NO_FP64");
@@ -601,12 +585,10 @@ static kred_status build_program(struct cl_state *st, kred_context *ctx, const c
 
 static void module_release(const struct cl_state *st, struct cl_module *m)
 {
-	cl_kernel *k[] = { &m->reduce, &m->merge, &m->pack, &m->sum_rows, &m->ranged };
-
-	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
-		if (*k[i])
-			st->cl->ReleaseKernel(*k[i]);
-		*k[i] = NULL;
+	for (int k = 0; k < KRED__N_KERNELS; k++) {
+		if (m->k[k])
+			st->cl->ReleaseKernel(m->k[k]);
+		m->k[k] = NULL;
 	}
 	if (m->program)
 		st->cl->ReleaseProgram(m->program);
@@ -616,26 +598,20 @@ static void module_release(const struct cl_state *st, struct cl_module *m)
 static kred_status module_build(struct cl_state *st, struct kred_reduction *r,
 				struct cl_module *m, struct kred__error *err)
 {
-	struct {
-		cl_kernel *k;
-		const char *name;
-	} ks[] = { { &m->reduce, "kr_reduce" }, { &m->merge, "kr_merge_parts" },
-		   { &m->pack, "kr_pack" }, { &m->sum_rows, "kr_sum_rows" },
-		   { &m->ranged, "kr_reduce_ranged" } };
 	char *src = NULL;
 	kred_status s;
 	cl_int e = CL_SUCCESS;
 
-	s = kred__tiled_source(&kred__dialect_opencl, r, &m->l, &m->shape, &src, err);
+	s = kred__tiled_source(&kred__dialect_opencl, r, &m->d.l, &m->d.shape, &src, err);
 	if (s)
 		return s;
 	s = build_program(st, r->ctx, src, &m->program, err);
 	kred__free(src);
 	if (s)
 		return s;
-	for (size_t i = 0; i < sizeof(ks) / sizeof(ks[0]); i++) {
-		*ks[i].k = st->cl->CreateKernel(m->program, ks[i].name, &e);
-		if (!*ks[i].k)
+	for (int k = 0; k < KRED__N_KERNELS; k++) {
+		m->k[k] = st->cl->CreateKernel(m->program, kred__kernel_names[k], &e);
+		if (!m->k[k])
 			return cl_fail(err, "clCreateKernel", e);
 	}
 	return KRED_OK;
@@ -660,7 +636,7 @@ static void cl_module_free(void *state, void *module)
 	if (!m)
 		return;
 	module_release(state, m);
-	kred__layout_free(&m->l);
+	kred__layout_free(&m->d.l);
 	kred__free(m);
 }
 
@@ -688,26 +664,32 @@ static kred_status cl_compile(void *state, struct kred_reduction *r, void **modu
 	m = kred__calloc(1, sizeof(*m));
 	if (!m)
 		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-	s = kred__layout_make(r, &m->l, err);
+	s = kred__layout_make(r, &m->d.l, err);
 	if (s)
 		goto fail;
-	m->nst = kred__emit_nstate(r);
-	m->size = r->dtype == KRED_FLOAT64 ? 8 : 4;
-	module_shape(st, r, &m->l, &m->shape);
+	m->d.nst = kred__emit_nstate(r);
+	m->d.size = r->dtype == KRED_FLOAT64 ? 8 : 4;
+	module_shape(st, r, &m->d.l, &m->d.shape);
 	for (int tries = 0;; tries++) {
 		size_t max;
 
 		s = module_build(st, r, m, err);
 		if (s)
 			goto fail;
-		max = kernel_max_wg(st, m->reduce);
-		if (!max || max >= (size_t)m->shape.wg || tries == 2)
+		/* The group size that every kernel of the module can run at. */
+		max = kernel_max_wg(st, m->k[KRED__K_REDUCE]);
+		for (int k = 1; k < KRED__N_KERNELS && max; k++) {
+			size_t mk = kernel_max_wg(st, m->k[k]);
+
+			max = mk && mk < max ? mk : max;
+		}
+		if (!max || max >= (size_t)m->d.shape.wg || tries == 2)
 			break;
 		/* Too many registers for this group size on this device: smaller groups. */
 		module_release(st, m);
-		m->shape.wg = floor_pow2(max);
-		if (m->shape.tj > m->shape.wg && m->shape.local_tiles)
-			m->shape.tj = m->shape.wg;
+		m->d.shape.wg = floor_pow2(max);
+		if (m->d.shape.tj > m->d.shape.wg && m->d.shape.local_tiles)
+			m->d.shape.tj = m->d.shape.wg;
 	}
 	*module = m;
 	return KRED_OK;
@@ -726,7 +708,7 @@ static kred_status cl_source(void *state, const struct kred_reduction *r, char *
 	kred_status s;
 
 	if (m)
-		return kred__tiled_source(&kred__dialect_opencl, r, &m->l, &m->shape, out, err);
+		return kred__tiled_source(&kred__dialect_opencl, r, &m->d.l, &m->d.shape, out, err);
 	s = kred__layout_make(r, &l, err);
 	if (s)
 		return s;
@@ -736,19 +718,7 @@ static kred_status cl_source(void *state, const struct kred_reduction *r, char *
 	return s;
 }
 
-/* ---- launching */
-
-static kred_status set_args(const struct cl_state *st, cl_kernel k, int n, const size_t *sizes,
-			    const void *const *values, struct kred__error *err)
-{
-	for (int i = 0; i < n; i++) {
-		cl_int e = st->cl->SetKernelArg(k, (cl_uint)i, sizes[i], values[i]);
-
-		if (e != CL_SUCCESS)
-			return cl_fail(err, "clSetKernelArg", e);
-	}
-	return KRED_OK;
-}
+/* ---- the device layer's primitives (lib/device.h) */
 
 static cl_mem new_buffer(const struct cl_state *st, cl_mem_flags flags, size_t bytes, void *host,
 			 struct kred__error *err)
@@ -768,432 +738,89 @@ static cl_mem new_buffer(const struct cl_state *st, cl_mem_flags flags, size_t b
 	return b;
 }
 
-static void release(const struct cl_state *st, cl_mem b)
+static cl_mem as_mem(kred__dmem m)
 {
-	if (b)
-		st->cl->ReleaseMemObject(b);
+	return (cl_mem)(uintptr_t)m;
 }
 
-/* How many column ranges (groups along dimension 1) the scheme takes for groups row
- * groups over nc columns. */
-static int64_t splits(const struct cl_state *st, const struct cl_module *m, int64_t groups,
-		      int64_t nr, int64_t nc)
+/* A new buffer every time: OpenCL frees a released one once the kernels using it ran. */
+static kred_status cl_alloc(void *state, int role, size_t bytes, const void *init, int read_only,
+			    kred__dmem *out, struct kred__error *err)
 {
-	int64_t cu = st->dev->compute_units ? st->dev->compute_units : 1;
-	int64_t target = cu * (is_gpu_device(st->dev) ? 8 : 4);
-	int64_t want = (target + groups - 1) / groups, s;
-	size_t bytes_per_split = (size_t)m->nst * (size_t)nr * m->size;
+	cl_mem_flags flags = (read_only ? CL_MEM_READ_ONLY : CL_MEM_READ_WRITE) |
+			     (init ? CL_MEM_COPY_HOST_PTR : 0);
+	cl_mem b = new_buffer(state, flags, bytes, (void *)init, err);
 
-	switch (st->scheme) {
-	case KRED_SCHEME_1D:
-		return 1;
-	case KRED_SCHEME_2D:
-		/* Forced: at least two ranges, even of a few columns, so that the merge
-		 * always runs. */
-		s = want > 2 ? want : 2;
-		if (s > (nc + 7) / 8 && s > 2)
-			s = (nc + 7) / 8 > 2 ? (nc + 7) / 8 : 2;
-		break;
-	default:
-		/* Enough row groups already, or too few columns to share out. */
-		if (2 * groups >= target)
-			return 1;
-		s = want;
-		if (s > nc / (2 * m->shape.tj))
-			s = nc / (2 * m->shape.tj);
-		if (s < 2)
-			return 1;
-		break;
-	}
-	if (s > MAX_SPLITS)
-		s = MAX_SPLITS;
-	while (s > 2 && st->dev->max_alloc && (size_t)s * bytes_per_split > st->dev->max_alloc / 2)
-		s /= 2;
-	return s;
-}
-
-/* out (nr x out_dim) = the reduction of the packed arrays: the 1D or 2D scheme. */
-static kred_status launch(const struct cl_state *st, const struct cl_module *m, int64_t nr,
-			  int64_t nc, const cl_mem *side, cl_mem out, struct kred__error *err)
-{
-	const struct kred__cl_api *cl = st->cl;
-	const int64_t per_group = (int64_t)m->shape.wg * m->shape.rpw;
-	int64_t groups = (nr + per_group - 1) / per_group, ns;
-	cl_long lnr = nr, lnc = nc, lns;
-	cl_mem parts = NULL;
-	size_t global[2], local[2] = { (size_t)m->shape.wg, 1 };
-	kred_status s;
-	cl_int e;
-
-	ns = splits(st, m, groups, nr, nc);
-	lns = ns;
-	if (ns > 1) {
-		parts = new_buffer(st, CL_MEM_READ_WRITE,
-				   (size_t)ns * (size_t)m->nst * (size_t)nr * m->size, NULL, err);
-		if (!parts)
-			return err->status;
-	}
-	{
-		const size_t sz[] = { sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem),
-				      sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_long),
-				      sizeof(cl_long) };
-		const void *v[] = { &side[0], &side[1], &side[2], &out, &parts, &lnr, &lnc };
-
-		s = set_args(st, m->reduce, 7, sz, v, err);
-		if (s)
-			goto done;
-	}
-	global[0] = (size_t)groups * (size_t)m->shape.wg;
-	global[1] = (size_t)ns;
-	e = cl->EnqueueNDRangeKernel(st->queue, m->reduce, 2, NULL, global, local, 0, NULL, NULL);
-	if (e != CL_SUCCESS) {
-		s = cl_fail(err, "clEnqueueNDRangeKernel(kr_reduce)", e);
-		goto done;
-	}
-	if (ns > 1) {
-		const size_t sz[] = { sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_long),
-				      sizeof(cl_long) };
-		const void *v[] = { &parts, &out, &lnr, &lns };
-
-		s = set_args(st, m->merge, 4, sz, v, err);
-		if (s)
-			goto done;
-		/* Padded to whole groups: the kernel drops the tail. */
-		global[0] = (size_t)((nr + m->shape.wg - 1) / m->shape.wg) * (size_t)m->shape.wg;
-		e = cl->EnqueueNDRangeKernel(st->queue, m->merge, 1, NULL, global, local, 0, NULL,
-					     NULL);
-		if (e != CL_SUCCESS)
-			s = cl_fail(err, "clEnqueueNDRangeKernel(kr_merge_parts)", e);
-	}
-	kred__log("opencl: %lld x %lld, %s scheme, %lld group%s x %lld range%s", (long long)nr,
-		  (long long)nc, ns > 1 ? "2D" : "1D", (long long)groups, groups == 1 ? "" : "s",
-		  (long long)ns, ns == 1 ? "" : "s");
-done:
-	/* Released now, freed by OpenCL once the kernels that use it have run. */
-	release(st, parts);
-	return s;
-}
-
-/* out (nr x out_dim) = the reduction restricted to g: one group per task of rows
- * (kred__range_tasks), over its block's intervals. */
-static kred_status launch_ranged(const struct cl_state *st, const struct cl_module *m, int64_t nr,
-				 const cl_mem *side, cl_mem out, const struct kred__ranges *g,
-				 struct kred__error *err)
-{
-	const int64_t per_group = (int64_t)m->shape.wg * m->shape.rpw;
-	int64_t n_tasks = 0, n_red = g->nb ? g->slc[g->nb - 1] : 0;
-	int32_t *tasks = NULL;
-	cl_mem tbuf = NULL, rbuf = NULL;
-	size_t global, local = (size_t)m->shape.wg;
-	kred_status s;
-	cl_int e;
-
-	s = kred__range_tasks(g, nr, per_group, &tasks, &n_tasks, err);
-	if (s)
-		return s;
-	tbuf = new_buffer(st, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
-			  sizeof(*tasks) * 4 * (size_t)n_tasks, tasks, err);
-	/* an empty list still needs a buffer */
-	rbuf = tbuf ? new_buffer(st, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
-				 sizeof(int32_t) * (size_t)(n_red ? 2 * n_red : 2),
-				 n_red ? (void *)g->red : (void *)tasks, err)
-		    : NULL;
-	kred__free(tasks);
-	if (!tbuf || !rbuf) {
-		s = err->status;
-		goto done;
-	}
-	{
-		const size_t sz[] = { sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem),
-				      sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem) };
-		const void *v[] = { &side[0], &side[1], &side[2], &out, &tbuf, &rbuf };
-
-		s = set_args(st, m->ranged, 6, sz, v, err);
-		if (s)
-			goto done;
-	}
-	global = (size_t)n_tasks * (size_t)m->shape.wg;
-	e = st->cl->EnqueueNDRangeKernel(st->queue, m->ranged, 1, NULL, &global, &local, 0, NULL,
-					 NULL);
-	if (e != CL_SUCCESS)
-		s = cl_fail(err, "clEnqueueNDRangeKernel(kr_reduce_ranged)", e);
-	kred__log("opencl: %lld rows in %lld blocks of ranges, %lld groups", (long long)nr,
-		  (long long)g->nb, (long long)n_tasks);
-done:
-	release(st, tbuf);
-	release(st, rbuf);
-	return s;
-}
-
-static void rows_cols(const struct kred_reduction *r, int64_t nx, int64_t ny, int64_t *nr,
-		      int64_t *nc)
-{
-	*nr = r->axis == KRED_REDUCE_J ? nx : ny;
-	*nc = r->axis == KRED_REDUCE_J ? ny : nx;
-}
-
-/* The arguments of one side, packed rows x width on the host; the argument itself when it
- * is alone there. *owned is what to free. */
-static const void *pack_host(const struct cl_module *m, const struct kred_reduction *r, int side,
-			     int64_t rows, const void *const *args, void **owned)
-{
-	int width = m->l.width[side], alone = -1, count = 0;
-	char *dst;
-
-	*owned = NULL;
-	for (int p = 0; p < m->l.n_args; p++) {
-		if (m->l.side[p] == side) {
-			alone = p;
-			count++;
-		}
-	}
-	if (count == 1 && r->args[alone].dim == width)
-		return args[alone];
-	dst = kred__malloc((size_t)rows * (size_t)width * m->size);
-	if (!dst)
-		return NULL;
-	for (int p = 0; p < m->l.n_args; p++) {
-		const char *src = args[p];
-		size_t d = (size_t)r->args[p].dim * m->size, off = (size_t)m->l.offset[p] * m->size;
-
-		if (m->l.side[p] != side)
-			continue;
-		for (int64_t i = 0; i < rows; i++)
-			memcpy(dst + (size_t)i * (size_t)width * m->size + off, src + (size_t)i * d, d);
-	}
-	*owned = dst;
-	return dst;
-}
-
-/* A run on host arrays, restricted to g when it is not NULL. */
-static kred_status cl_call(const struct cl_state *st, const struct cl_module *m,
-			   const struct kred_reduction *r, int64_t nx, int64_t ny,
-			   const void *const *args, void *out, const struct kred__ranges *g,
-			   struct kred__error *err)
-{
-	cl_mem side[3] = { NULL, NULL, NULL }, obuf = NULL;
-	int64_t nr, nc, rows[3];
-	size_t out_bytes;
-	kred_status s = KRED_OK;
-	cl_int e;
-
-	rows_cols(r, nx, ny, &nr, &nc);
-	if (nr == 0)
-		return KRED_OK;
-	rows[KRED__SIDE_ROW] = nr;
-	rows[KRED__SIDE_COL] = nc;
-	rows[KRED__SIDE_PRM] = 1;
-	for (int k = 0; k < 3; k++) {
-		void *owned = NULL;
-		const void *host;
-
-		if (m->l.width[k] == 0 || rows[k] == 0)
-			continue;
-		host = pack_host(m, r, k, rows[k], args, &owned);
-		if (!host) {
-			s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-			goto done;
-		}
-		/* The copy is made here: the caller's array is free to change on return. */
-		side[k] = new_buffer(st, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
-				     (size_t)rows[k] * (size_t)m->l.width[k] * m->size,
-				     (void *)host, err);
-		kred__free(owned);
-		if (!side[k]) {
-			s = err->status;
-			goto done;
-		}
-	}
-	out_bytes = (size_t)nr * (size_t)r->out_dim * m->size;
-	obuf = new_buffer(st, CL_MEM_WRITE_ONLY, out_bytes, NULL, err);
-	if (!obuf) {
-		s = err->status;
-		goto done;
-	}
-	s = g ? launch_ranged(st, m, nr, side, obuf, g, err) : launch(st, m, nr, nc, side, obuf, err);
-	if (s)
-		goto done;
-	e = st->cl->EnqueueReadBuffer(st->queue, obuf, CL_TRUE, 0, out_bytes, out, 0, NULL, NULL);
-	if (e != CL_SUCCESS)
-		s = cl_fail(err, "clEnqueueReadBuffer", e);
-done:
-	for (int k = 0; k < 3; k++)
-		release(st, side[k]);
-	release(st, obuf);
-	return s;
-}
-
-static kred_status cl_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
-			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
-{
-	return cl_call(state, module, r, nx, ny, args, out, NULL, err);
-}
-
-static kred_status cl_run_ranged(void *state, void *module, const struct kred_reduction *r,
-				 int64_t nx, int64_t ny, const void *const *args, void *out,
-				 const struct kred__ranges *g, struct kred__error *err)
-{
-	return cl_call(state, module, r, nx, ny, args, out, g, err);
-}
-
-/* ---- runs on data already on the device */
-
-/* The buffer of one side: the argument's own when it is alone there, else a new buffer
- * (in *owned) that kr_pack fills. */
-static kred_status pack_device(const struct cl_state *st, const struct cl_module *m,
-			       const struct kred_reduction *r, int side, int64_t rows,
-			       const cl_mem *mems, cl_mem *buf, cl_mem *owned,
-			       struct kred__error *err)
-{
-	int width = m->l.width[side], alone = -1, count = 0;
-
-	*buf = *owned = NULL;
-	if (width == 0 || rows == 0)
-		return KRED_OK;
-	for (int p = 0; p < m->l.n_args; p++) {
-		if (m->l.side[p] == side) {
-			alone = p;
-			count++;
-		}
-	}
-	if (count == 1 && r->args[alone].dim == width) {
-		*buf = mems[alone];
-		return KRED_OK;
-	}
-	*owned = new_buffer(st, CL_MEM_READ_WRITE, (size_t)rows * (size_t)width * m->size, NULL,
-			    err);
-	if (!*owned)
+	(void)role;
+	if (!b)
 		return err->status;
-	*buf = *owned;
-	for (int p = 0; p < m->l.n_args; p++) {
-		cl_long lrows = rows;
-		cl_int dim = r->args[p].dim, w = width, off = m->l.offset[p];
-		const size_t sz[] = { sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_long),
-				      sizeof(cl_int), sizeof(cl_int), sizeof(cl_int) };
-		const void *v[] = { &mems[p], owned, &lrows, &dim, &w, &off };
-		size_t wg = (size_t)m->shape.wg, global;
-		kred_status s;
-		cl_int e;
-
-		if (m->l.side[p] != side)
-			continue;
-		s = set_args(st, m->pack, 6, sz, v, err);
-		if (s)
-			return s;
-		global = ((size_t)rows * (size_t)dim + wg - 1) / wg * wg;
-		e = st->cl->EnqueueNDRangeKernel(st->queue, m->pack, 1, NULL, &global, &wg, 0, NULL,
-						 NULL);
-		if (e != CL_SUCCESS)
-			return cl_fail(err, "clEnqueueNDRangeKernel(kr_pack)", e);
-	}
+	*out = (kred__dmem)(uintptr_t)b;
 	return KRED_OK;
 }
 
-static kred_status device_plain(const struct cl_state *st, const struct kred_reduction *r,
-				int64_t nx, int64_t ny, const cl_mem *mems, cl_mem out,
-				struct kred__error *err)
+static void cl_release(void *state, int role, kred__dmem m)
 {
-	const struct cl_module *m = r->module;
-	cl_mem side[3] = { NULL, NULL, NULL }, owned[3] = { NULL, NULL, NULL };
-	int64_t nr, nc, rows[3];
-	kred_status s = KRED_OK;
+	const struct cl_state *st = state;
 
-	rows_cols(r, nx, ny, &nr, &nc);
-	if (nr == 0)
+	(void)role;
+	st->cl->ReleaseMemObject(as_mem(m));
+}
+
+static kred_status cl_read(void *state, kred__dmem m, void *host, size_t bytes,
+			   struct kred__error *err)
+{
+	const struct cl_state *st = state;
+	cl_int e = st->cl->EnqueueReadBuffer(st->queue, as_mem(m), CL_TRUE, 0, bytes, host, 0,
+					     NULL, NULL);
+
+	return e == CL_SUCCESS ? KRED_OK : cl_fail(err, "clEnqueueReadBuffer", e);
+}
+
+static kred_status cl_launch(void *state, const void *module, enum kred__kernel k, int64_t gx,
+			     int64_t gy, int n, const struct kred__karg *args,
+			     struct kred__error *err)
+{
+	const struct cl_state *st = state;
+	const struct cl_module *m = module;
+	cl_kernel kernel = m->k[k];
+	size_t local[2] = { (size_t)m->d.shape.wg, 1 }, global[2];
+	char what[64];
+	cl_int e = CL_SUCCESS;
+
+	for (int i = 0; i < n && e == CL_SUCCESS; i++) {
+		cl_mem mem = as_mem(args[i].v.mem);
+		cl_long l = args[i].v.l;
+		cl_int v = args[i].v.i;
+
+		switch (args[i].type) {
+		case KRED__ARG_MEM:
+			e = st->cl->SetKernelArg(kernel, (cl_uint)i, sizeof(mem), &mem);
+			break;
+		case KRED__ARG_LONG:
+			e = st->cl->SetKernelArg(kernel, (cl_uint)i, sizeof(l), &l);
+			break;
+		default:
+			e = st->cl->SetKernelArg(kernel, (cl_uint)i, sizeof(v), &v);
+			break;
+		}
+	}
+	if (e != CL_SUCCESS)
+		return cl_fail(err, "clSetKernelArg", e);
+	global[0] = (size_t)gx * local[0];
+	global[1] = (size_t)gy;
+	e = st->cl->EnqueueNDRangeKernel(st->queue, kernel, 2, NULL, global, local, 0, NULL, NULL);
+	if (e == CL_SUCCESS)
 		return KRED_OK;
-	rows[KRED__SIDE_ROW] = nr;
-	rows[KRED__SIDE_COL] = nc;
-	rows[KRED__SIDE_PRM] = 1;
-	for (int k = 0; k < 3 && !s; k++)
-		s = pack_device(st, m, r, k, rows[k], mems, &side[k], &owned[k], err);
-	if (!s)
-		s = launch(st, m, nr, nc, side, out, err);
-	for (int k = 0; k < 3; k++)
-		release(st, owned[k]);
-	return s;
-}
-
-/* kred_reduction_run's run_inner on device buffers: the auxiliary reduction first, then
- * the reduction, then the row sum of a parameter's gradient. */
-static kred_status device_run(const struct cl_state *st, const struct kred_reduction *r,
-			      int64_t nx, int64_t ny, const cl_mem *mems, cl_mem out,
-			      struct kred__error *err)
-{
-	const struct cl_module *m = r->module;
-	cl_mem *args2 = NULL, pre_out = NULL, rows_out = NULL;
-	kred_status s = KRED_OK;
-
-	if (r->pre) {
-		int64_t rows = r->pre->axis == KRED_REDUCE_J ? nx : ny;
-
-		args2 = kred__calloc((size_t)r->n_args, sizeof(*args2));
-		if (!args2)
-			return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-		if (rows > 0) {
-			pre_out = new_buffer(st, CL_MEM_READ_WRITE,
-					     (size_t)rows * (size_t)r->pre->out_dim * m->size, NULL,
-					     err);
-			if (!pre_out) {
-				s = err->status;
-				goto done;
-			}
-		}
-		s = device_run(st, r->pre, nx, ny, mems, pre_out, err);
-		if (s)
-			goto done;
-		memcpy(args2, mems, sizeof(*args2) * (size_t)(r->n_args - 1));
-		args2[r->n_args - 1] = pre_out;
-		mems = args2;
-	}
-	if (r->pm_sum) {
-		int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny;
-		cl_long n = rows;
-		cl_int d = r->out_dim;
-		const size_t sz[] = { sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_long),
-				      sizeof(cl_int) };
-		const void *v[] = { &rows_out, &out, &n, &d };
-		size_t wg = (size_t)m->shape.wg;
-		cl_int e;
-
-		if (rows > 0) {
-			rows_out = new_buffer(st, CL_MEM_READ_WRITE,
-					      (size_t)rows * (size_t)d * m->size, NULL, err);
-			if (!rows_out) {
-				s = err->status;
-				goto done;
-			}
-		}
-		s = device_plain(st, r, nx, ny, mems, rows_out, err);
-		if (!s)
-			s = set_args(st, m->sum_rows, 4, sz, v, err);
-		if (s)
-			goto done;
-		e = st->cl->EnqueueNDRangeKernel(st->queue, m->sum_rows, 1, NULL, &wg, &wg, 0, NULL,
-						 NULL);
-		if (e != CL_SUCCESS)
-			s = cl_fail(err, "clEnqueueNDRangeKernel(kr_sum_rows)", e);
-	} else {
-		s = device_plain(st, r, nx, ny, mems, out, err);
-	}
-done:
-	release(st, pre_out);
-	release(st, rows_out);
-	kred__free(args2);
-	return s;
-}
-
-/* bytes = rows * dim * size, or -1 on overflow. */
-static int64_t bytes_of(int64_t rows, int64_t dim, int64_t size)
-{
-	if (rows < 0 || dim < 0 || (dim && rows > INT64_MAX / dim / size))
-		return -1;
-	return rows * dim * size;
+	snprintf(what, sizeof(what), "clEnqueueNDRangeKernel(%s)", kred__kernel_names[k]);
+	return cl_fail(err, what, e);
 }
 
 /* Checks that b is a buffer of this context with at least need bytes. */
-static kred_status check_mem(const struct cl_state *st, cl_mem b, int64_t need,
-			     const char *what, struct kred__error *err)
+static kred_status cl_check(void *state, kred__dmem m, int64_t need, const char *what,
+			    struct kred__error *err)
 {
+	const struct cl_state *st = state;
+	cl_mem b = as_mem(m);
 	cl_context c = NULL;
 	size_t size = 0;
 
@@ -1209,21 +836,71 @@ static kred_status check_mem(const struct cl_state *st, cl_mem b, int64_t need,
 	return KRED_OK;
 }
 
+static kred_status cl_finish(void *state, struct kred__error *err)
+{
+	const struct cl_state *st = state;
+	cl_int e = st->cl->Finish(st->queue);
+
+	return e == CL_SUCCESS ? KRED_OK : cl_fail(err, "clFinish", e);
+}
+
+static const struct kred__device_ops cl_ops = {
+	.alloc = cl_alloc,
+	.release = cl_release,
+	.read = cl_read,
+	.launch = cl_launch,
+	.check = cl_check,
+	.finish = cl_finish,
+};
+
+/* What the device layer plans with: 2D when the row groups fill under half of four (CPU)
+ * or eight (GPU) groups per compute unit; the partial states in at most half the largest
+ * allocation. */
+static void layer_make(struct cl_state *st, const kred_context *ctx)
+{
+	int64_t cu = st->dev->compute_units ? st->dev->compute_units : 1;
+
+	st->layer = (struct kred__device){
+		.ops = &cl_ops,
+		.state = st,
+		.name = "opencl",
+		.scheme = kred__device_scheme(ctx),
+		.target_groups = cu * (is_gpu_device(st->dev) ? 8 : 4),
+		.parts_cap = st->dev->max_alloc ? st->dev->max_alloc / 2 : SIZE_MAX,
+		.none = "NULL",
+		.args_name = "cl_mem_args",
+		.out_name = "cl_mem_out",
+	};
+}
+
+static kred_status cl_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
+			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
+{
+	const struct cl_state *st = state;
+
+	return kred__device_run(&st->layer, module, r, nx, ny, args, out, NULL, err);
+}
+
+static kred_status cl_run_ranged(void *state, void *module, const struct kred_reduction *r,
+				 int64_t nx, int64_t ny, const void *const *args, void *out,
+				 const struct kred__ranges *g, struct kred__error *err)
+{
+	const struct cl_state *st = state;
+
+	return kred__device_run(&st->layer, module, r, nx, ny, args, out, g, err);
+}
+
 kred_status kred_reduction_run_opencl(kred_reduction *r, int64_t nx, int64_t ny,
 				      const void *const *cl_mem_args, void *cl_mem_out)
 {
 	const struct cl_state *st;
-	struct kred__error err;
-	int64_t size, rows, need, reduced;
-	cl_mem *mems = NULL;
+	kred__dmem *mems = NULL;
 	int n_user, n_dev;
 	kred_status s;
-	cl_int e;
 
 	if (!r)
 		return KRED_EINVAL;
 	kred__ctx_clear_error(r->ctx);
-	kred__error_clear(&err);
 	if (kred__multi_inner(r->ctx, &n_dev) == &kred__backend_opencl)
 		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_run_opencl runs on "
 				      "one device, not with opencl:all (%d devices): make the "
@@ -1234,74 +911,17 @@ kred_status kred_reduction_run_opencl(kred_reduction *r, int64_t nx, int64_t ny,
 				      "reduction made on an opencl context, not %s",
 				      kred_context_backend(r->ctx));
 	st = r->ctx->bstate;
-	if (nx < 0 || ny < 0)
-		return kred__ctx_fail(r->ctx, KRED_EINVAL, "negative size (nx = %lld, ny = %lld)",
-				      (long long)nx, (long long)ny);
-	size = r->dtype == KRED_FLOAT64 ? 8 : 4;
 	n_user = kred_reduction_n_args(r);
-	if (n_user && !cl_mem_args)
-		return kred__ctx_fail(r->ctx, KRED_EINVAL, "cl_mem_args is NULL but the reduction "
-				      "takes %d arguments", n_user);
-	mems = kred__calloc((size_t)(n_user > 0 ? n_user : 1) + 1, sizeof(*mems));
-	if (!mems)
-		return kred__ctx_fail(r->ctx, KRED_ENOMEM, "out of memory");
-	for (int k = 0; k < n_user; k++) {
-		char what[64];
-
-		rows = r->args[k].cat == 0 ? nx : r->args[k].cat == 1 ? ny : 1;
-		need = bytes_of(rows, r->args[k].dim, size);
-		snprintf(what, sizeof(what), "argument %d", k);
-		if (need < 0) {
-			s = kred__fail(&err, KRED_EOVERFLOW, -1, "argument %d: %lld x %d values "
-				       "overflow", k, (long long)rows, r->args[k].dim);
-			goto done;
-		}
-		mems[k] = (cl_mem)cl_mem_args[k];
-		if (need == 0)
-			continue;
-		if (!mems[k]) {
-			s = kred__fail(&err, KRED_EINVAL, -1, "argument %d is NULL", k);
-			goto done;
-		}
-		s = check_mem(st, mems[k], need, what, &err);
-		if (s)
-			goto done;
+	if (cl_mem_args) {
+		mems = kred__calloc((size_t)n_user + 1, sizeof(*mems));
+		if (!mems)
+			return kred__ctx_fail(r->ctx, KRED_ENOMEM, "out of memory");
+		for (int k = 0; k < n_user; k++)
+			mems[k] = (kred__dmem)(uintptr_t)cl_mem_args[k];
 	}
-	rows = r->pm_sum ? 1 : r->axis == KRED_REDUCE_J ? nx : ny;
-	need = bytes_of(rows, r->out_dim, size);
-	if (need < 0 || bytes_of(r->axis == KRED_REDUCE_J ? nx : ny, r->out_dim, size) < 0) {
-		s = kred__fail(&err, KRED_EOVERFLOW, -1, "output of %lld x %d values overflows",
-			       (long long)rows, r->out_dim);
-		goto done;
-	}
-	if (need > 0) {
-		if (!cl_mem_out) {
-			s = kred__fail(&err, KRED_EINVAL, -1, "cl_mem_out is NULL");
-			goto done;
-		}
-		s = check_mem(st, (cl_mem)cl_mem_out, need, "the output", &err);
-		if (s)
-			goto done;
-	}
-	reduced = r->axis == KRED_REDUCE_J ? ny : nx;
-	if ((kred__reds[r->red].flags & KRED__RED_INDEX) && r->dtype == KRED_FLOAT32 &&
-	    reduced > (1 << 24)) {
-		s = kred__fail(&err, KRED_ERANGE, -1, "%s over %lld terms in float32: indices "
-			       "above 2^24 are not exact in float32; use float64",
-			       kred__reds[r->red].name, (long long)reduced);
-		goto done;
-	}
-	pthread_mutex_lock(&r->ctx->lock); /* the context's runs are serialised */
-	s = device_run(st, r, nx, ny, mems, (cl_mem)cl_mem_out, &err);
-	pthread_mutex_unlock(&r->ctx->lock);
-	/* Returns with the work done, so that the caller may use the output on any queue. */
-	e = st->cl->Finish(st->queue);
-	if (!s && e != CL_SUCCESS)
-		s = cl_fail(&err, "clFinish", e);
-done:
+	s = kred__device_run_user(&st->layer, r, nx, ny, mems,
+				  (kred__dmem)(uintptr_t)cl_mem_out);
 	kred__free(mems);
-	if (s)
-		kred__ctx_set_error(r->ctx, &err, NULL);
 	return s;
 }
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cl/dialect.h"
+#include "device.h"
 #include "compile.h"
 #include "loader.h"
 
@@ -29,11 +29,10 @@
  * (packed sides, output, partial states) are kept from run to run and grown on need.
  */
 
-#define MAX_SPLITS 1024
 /* The static shared memory a block may have on every CUDA GPU. */
 #define SHARED_MEM 49152
 
-enum { SCR_ROW, SCR_COL, SCR_PRM, SCR_OUT, SCR_PARTS, N_SCRATCH };
+#define N_SCRATCH KRED__N_MEM_ROLES
 
 struct scratch {
 	CUdeviceptr p;
@@ -52,19 +51,18 @@ struct cu_state {
 	char why[400];			   /* compile-only: why there is no GPU */
 	char *desc;
 	struct kred__cache cache;
-	kred_scheme scheme;
+	struct kred__device layer;	   /* what lib/device.c plans runs with */
 	size_t mem_cap;			   /* bytes the partial states may take */
 	struct scratch scratch[N_SCRATCH];
 };
 
 struct cu_module {
-	struct kred__layout l;
-	struct kred__tiled_shape shape;
-	CUmodule mod; /* NULL in a compile-only context */
-	CUfunction reduce, merge, pack, sum_rows;
-	int nst;
-	size_t size; /* bytes per value */
+	struct kred__dmodule d; /* first: what lib/device.c reads */
+	CUmodule mod;		/* NULL in a compile-only context */
+	CUfunction k[KRED__N_KERNELS];
 };
+
+static void layer_make(struct cu_state *st, const kred_context *ctx);
 
 static kred_status cu_fail(struct kred__error *err, const char *what, CUresult e)
 {
@@ -88,19 +86,6 @@ static void leave(const struct cu_state *st)
 	CUcontext c;
 
 	st->cu->CtxPopCurrent(&c);
-}
-
-static kred_scheme scheme_of(const kred_context *ctx)
-{
-	const char *env = getenv("KRED_SCHEME");
-
-	if (ctx && ctx->opt.scheme != KRED_SCHEME_AUTO)
-		return ctx->opt.scheme;
-	if (env && !strcmp(env, "1d"))
-		return KRED_SCHEME_1D;
-	if (env && !strcmp(env, "2d"))
-		return KRED_SCHEME_2D;
-	return KRED_SCHEME_AUTO;
 }
 
 static int floor_pow2(int n)
@@ -228,7 +213,6 @@ static kred_status cu_open(kred_context *ctx, const char *device, void **state,
 	if (!st)
 		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 	st->cache.wanted = ctx && ctx->cache_dir ? ctx->cache_dir : "";
-	st->scheme = scheme_of(ctx);
 	if (index < 0) {
 		/* An architecture: compile-only by request. */
 		st->arch = kred__cu_arch_parse(device);
@@ -250,6 +234,7 @@ static kred_status cu_open(kred_context *ctx, const char *device, void **state,
 		if (ctx && ctx->opt.device_memory > 0 &&
 		    (uint64_t)ctx->opt.device_memory / 4 < (uint64_t)st->mem_cap)
 			st->mem_cap = (size_t)(ctx->opt.device_memory / 4);
+		layer_make(st, ctx);
 		*state = st;
 		return KRED_OK;
 	}
@@ -335,7 +320,7 @@ static void module_release(const struct cu_state *st, struct cu_module *m)
 	if (m->mod)
 		st->cu->ModuleUnload(m->mod);
 	m->mod = NULL;
-	m->reduce = m->merge = m->pack = m->sum_rows = NULL;
+	memset(m->k, 0, sizeof(m->k));
 }
 
 /* Loads an image into m; KRED_EBUILD with the driver's log when it refuses it. */
@@ -345,11 +330,6 @@ static kred_status module_load(const struct cu_state *st, kred_context *ctx, str
 	char log[4096];
 	int opts[2] = { CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES };
 	void *vals[2] = { log, (void *)(uintptr_t)sizeof(log) };
-	struct {
-		CUfunction *f;
-		const char *name;
-	} fs[] = { { &m->reduce, "kr_reduce" }, { &m->merge, "kr_merge_parts" },
-		   { &m->pack, "kr_pack" }, { &m->sum_rows, "kr_sum_rows" } };
 	CUresult e;
 
 	log[0] = 0;
@@ -366,8 +346,8 @@ static kred_status module_load(const struct cu_state *st, kred_context *ctx, str
 				  -1, "cuda: the driver cannot load the kernel for sm_%d: %s",
 				  st->target.arch, t);
 	}
-	for (size_t k = 0; k < sizeof(fs) / sizeof(fs[0]); k++) {
-		e = st->cu->ModuleGetFunction(fs[k].f, m->mod, fs[k].name);
+	for (int k = 0; k < KRED__N_KERNELS; k++) {
+		e = st->cu->ModuleGetFunction(&m->k[k], m->mod, kred__kernel_names[k]);
 		if (e != CUDA_SUCCESS)
 			return cu_fail(err, "cuModuleGetFunction", e);
 	}
@@ -382,7 +362,7 @@ static kred_status module_build(struct cu_state *st, struct kred_reduction *r, s
 	int hit = 0;
 	kred_status s;
 
-	s = kred__tiled_source(&kred__dialect_cuda, r, &m->l, &m->shape, &src, err);
+	s = kred__tiled_source(&kred__dialect_cuda, r, &m->d.l, &m->d.shape, &src, err);
 	if (s)
 		return s;
 	s = kred__cu_compile(st->nv, r->ctx, &st->cache, 1, st->driver_version, src, &st->target,
@@ -421,7 +401,7 @@ static void cu_module_free(void *state, void *module)
 		module_release(st, m);
 		leave(st);
 	}
-	kred__layout_free(&m->l);
+	kred__layout_free(&m->d.l);
 	kred__free(m);
 }
 
@@ -436,12 +416,12 @@ static kred_status cu_compile(void *state, struct kred_reduction *r, void **modu
 	m = kred__calloc(1, sizeof(*m));
 	if (!m)
 		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-	s = kred__layout_make(r, &m->l, err);
+	s = kred__layout_make(r, &m->d.l, err);
 	if (s)
 		goto fail;
-	m->nst = kred__emit_nstate(r);
-	m->size = r->dtype == KRED_FLOAT64 ? 8 : 4;
-	module_shape(st, r, &m->l, &m->shape);
+	m->d.nst = kred__emit_nstate(r);
+	m->d.size = r->dtype == KRED_FLOAT64 ? 8 : 4;
+	module_shape(st, r, &m->d.l, &m->d.shape);
 	/* Compile-only: NVRTC runs when kred_reduction_ptx asks for an architecture. */
 	if (!st->cu) {
 		*module = m;
@@ -456,17 +436,24 @@ static kred_status cu_compile(void *state, struct kred_reduction *r, void **modu
 		s = module_build(st, r, m, err);
 		if (s)
 			break;
-		if (st->cu->FuncGetAttribute(&max, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
-					     m->reduce) != CUDA_SUCCESS ||
-		    max <= 0 || max >= m->shape.wg || tries == 2)
+		/* The block size that every kernel of the module can run at. */
+		for (int k = 0; k < KRED__N_KERNELS; k++) {
+			int mk = 0;
+
+			if (st->cu->FuncGetAttribute(&mk, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+						     m->k[k]) == CUDA_SUCCESS && mk > 0 &&
+			    (max == 0 || mk < max))
+				max = mk;
+		}
+		if (max <= 0 || max >= m->d.shape.wg || tries == 2)
 			break;
 		/* Too many registers for this block size on this GPU: smaller blocks. */
-		kred__log("cuda: kr_reduce fits %d threads per block, not %d: recompiling", max,
-			  m->shape.wg);
+		kred__log("cuda: the kernels fit %d threads per block, not %d: recompiling", max,
+			  m->d.shape.wg);
 		module_release(st, m);
-		m->shape.wg = floor_pow2(max);
-		if (m->shape.tj > m->shape.wg)
-			m->shape.tj = m->shape.wg;
+		m->d.shape.wg = floor_pow2(max);
+		if (m->d.shape.tj > m->d.shape.wg)
+			m->d.shape.tj = m->d.shape.wg;
 	}
 	if (s)
 		module_release(st, m);
@@ -476,7 +463,7 @@ static kred_status cu_compile(void *state, struct kred_reduction *r, void **modu
 	*module = m;
 	return KRED_OK;
 fail:
-	kred__layout_free(&m->l);
+	kred__layout_free(&m->d.l);
 	kred__free(m);
 	return s;
 }
@@ -491,7 +478,7 @@ static kred_status cu_source(void *state, const struct kred_reduction *r, char *
 	kred_status s;
 
 	if (m)
-		return kred__tiled_source(&kred__dialect_cuda, r, &m->l, &m->shape, out, err);
+		return kred__tiled_source(&kred__dialect_cuda, r, &m->d.l, &m->d.shape, out, err);
 	s = kred__layout_make(r, &l, err);
 	if (s)
 		return s;
@@ -501,69 +488,112 @@ static kred_status cu_source(void *state, const struct kred_reduction *r, char *
 	return s;
 }
 
-/* ---- device memory */
+/* ---- the device layer's primitives (lib/device.h) */
 
-/* A scratch buffer of at least bytes (bytes > 0), grown when too small. */
-static kred_status scratch_get(struct cu_state *st, int k, size_t bytes, CUdeviceptr *p,
-			       struct kred__error *err)
+/* A buffer of at least bytes (bytes > 0) for role: the role's scratch buffer, kept from
+ * run to run and grown on need, or for KRED__MEM_OWN a new one. */
+static kred_status cu_alloc(void *state, int role, size_t bytes, const void *init, int read_only,
+			    kred__dmem *out, struct kred__error *err)
 {
-	struct scratch *sc = &st->scratch[k];
+	struct cu_state *st = state;
+	CUdeviceptr p = 0;
 	CUresult e;
 
-	if (sc->size < bytes) {
-		if (sc->p) {
-			/* Launches that read it may still be queued. */
-			st->cu->CtxSynchronize();
-			st->cu->MemFree(sc->p);
-		}
-		sc->p = 0;
-		sc->size = 0;
-		e = st->cu->MemAlloc(&sc->p, bytes);
-		if (e != CUDA_SUCCESS) {
-			sc->p = 0;
+	(void)read_only;
+	if (role == KRED__MEM_OWN) {
+		e = st->cu->MemAlloc(&p, bytes);
+		if (e != CUDA_SUCCESS)
 			return cu_fail(err, "cuMemAlloc", e);
+	} else {
+		struct scratch *sc = &st->scratch[role];
+
+		if (sc->size < bytes) {
+			if (sc->p) {
+				/* Launches that read it may still be queued. */
+				st->cu->CtxSynchronize();
+				st->cu->MemFree(sc->p);
+			}
+			sc->p = 0;
+			sc->size = 0;
+			e = st->cu->MemAlloc(&sc->p, bytes);
+			if (e != CUDA_SUCCESS) {
+				sc->p = 0;
+				return cu_fail(err, "cuMemAlloc", e);
+			}
+			sc->size = bytes;
 		}
-		sc->size = bytes;
+		p = sc->p;
 	}
-	*p = sc->p;
+	if (init) {
+		/* On the legacy default stream: after the launches queued before it. */
+		e = st->cu->MemcpyHtoD(p, init, bytes);
+		if (e != CUDA_SUCCESS) {
+			if (role == KRED__MEM_OWN)
+				st->cu->MemFree(p);
+			return cu_fail(err, "cuMemcpyHtoD", e);
+		}
+	}
+	*out = (kred__dmem)p;
 	return KRED_OK;
 }
 
-static kred_status mem_alloc(const struct cu_state *st, size_t bytes, CUdeviceptr *p,
+/* Scratch buffers stay; a buffer of the run's own goes once the launches that use it
+ * are done. */
+static void cu_release(void *state, int role, kred__dmem m)
+{
+	struct cu_state *st = state;
+
+	if (role != KRED__MEM_OWN)
+		return;
+	st->cu->CtxSynchronize();
+	st->cu->MemFree((CUdeviceptr)m);
+}
+
+static kred_status cu_read(void *state, kred__dmem m, void *host, size_t bytes,
+			   struct kred__error *err)
+{
+	struct cu_state *st = state;
+	/* Synchronous: also where a failure inside a kernel shows. */
+	CUresult e = st->cu->MemcpyDtoH(host, (CUdeviceptr)m, bytes);
+
+	return e == CUDA_SUCCESS ? KRED_OK : cu_fail(err, "cuMemcpyDtoH", e);
+}
+
+static kred_status cu_launch(void *state, const void *module, enum kred__kernel k, int64_t gx,
+			     int64_t gy, int n, const struct kred__karg *args,
 			     struct kred__error *err)
 {
+	struct cu_state *st = state;
+	const struct cu_module *m = module;
+	const char *name = kred__kernel_names[k];
+	/* The values, in the kernel's types, and pointers to them (cuLaunchKernel's). */
+	CUdeviceptr mems[8];
+	long long longs[8];
+	int ints[8];
+	void *params[8];
 	CUresult e;
 
-	*p = 0;
-	if (bytes == 0)
-		return KRED_OK;
-	e = st->cu->MemAlloc(p, bytes);
-	if (e != CUDA_SUCCESS) {
-		*p = 0;
-		return cu_fail(err, "cuMemAlloc", e);
-	}
-	return KRED_OK;
-}
-
-static void mem_free(const struct cu_state *st, CUdeviceptr p)
-{
-	if (p)
-		st->cu->MemFree(p);
-}
-
-/* ---- launching */
-
-static kred_status launch_kernel(const struct cu_state *st, CUfunction f, const char *name,
-				 int64_t gx, int64_t gy, int bx, void **params,
-				 struct kred__error *err)
-{
-	CUresult e;
-
-	if (gx <= 0 || gx > INT_MAX || gy <= 0 || gy > 65535)
+	if (n > 8 || gx <= 0 || gx > INT_MAX || gy <= 0 || gy > 65535)
 		return kred__fail(err, KRED_EOVERFLOW, -1, "cuda: %s: a grid of %lld x %lld "
 				  "blocks is too large", name, (long long)gx, (long long)gy);
-	e = st->cu->LaunchKernel(f, (unsigned)gx, (unsigned)gy, 1, (unsigned)bx, 1, 1, 0, NULL,
-				 params, NULL);
+	for (int i = 0; i < n; i++) {
+		switch (args[i].type) {
+		case KRED__ARG_MEM:
+			mems[i] = (CUdeviceptr)args[i].v.mem;
+			params[i] = &mems[i];
+			break;
+		case KRED__ARG_LONG:
+			longs[i] = args[i].v.l;
+			params[i] = &longs[i];
+			break;
+		default:
+			ints[i] = args[i].v.i;
+			params[i] = &ints[i];
+			break;
+		}
+	}
+	e = st->cu->LaunchKernel(m->k[k], (unsigned)gx, (unsigned)gy, 1,
+				 (unsigned)m->d.shape.wg, 1, 1, 0, NULL, params, NULL);
 	if (e != CUDA_SUCCESS) {
 		char what[64];
 
@@ -573,323 +603,13 @@ static kred_status launch_kernel(const struct cu_state *st, CUfunction f, const 
 	return KRED_OK;
 }
 
-/* How many column ranges (blocks along y) the scheme takes for groups row blocks over nc
- * columns. */
-static int64_t splits(const struct cu_state *st, const struct cu_module *m, int64_t groups,
-		      int64_t nr, int64_t nc)
-{
-	int64_t target = (int64_t)(st->dev->sm_count > 0 ? st->dev->sm_count : 1) * 8;
-	int64_t want = (target + groups - 1) / groups, s;
-	size_t bytes_per_split = (size_t)m->nst * (size_t)nr * m->size;
-
-	switch (st->scheme) {
-	case KRED_SCHEME_1D:
-		return 1;
-	case KRED_SCHEME_2D:
-		/* Forced: at least two ranges, even of a few columns, so that the merge
-		 * always runs. */
-		s = want > 2 ? want : 2;
-		if (s > (nc + 7) / 8 && s > 2)
-			s = (nc + 7) / 8 > 2 ? (nc + 7) / 8 : 2;
-		break;
-	default:
-		/* Enough row blocks already, or too few columns to share out. */
-		if (2 * groups >= target)
-			return 1;
-		s = want;
-		if (s > nc / (2 * m->shape.tj))
-			s = nc / (2 * m->shape.tj);
-		if (s < 2)
-			return 1;
-		break;
-	}
-	if (s > MAX_SPLITS)
-		s = MAX_SPLITS;
-	if (st->dev->max_grid_y > 0 && s > st->dev->max_grid_y)
-		s = st->dev->max_grid_y;
-	while (s > 2 && (size_t)s * bytes_per_split > st->mem_cap)
-		s /= 2;
-	return s;
-}
-
-/* out (nr x out_dim) = the reduction of the packed sides: the 1D or 2D scheme. */
-static kred_status launch(struct cu_state *st, const struct cu_module *m, int64_t nr, int64_t nc,
-			  const CUdeviceptr *side, CUdeviceptr out, struct kred__error *err)
-{
-	const int64_t per_group = (int64_t)m->shape.wg * m->shape.rpw;
-	int64_t groups = (nr + per_group - 1) / per_group, ns = splits(st, m, groups, nr, nc);
-	CUdeviceptr s0 = side[0], s1 = side[1], s2 = side[2], o = out, parts = 0;
-	long long lnr = nr, lnc = nc, lns = ns;
-	kred_status s;
-
-	if (ns > 1) {
-		s = scratch_get(st, SCR_PARTS, (size_t)ns * (size_t)m->nst * (size_t)nr * m->size,
-				&parts, err);
-		if (s)
-			return s;
-	}
-	{
-		void *params[] = { &s0, &s1, &s2, &o, &parts, &lnr, &lnc };
-
-		s = launch_kernel(st, m->reduce, "kr_reduce", groups, ns, m->shape.wg, params, err);
-		if (s)
-			return s;
-	}
-	if (ns > 1) {
-		void *params[] = { &parts, &o, &lnr, &lns };
-
-		s = launch_kernel(st, m->merge, "kr_merge_parts",
-				  (nr + m->shape.wg - 1) / m->shape.wg, 1, m->shape.wg, params,
-				  err);
-		if (s)
-			return s;
-	}
-	kred__log("cuda: %lld x %lld, %s scheme, %lld block%s x %lld range%s", (long long)nr,
-		  (long long)nc, ns > 1 ? "2D" : "1D", (long long)groups, groups == 1 ? "" : "s",
-		  (long long)ns, ns == 1 ? "" : "s");
-	return KRED_OK;
-}
-
-static void rows_cols(const struct kred_reduction *r, int64_t nx, int64_t ny, int64_t *nr,
-		      int64_t *nc)
-{
-	*nr = r->axis == KRED_REDUCE_J ? nx : ny;
-	*nc = r->axis == KRED_REDUCE_J ? ny : nx;
-}
-
-/* The only argument of a side when it fills the side's packed row by itself, else -1. */
-static int alone_on(const struct cu_module *m, const struct kred_reduction *r, int side)
-{
-	int alone = -1, count = 0;
-
-	for (int p = 0; p < m->l.n_args; p++) {
-		if (m->l.side[p] == side) {
-			alone = p;
-			count++;
-		}
-	}
-	return count == 1 && r->args[alone].dim == m->l.width[side] ? alone : -1;
-}
-
-/* The arguments of one side packed rows x width on the host; the argument itself when
- * it is alone there. *owned is what to free. */
-static const void *pack_host(const struct cu_module *m, const struct kred_reduction *r, int side,
-			     int64_t rows, const void *const *args, void **owned)
-{
-	int width = m->l.width[side], alone = alone_on(m, r, side);
-	char *dst;
-
-	*owned = NULL;
-	if (alone >= 0)
-		return args[alone];
-	dst = kred__malloc((size_t)rows * (size_t)width * m->size);
-	if (!dst)
-		return NULL;
-	for (int p = 0; p < m->l.n_args; p++) {
-		const char *src = args[p];
-		size_t d = (size_t)r->args[p].dim * m->size, off = (size_t)m->l.offset[p] * m->size;
-
-		if (m->l.side[p] != side)
-			continue;
-		for (int64_t i = 0; i < rows; i++)
-			memcpy(dst + (size_t)i * (size_t)width * m->size + off,
-			       src + (size_t)i * d, d);
-	}
-	*owned = dst;
-	return dst;
-}
-
-static kred_status no_gpu(const struct cu_state *st, struct kred__error *err)
-{
-	return kred__fail(err, KRED_EBACKEND, -1, "cuda: no GPU to run on (%s): this context "
-			  "only compiles (kred_reduction_source, kred_reduction_ptx)", st->why);
-}
-
-static kred_status cu_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
-			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
-{
-	struct cu_state *st = state;
-	const struct cu_module *m = module;
-	CUdeviceptr side[3] = { 0, 0, 0 }, obuf = 0;
-	int64_t nr, nc, rows[3];
-	size_t out_bytes;
-	kred_status s;
-	CUresult e;
-
-	if (!st->cu)
-		return no_gpu(st, err);
-	rows_cols(r, nx, ny, &nr, &nc);
-	if (nr == 0)
-		return KRED_OK;
-	rows[KRED__SIDE_ROW] = nr;
-	rows[KRED__SIDE_COL] = nc;
-	rows[KRED__SIDE_PRM] = 1;
-	s = enter(st, err);
-	if (s)
-		return s;
-	for (int k = 0; k < 3; k++) {
-		size_t bytes = (size_t)rows[k] * (size_t)m->l.width[k] * m->size;
-		void *owned = NULL;
-		const void *host;
-
-		if (bytes == 0)
-			continue;
-		host = pack_host(m, r, k, rows[k], args, &owned);
-		if (!host) {
-			s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-			goto done;
-		}
-		s = scratch_get(st, SCR_ROW + k, bytes, &side[k], err);
-		if (!s) {
-			e = st->cu->MemcpyHtoD(side[k], host, bytes);
-			if (e != CUDA_SUCCESS)
-				s = cu_fail(err, "cuMemcpyHtoD", e);
-		}
-		kred__free(owned);
-		if (s)
-			goto done;
-	}
-	out_bytes = (size_t)nr * (size_t)r->out_dim * m->size;
-	s = scratch_get(st, SCR_OUT, out_bytes, &obuf, err);
-	if (!s)
-		s = launch(st, m, nr, nc, side, obuf, err);
-	if (!s) {
-		/* Synchronous: also where a failure inside a kernel shows. */
-		e = st->cu->MemcpyDtoH(out, obuf, out_bytes);
-		if (e != CUDA_SUCCESS)
-			s = cu_fail(err, "cuMemcpyDtoH", e);
-	}
-done:
-	leave(st);
-	return s;
-}
-
-/* ---- runs on data already on the GPU */
-
-/* The pointer of one side: the argument's own when it is alone there, else a scratch
- * buffer that kr_pack fills. */
-static kred_status pack_device(struct cu_state *st, const struct cu_module *m,
-			       const struct kred_reduction *r, int side, int64_t rows,
-			       const CUdeviceptr *ptrs, CUdeviceptr *buf, struct kred__error *err)
-{
-	int width = m->l.width[side], alone = alone_on(m, r, side);
-	kred_status s;
-
-	*buf = 0;
-	if (width == 0 || rows == 0)
-		return KRED_OK;
-	if (alone >= 0) {
-		*buf = ptrs[alone];
-		return KRED_OK;
-	}
-	s = scratch_get(st, SCR_ROW + side, (size_t)rows * (size_t)width * m->size, buf, err);
-	if (s)
-		return s;
-	for (int p = 0; p < m->l.n_args; p++) {
-		CUdeviceptr src = ptrs[p], dst = *buf;
-		long long lrows = rows;
-		int dim = r->args[p].dim, w = width, off = m->l.offset[p];
-		void *params[] = { &src, &dst, &lrows, &dim, &w, &off };
-
-		if (m->l.side[p] != side)
-			continue;
-		s = launch_kernel(st, m->pack, "kr_pack",
-				  (rows * dim + m->shape.wg - 1) / m->shape.wg, 1, m->shape.wg,
-				  params, err);
-		if (s)
-			return s;
-	}
-	return KRED_OK;
-}
-
-static kred_status device_plain(struct cu_state *st, const struct kred_reduction *r, int64_t nx,
-				int64_t ny, const CUdeviceptr *ptrs, CUdeviceptr out,
-				struct kred__error *err)
-{
-	const struct cu_module *m = r->module;
-	CUdeviceptr side[3] = { 0, 0, 0 };
-	int64_t nr, nc, rows[3];
-	kred_status s = KRED_OK;
-
-	rows_cols(r, nx, ny, &nr, &nc);
-	if (nr == 0)
-		return KRED_OK;
-	rows[KRED__SIDE_ROW] = nr;
-	rows[KRED__SIDE_COL] = nc;
-	rows[KRED__SIDE_PRM] = 1;
-	for (int k = 0; k < 3 && !s; k++)
-		s = pack_device(st, m, r, k, rows[k], ptrs, &side[k], err);
-	if (!s)
-		s = launch(st, m, nr, nc, side, out, err);
-	return s;
-}
-
-/* kred_reduction_run's run_inner on device pointers: the auxiliary reduction first, then
- * the reduction, then the row sum of a parameter's gradient. */
-static kred_status device_run(struct cu_state *st, const struct kred_reduction *r, int64_t nx,
-			      int64_t ny, const CUdeviceptr *ptrs, CUdeviceptr out,
-			      struct kred__error *err)
-{
-	const struct cu_module *m = r->module;
-	CUdeviceptr *ptrs2 = NULL, pre_out = 0, rows_out = 0;
-	kred_status s = KRED_OK;
-
-	if (r->pre) {
-		int64_t rows = r->pre->axis == KRED_REDUCE_J ? nx : ny;
-
-		ptrs2 = kred__calloc((size_t)r->n_args, sizeof(*ptrs2));
-		if (!ptrs2)
-			return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-		s = mem_alloc(st, (size_t)rows * (size_t)r->pre->out_dim * m->size, &pre_out, err);
-		if (!s)
-			s = device_run(st, r->pre, nx, ny, ptrs, pre_out, err);
-		if (s)
-			goto done;
-		memcpy(ptrs2, ptrs, sizeof(*ptrs2) * (size_t)(r->n_args - 1));
-		ptrs2[r->n_args - 1] = pre_out;
-		ptrs = ptrs2;
-	}
-	if (r->pm_sum) {
-		int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny;
-		long long n = rows;
-		int d = r->out_dim;
-		CUdeviceptr o = out;
-		void *params[] = { &rows_out, &o, &n, &d };
-
-		s = mem_alloc(st, (size_t)rows * (size_t)d * m->size, &rows_out, err);
-		if (!s)
-			s = device_plain(st, r, nx, ny, ptrs, rows_out, err);
-		/* One block: it sums with n = 0 too, giving zeros. */
-		if (!s)
-			s = launch_kernel(st, m->sum_rows, "kr_sum_rows", 1, 1, m->shape.wg, params,
-					  err);
-	} else {
-		s = device_plain(st, r, nx, ny, ptrs, out, err);
-	}
-done:
-	/* The kernels that use them are done before they go. */
-	if (pre_out || rows_out)
-		st->cu->CtxSynchronize();
-	mem_free(st, pre_out);
-	mem_free(st, rows_out);
-	kred__free(ptrs2);
-	return s;
-}
-
-/* bytes = rows * dim * size, or -1 on overflow. */
-static int64_t bytes_of(int64_t rows, int64_t dim, int64_t size)
-{
-	if (rows < 0 || dim < 0 || (dim && rows > INT64_MAX / dim / size))
-		return -1;
-	return rows * dim * size;
-}
-
 /* Checks that p is device memory of this context with at least need bytes from p on. */
-static kred_status check_ptr(const struct cu_state *st, CUdeviceptr p, int64_t need,
-			     const char *what, struct kred__error *err)
+static kred_status cu_check(void *state, kred__dmem m, int64_t need, const char *what,
+			    struct kred__error *err)
 {
+	const struct cu_state *st = state;
+	CUdeviceptr p = (CUdeviceptr)m, base = 0;
 	CUcontext c = NULL;
-	CUdeviceptr base = 0;
 	size_t size = 0;
 
 	if (st->cu->PointerGetAttribute(&c, CU_POINTER_ATTRIBUTE_CONTEXT, p) != CUDA_SUCCESS ||
@@ -906,16 +626,85 @@ static kred_status check_ptr(const struct cu_state *st, CUdeviceptr p, int64_t n
 	return KRED_OK;
 }
 
+static kred_status cu_finish(void *state, struct kred__error *err)
+{
+	struct cu_state *st = state;
+	CUresult e = st->cu->CtxSynchronize();
+
+	return e == CUDA_SUCCESS ? KRED_OK : cu_fail(err, "cuCtxSynchronize", e);
+}
+
+static const struct kred__device_ops cu_ops = {
+	.alloc = cu_alloc,
+	.release = cu_release,
+	.read = cu_read,
+	.launch = cu_launch,
+	.check = cu_check,
+	.finish = cu_finish,
+};
+
+/* What the device layer plans with: 2D when the row blocks fill under half of eight
+ * blocks per multiprocessor; the partial states in a quarter of the memory at most. */
+static void layer_make(struct cu_state *st, const kred_context *ctx)
+{
+	st->layer = (struct kred__device){
+		.ops = &cu_ops,
+		.state = st,
+		.name = "cuda",
+		.scheme = kred__device_scheme(ctx),
+		.target_groups = (int64_t)(st->dev->sm_count > 0 ? st->dev->sm_count : 1) * 8,
+		.max_grid_y = st->dev->max_grid_y,
+		.parts_cap = st->mem_cap,
+		.none = "0",
+		.args_name = "cu_args",
+		.out_name = "cu_out",
+	};
+}
+
+static kred_status no_gpu(const struct cu_state *st, struct kred__error *err)
+{
+	return kred__fail(err, KRED_EBACKEND, -1, "cuda: no GPU to run on (%s): this context "
+			  "only compiles (kred_reduction_source, kred_reduction_ptx)", st->why);
+}
+
+static kred_status cu_call(void *state, void *module, const struct kred_reduction *r, int64_t nx,
+			   int64_t ny, const void *const *args, void *out,
+			   const struct kred__ranges *g, struct kred__error *err)
+{
+	struct cu_state *st = state;
+	kred_status s;
+
+	if (!st->cu)
+		return no_gpu(st, err);
+	s = enter(st, err);
+	if (s)
+		return s;
+	s = kred__device_run(&st->layer, module, r, nx, ny, args, out, g, err);
+	leave(st);
+	return s;
+}
+
+static kred_status cu_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
+			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
+{
+	return cu_call(state, module, r, nx, ny, args, out, NULL, err);
+}
+
+static kred_status cu_run_ranged(void *state, void *module, const struct kred_reduction *r,
+				 int64_t nx, int64_t ny, const void *const *args, void *out,
+				 const struct kred__ranges *g, struct kred__error *err)
+{
+	return cu_call(state, module, r, nx, ny, args, out, g, err);
+}
+
 kred_status kred_reduction_run_cuda(kred_reduction *r, int64_t nx, int64_t ny,
 				    const uint64_t *cu_args, uint64_t cu_out)
 {
 	struct cu_state *st;
 	struct kred__error err;
-	int64_t size, rows, need, reduced;
-	CUdeviceptr *ptrs = NULL;
-	int n_user, entered = 0, n_dev;
+	kred__dmem *mems = NULL;
+	int n_user, n_dev;
 	kred_status s;
-	CUresult e;
 
 	if (!r)
 		return KRED_EINVAL;
@@ -934,81 +723,22 @@ kred_status kred_reduction_run_cuda(kred_reduction *r, int64_t nx, int64_t ny,
 		no_gpu(st, &err);
 		return kred__ctx_set_error(r->ctx, &err, NULL);
 	}
-	if (nx < 0 || ny < 0)
-		return kred__ctx_fail(r->ctx, KRED_EINVAL, "negative size (nx = %lld, ny = %lld)",
-				      (long long)nx, (long long)ny);
-	size = r->dtype == KRED_FLOAT64 ? 8 : 4;
 	n_user = kred_reduction_n_args(r);
-	if (n_user && !cu_args)
-		return kred__ctx_fail(r->ctx, KRED_EINVAL, "cu_args is NULL but the reduction "
-				      "takes %d arguments", n_user);
-	ptrs = kred__calloc((size_t)(n_user > 0 ? n_user : 1) + 1, sizeof(*ptrs));
-	if (!ptrs)
-		return kred__ctx_fail(r->ctx, KRED_ENOMEM, "out of memory");
+	if (cu_args) {
+		mems = kred__calloc((size_t)n_user + 1, sizeof(*mems));
+		if (!mems)
+			return kred__ctx_fail(r->ctx, KRED_ENOMEM, "out of memory");
+		for (int k = 0; k < n_user; k++)
+			mems[k] = (kred__dmem)cu_args[k];
+	}
 	s = enter(st, &err);
-	if (s)
-		goto done;
-	entered = 1;
-	for (int k = 0; k < n_user; k++) {
-		char what[64];
-
-		rows = r->args[k].cat == 0 ? nx : r->args[k].cat == 1 ? ny : 1;
-		need = bytes_of(rows, r->args[k].dim, size);
-		snprintf(what, sizeof(what), "argument %d", k);
-		if (need < 0) {
-			s = kred__fail(&err, KRED_EOVERFLOW, -1, "argument %d: %lld x %d values "
-				       "overflow", k, (long long)rows, r->args[k].dim);
-			goto done;
-		}
-		ptrs[k] = (CUdeviceptr)cu_args[k];
-		if (need == 0)
-			continue;
-		if (!ptrs[k]) {
-			s = kred__fail(&err, KRED_EINVAL, -1, "argument %d is 0", k);
-			goto done;
-		}
-		s = check_ptr(st, ptrs[k], need, what, &err);
-		if (s)
-			goto done;
+	if (s) {
+		kred__free(mems);
+		return kred__ctx_set_error(r->ctx, &err, NULL);
 	}
-	rows = r->pm_sum ? 1 : r->axis == KRED_REDUCE_J ? nx : ny;
-	need = bytes_of(rows, r->out_dim, size);
-	if (need < 0 || bytes_of(r->axis == KRED_REDUCE_J ? nx : ny, r->out_dim, size) < 0) {
-		s = kred__fail(&err, KRED_EOVERFLOW, -1, "output of %lld x %d values overflows",
-			       (long long)rows, r->out_dim);
-		goto done;
-	}
-	if (need > 0) {
-		if (!cu_out) {
-			s = kred__fail(&err, KRED_EINVAL, -1, "cu_out is 0");
-			goto done;
-		}
-		s = check_ptr(st, (CUdeviceptr)cu_out, need, "the output", &err);
-		if (s)
-			goto done;
-	}
-	reduced = r->axis == KRED_REDUCE_J ? ny : nx;
-	if ((kred__reds[r->red].flags & KRED__RED_INDEX) && r->dtype == KRED_FLOAT32 &&
-	    reduced > (1 << 24)) {
-		s = kred__fail(&err, KRED_ERANGE, -1, "%s over %lld terms in float32: indices "
-			       "above 2^24 are not exact in float32; use float64",
-			       kred__reds[r->red].name, (long long)reduced);
-		goto done;
-	}
-	pthread_mutex_lock(&r->ctx->lock); /* the context's runs are serialised */
-	s = device_run(st, r, nx, ny, ptrs, (CUdeviceptr)cu_out, &err);
-	/* Returns with the work done, so that the caller may use the output on any
-	 * stream; a failure inside a kernel shows here. */
-	e = st->cu->CtxSynchronize();
-	pthread_mutex_unlock(&r->ctx->lock);
-	if (!s && e != CUDA_SUCCESS)
-		s = cu_fail(&err, "cuCtxSynchronize", e);
-done:
-	if (entered)
-		leave(st);
-	kred__free(ptrs);
-	if (s)
-		kred__ctx_set_error(r->ctx, &err, NULL);
+	s = kred__device_run_user(&st->layer, r, nx, ny, mems, (kred__dmem)cu_out);
+	leave(st);
+	kred__free(mems);
 	return s;
 }
 
@@ -1157,4 +887,5 @@ const struct kred_backend kred__backend_cuda = {
 	.report = cu_report,
 	.memory = cu_memory,
 	.device_count = cu_device_count,
+	.run_ranged = cu_run_ranged,
 };

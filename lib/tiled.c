@@ -1,9 +1,9 @@
-/* The OpenCL C dialect of the emitter: the generated functions are written in names that
- * kernels/prelude_opencl.h defines, and see private arrays only (kernels/tiled.cl). */
-#include "emit.h"
+/* The dialects of kernels/tiled.cl, OpenCL C and CUDA C, and its source: shared by the
+ * OpenCL and CUDA backends, below both. The generated functions are written in names that
+ * each prelude (kernels/prelude_opencl.h, prelude_cuda.h) defines, and see private arrays
+ * only. */
+#include "device.h"
 #include "kernels/kred_kernels.h"
-
-#include "dialect.h"
 
 /*
  * Everything here but the name and the prelude is also what CUDA C needs: the function
