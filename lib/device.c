@@ -68,11 +68,16 @@ static void release(const struct kred__device *d, int role, kred__dmem m)
 		d->ops->release(d->state, role, m);
 }
 
+/* The output's rows nr, the reduced ones nc, and the rows of each side of the packed
+ * arguments (row, column, parameters). */
 static void rows_cols(const struct kred_reduction *r, int64_t nx, int64_t ny, int64_t *nr,
-		      int64_t *nc)
+		      int64_t *nc, int64_t rows[3])
 {
 	*nr = r->axis == KRED_REDUCE_J ? nx : ny;
 	*nc = r->axis == KRED_REDUCE_J ? ny : nx;
+	rows[KRED__SIDE_ROW] = *nr;
+	rows[KRED__SIDE_COL] = *nc;
+	rows[KRED__SIDE_PRM] = 1;
 }
 
 /* How many column ranges (groups along dimension 1) the scheme takes for groups row
@@ -243,12 +248,9 @@ kred_status kred__device_run(const struct kred__device *d, const struct kred__dm
 	size_t out_bytes;
 	kred_status s = KRED_OK;
 
-	rows_cols(r, nx, ny, &nr, &nc);
+	rows_cols(r, nx, ny, &nr, &nc, rows);
 	if (nr == 0)
 		return KRED_OK;
-	rows[KRED__SIDE_ROW] = nr;
-	rows[KRED__SIDE_COL] = nc;
-	rows[KRED__SIDE_PRM] = 1;
 	for (int k = 0; k < 3 && !s; k++) {
 		size_t bytes = (size_t)rows[k] * (size_t)m->l.width[k] * m->size;
 		void *owned = NULL;
@@ -324,12 +326,9 @@ static kred_status buffers_plain(const struct kred__device *d, const struct kred
 	int64_t nr, nc, rows[3];
 	kred_status s = KRED_OK;
 
-	rows_cols(r, nx, ny, &nr, &nc);
+	rows_cols(r, nx, ny, &nr, &nc, rows);
 	if (nr == 0)
 		return KRED_OK;
-	rows[KRED__SIDE_ROW] = nr;
-	rows[KRED__SIDE_COL] = nc;
-	rows[KRED__SIDE_PRM] = 1;
 	for (int k = 0; k < 3 && !s; k++)
 		s = pack_device(d, m, r, k, rows[k], mems, &side[k], &owned[k], err);
 	if (!s)
