@@ -139,33 +139,6 @@ static int plain_run(const struct plain *p, int64_t nx, int64_t ny, const float 
 	return rc;
 }
 
-static double rel_diff(const float *a, const float *b, int64_t n)
-{
-	double worst = 0, scale = 0;
-
-	for (int64_t k = 0; k < n; k++)
-		scale += fabs(b[k]);
-	scale = n ? scale / (double)n : 1;
-	for (int64_t k = 0; k < n; k++) {
-		double d = fabs((double)a[k] - b[k]) / (fabs(b[k]) + scale);
-
-		if (d > worst || d != d)
-			worst = d;
-	}
-	return worst;
-}
-
-static float *fill(int64_t n, double lo, double hi, uint64_t *s)
-{
-	float *p = malloc((size_t)(n ? n : 1) * sizeof(float));
-
-	for (int64_t k = 0; p && k < n; k++) {
-		*s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
-		p[k] = (float)(lo + (hi - lo) * (double)(*s >> 11) * 0x1.0p-53);
-	}
-	return p;
-}
-
 /* The contestants, in the order of the table. */
 enum { K_1D, K_2D, K_AUTO, K_DEV, K_HOST, N_KRED, P_HOST = N_KRED, P_DEV, N_ALL };
 
@@ -184,8 +157,8 @@ int kred_bench_cuda(int64_t nx, int64_t ny, int reps, const char *device)
 	kred_reduction *r[N_KRED] = { 0 };
 	struct plain p = { 0 };
 	uint64_t seed = 7;
-	float *x = fill(3 * nx, 0, 1, &seed), *y = fill(3 * ny, 0, 1, &seed);
-	float *b = fill(ny, -0.2, 1, &seed), g = 2;
+	float *x = fill_f32(3 * nx, 0, 1, &seed), *y = fill_f32(3 * ny, 0, 1, &seed);
+	float *b = fill_f32(ny, -0.2, 1, &seed), g = 2;
 	float *out[N_ALL] = { 0 };
 	const void *args[4] = { x, y, b, &g };
 	CUdeviceptr dev[5] = { 0, 0, 0, 0, 0 };
@@ -318,7 +291,7 @@ int kred_bench_cuda(int64_t nx, int64_t ny, int reps, const char *device)
 
 		printf("%-30s %9.4f %9.2f %9.2fx %9.2fx   %.1e\n", names[k], med[k],
 		       (double)nx * (double)ny / med[k] * 1e-9, med[plain] / med[k],
-		       med[K_HOST] / med[k], rel_diff(out[k], out[P_HOST], nx));
+		       med[K_HOST] / med[k], rel_diff_f32(out[k], out[P_HOST], nx));
 	}
 	fflush(stdout);
 	rc = 0;

@@ -147,33 +147,6 @@ static int plain_run(struct plain *p, int64_t nx, int64_t ny, const float *x, co
 	return rc;
 }
 
-static double rel_diff(const float *a, const float *b, int64_t n)
-{
-	double worst = 0, scale = 0;
-
-	for (int64_t k = 0; k < n; k++)
-		scale += fabs(b[k]);
-	scale = n ? scale / (double)n : 1;
-	for (int64_t k = 0; k < n; k++) {
-		double d = fabs((double)a[k] - b[k]) / (fabs(b[k]) + scale);
-
-		if (d > worst || d != d)
-			worst = d;
-	}
-	return worst;
-}
-
-static float *fill(int64_t n, double lo, double hi, uint64_t *s)
-{
-	float *p = malloc((size_t)(n ? n : 1) * sizeof(float));
-
-	for (int64_t k = 0; p && k < n; k++) {
-		*s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
-		p[k] = (float)(lo + (hi - lo) * (double)(*s >> 11) * 0x1.0p-53);
-	}
-	return p;
-}
-
 enum { K_1D, K_2D, K_AUTO, K_HOST, N_KRED };
 
 int kred_bench_opencl(int64_t nx, int64_t ny, int reps, const char *device)
@@ -187,8 +160,8 @@ int kred_bench_opencl(int64_t nx, int64_t ny, int reps, const char *device)
 	kred_reduction *r[N_KRED] = { 0 };
 	struct plain p = { 0 };
 	uint64_t seed = 7;
-	float *x = fill(3 * nx, 0, 1, &seed), *y = fill(3 * ny, 0, 1, &seed);
-	float *b = fill(ny, -0.2, 1, &seed), g = 2;
+	float *x = fill_f32(3 * nx, 0, 1, &seed), *y = fill_f32(3 * ny, 0, 1, &seed);
+	float *b = fill_f32(ny, -0.2, 1, &seed), g = 2;
 	float *out[N_KRED + 1] = { 0 };
 	const void *args[4] = { x, y, b, &g };
 	double t[N_KRED + 1][64], med[N_KRED + 1];
@@ -258,7 +231,7 @@ int kred_bench_opencl(int64_t nx, int64_t ny, int reps, const char *device)
 	rc = 0;
 	for (int k = 0; k <= N_KRED; k++) {
 		const char *name = k == N_KRED ? "plain OpenCL kernel" : names[k];
-		double diff = rel_diff(out[k], out[N_KRED], nx);
+		double diff = rel_diff_f32(out[k], out[N_KRED], nx);
 
 		printf("%-26s %9.3f %9.3f %11.2fx %11.2fx   %.1e\n", name, med[k],
 		       (double)nx * (double)ny / med[k] * 1e-9, med[N_KRED] / med[k],
