@@ -18,11 +18,11 @@
  *                    per group along dimension 0; dimension 1 splits the columns into
  *                    get_num_groups(1) ranges. With one range (the 1D scheme) it writes
  *                    the output; with several (the 2D scheme) each group writes its
- *                    rows' partial states, and kr_merge_parts folds them.
+ *                    rows' partial states, and kr_merge_parts folds them. Given a list
+ *                    of tasks, a block-sparse run: one group per task of rows of one
+ *                    block, over the block's intervals of columns.
  *   kr_merge_parts   one work-item per row: merges the ranges' states in column order
  *                    and writes the output.
- *   kr_reduce_ranged a block-sparse run: one group per task of rows of one block, over
- *                    the block's intervals of columns.
  *   kr_pack          copies one argument (rows x dim) into its slot of a packed array,
  *                    for data that is already on the device.
  *   kr_sum_rows      sums the rows of an output (the gradient of a Pm variable).
@@ -174,25 +174,45 @@ KR_FN void kr_write(const real *st, KR_GLOBAL real *KR_RESTRICT out, kr_long bas
 	}
 }
 
+/*
+ * kr_reduce. Dense (tasks is NULL): group g along dimension 0 takes rows from
+ * g * KR_WG * KR_RPW, and group s along dimension 1 range s of get_num_groups(1)
+ * near-equal ranges of the nc columns; with one range (the 1D scheme) it writes the
+ * output, with several (the 2D scheme) its rows' partial states, which kr_merge_parts
+ * folds. Block-sparse (KeOps 2's ranges): group g takes task g, the quadruple
+ * tasks[4g..] = first row, end row, first and end interval in red (pairs [start, end)
+ * of columns); the library (kred__range_tasks) makes the tasks, each at most
+ * KR_WG * KR_RPW rows of one block of the ranges, and every row of the output in one
+ * task (rows in no block in tasks with no interval, which write the neutral value).
+ * Both in one kernel with one call of kr_columns, so that the formula is compiled once.
+ */
 KR_KERNEL void kr_reduce(const KR_GLOBAL real *KR_RESTRICT xr,
 			 const KR_GLOBAL real *KR_RESTRICT yc,
 			 const KR_GLOBAL real *KR_RESTRICT p, KR_GLOBAL real *KR_RESTRICT out,
-			 KR_GLOBAL real *KR_RESTRICT parts, kr_long nr, kr_long nc)
+			 KR_GLOBAL real *KR_RESTRICT parts, kr_long nr, kr_long nc,
+			 const KR_GLOBAL int *KR_RESTRICT tasks,
+			 const KR_GLOBAL int *KR_RESTRICT red)
 {
 	KR_TILE(ys);
 	const int lid = KR_LID();
-	const kr_long ns = KR_NGROUPS(1), s = KR_GROUP(1);
-	const kr_long base = KR_GROUP(0) * (KR_WG * KR_RPW) + lid;
-	/* This group's columns: range s of ns near-equal ranges. */
-	const kr_long j0 = nc * s / ns, j1 = nc * (s + 1) / ns;
+	const kr_long g = KR_GROUP(0), ns = KR_NGROUPS(1), s = KR_GROUP(1);
+	const kr_long base = tasks ? tasks[4 * g] + lid : g * (KR_WG * KR_RPW) + lid;
+	const kr_long end = tasks ? tasks[4 * g + 1] : nr;
+	const int k0 = tasks ? tasks[4 * g + 2] : 0, k1 = tasks ? tasks[4 * g + 3] : 1;
 	real st[KR_NST * KR_RPW], xs[KR_DR1 * KR_RPW], pp[KR_DP1], yj[KR_DC1];
 	real acc[KR_TILE_MERGE ? KR_NST * KR_RPW : 1];
 
-	kr_rows(xs, st, pp, xr, p, base, nr);
+	kr_rows(xs, st, pp, xr, p, base, end);
 	yj[0] = 0;
-	kr_columns(st, acc, xs, pp, yj, ys, yc, j0, j1, lid);
-	if (ns == 1) {
-		kr_write(st, out, base, nr);
+	for (int k = k0; k < k1; k++) {
+		/* The block's interval k, or this group's range of columns. */
+		const kr_long j0 = tasks ? red[2 * k] : nc * s / ns;
+		const kr_long j1 = tasks ? red[2 * k + 1] : nc * (s + 1) / ns;
+
+		kr_columns(st, acc, xs, pp, yj, ys, yc, j0, j1, lid);
+	}
+	if (tasks || ns == 1) {
+		kr_write(st, out, base, end);
 		return;
 	}
 	for (int r = 0; r < KR_RPW; r++) {
@@ -204,34 +224,6 @@ KR_KERNEL void kr_reduce(const KR_GLOBAL real *KR_RESTRICT xr,
 		for (int c = 0; c < KR_NST; c++)
 			parts[(s * KR_NST + c) * nr + i] = st[c * KR_RPW + r];
 	}
-}
-
-/*
- * The block-sparse run (KeOps 2's ranges): group g takes task g, the quadruple tasks[4g..]
- * = first row, end row, first and end interval in red (pairs [start, end) of columns).
- * The library (kred__range_tasks) makes the tasks: each at most KR_WG * KR_RPW rows of
- * one block of the ranges, and every row of the output in one task (rows in no block in
- * tasks with no interval, which write the neutral value).
- */
-KR_KERNEL void kr_reduce_ranged(const KR_GLOBAL real *KR_RESTRICT xr,
-				const KR_GLOBAL real *KR_RESTRICT yc,
-				const KR_GLOBAL real *KR_RESTRICT p, KR_GLOBAL real *KR_RESTRICT out,
-				const KR_GLOBAL int *KR_RESTRICT tasks,
-				const KR_GLOBAL int *KR_RESTRICT red)
-{
-	KR_TILE(ys);
-	const int lid = KR_LID();
-	const kr_long g = KR_GROUP(0);
-	const kr_long end = tasks[4 * g + 1], base = tasks[4 * g] + lid;
-	const int k0 = tasks[4 * g + 2], k1 = tasks[4 * g + 3];
-	real st[KR_NST * KR_RPW], xs[KR_DR1 * KR_RPW], pp[KR_DP1], yj[KR_DC1];
-	real acc[KR_TILE_MERGE ? KR_NST * KR_RPW : 1];
-
-	kr_rows(xs, st, pp, xr, p, base, end);
-	yj[0] = 0;
-	for (int k = k0; k < k1; k++)
-		kr_columns(st, acc, xs, pp, yj, ys, yc, red[2 * k], red[2 * k + 1], lid);
-	kr_write(st, out, base, end);
 }
 
 KR_KERNEL void kr_merge_parts(const KR_GLOBAL real *KR_RESTRICT parts,

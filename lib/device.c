@@ -14,7 +14,6 @@ const char *const kred__kernel_names[KRED__N_KERNELS] = {
 	[KRED__K_MERGE] = "kr_merge_parts",
 	[KRED__K_PACK] = "kr_pack",
 	[KRED__K_SUM_ROWS] = "kr_sum_rows",
-	[KRED__K_RANGED] = "kr_reduce_ranged",
 };
 
 /* More column ranges than this add merge work and memory for no gain. */
@@ -139,9 +138,10 @@ static kred_status run_dense(const struct kred__device *d, const struct kred__dm
 		const struct kred__karg a[] = { mem_arg(side[0]), mem_arg(side[1]),
 						mem_arg(side[2]), mem_arg(out),
 						mem_arg(parts),	  long_arg(nr),
-						long_arg(nc) };
+						long_arg(nc),	  mem_arg(0),
+						mem_arg(0) };
 
-		s = launch(d, m, KRED__K_REDUCE, groups, ns, 7, a, err);
+		s = launch(d, m, KRED__K_REDUCE, groups, ns, 9, a, err);
 	}
 	if (!s && ns > 1) {
 		const struct kred__karg a[] = { mem_arg(parts), mem_arg(out), long_arg(nr),
@@ -159,8 +159,8 @@ static kred_status run_dense(const struct kred__device *d, const struct kred__dm
 	return s;
 }
 
-/* out (nr x out_dim) = the reduction restricted to g: one group per task of rows
- * (kred__range_tasks), over its block's intervals. */
+/* out (nr x out_dim) = the reduction restricted to g: kr_reduce with one group per task
+ * of rows (kred__range_tasks), over its block's intervals. */
 static kred_status run_ranged(const struct kred__device *d, const struct kred__dmodule *m,
 			      int64_t nr, const kred__dmem *side, kred__dmem out,
 			      const struct kred__ranges *g, struct kred__error *err)
@@ -183,9 +183,11 @@ static kred_status run_ranged(const struct kred__device *d, const struct kred__d
 	if (!s) {
 		const struct kred__karg a[] = { mem_arg(side[0]), mem_arg(side[1]),
 						mem_arg(side[2]), mem_arg(out),
-						mem_arg(tbuf),	  mem_arg(rbuf) };
+						mem_arg(0),	  long_arg(nr),
+						long_arg(0),	  mem_arg(tbuf),
+						mem_arg(rbuf) };
 
-		s = launch(d, m, KRED__K_RANGED, n_tasks, 1, 6, a, err);
+		s = launch(d, m, KRED__K_REDUCE, n_tasks, 1, 9, a, err);
 	}
 	if (!s)
 		kred__log("%s: %lld rows in %lld blocks of ranges, %lld groups", d->name,

@@ -32,7 +32,6 @@ enum kred__kernel {
 	KRED__K_MERGE,
 	KRED__K_PACK,
 	KRED__K_SUM_ROWS,
-	KRED__K_RANGED,
 	KRED__N_KERNELS
 };
 extern const char *const kred__kernel_names[KRED__N_KERNELS];

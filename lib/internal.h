@@ -535,7 +535,7 @@ struct kred__ranged {
 kred_status kred__ranged_prepare(const kred_ranges *ranges, int64_t nx, int64_t ny, int need_i,
 				 struct kred__ranged *rg, struct kred__error *err);
 void kred__ranged_free(struct kred__ranged *rg);
-/* The tasks of a GPU's ranged run (kernels/tiled.cl, kr_reduce_ranged): every row of
+/* The tasks of a GPU's ranged run (kernels/tiled.cl, kr_reduce given tasks): every row of
  * [0, nr) in one task of at most per rows within one block of g, or within a gap between
  * blocks (no interval), as int32 quadruples (first row, end row, first and end interval
  * in g->red); *tasks is freed with kred__free. */

@@ -567,13 +567,13 @@ static kred_status cu_launch(void *state, const void *module, enum kred__kernel 
 	const struct cu_module *m = module;
 	const char *name = kred__kernel_names[k];
 	/* The values, in the kernel's types, and pointers to them (cuLaunchKernel's). */
-	CUdeviceptr mems[8];
-	long long longs[8];
-	int ints[8];
-	void *params[8];
+	CUdeviceptr mems[10];
+	long long longs[10];
+	int ints[10];
+	void *params[10];
 	CUresult e;
 
-	if (n > 8 || gx <= 0 || gx > INT_MAX || gy <= 0 || gy > 65535)
+	if (n > 10 || gx <= 0 || gx > INT_MAX || gy <= 0 || gy > 65535)
 		return kred__fail(err, KRED_EOVERFLOW, -1, "cuda: %s: a grid of %lld x %lld "
 				  "blocks is too large", name, (long long)gx, (long long)gy);
 	for (int i = 0; i < n; i++) {
