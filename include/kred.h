@@ -214,10 +214,13 @@ KRED_API kred_status kred_reduction_run_ranges(kred_reduction *r, int64_t nx, in
  * rows of a Vi variable, say), or 1 when one serves every problem (a size-1 batch
  * dimension, broadcast); out holds the B problems' outputs one after the other. Indices
  * (ArgMin, ArgKMin...) count each problem's own rows. The problems run as one
- * block-sparse run of them stacked along the rows: one launch on the host and on
- * OpenCL. A parameter with a value per problem is KRED_EUNSUPPORTED (declare it as a
- * variable of the output's rows, its value repeated over each problem's rows), and so is
- * the gradient with respect to a parameter (run it problem by problem). */
+ * block-sparse run of them stacked along the rows: one launch on the host, OpenCL and
+ * CUDA. A parameter may have a value per problem (arg_batch B: B x dim values): the
+ * reduction is then remade, at each call, with it as a variable of the output's rows
+ * holding each problem's value on its rows (a compile, which the kernel cache answers
+ * after the first). KRED_EUNSUPPORTED: the gradient with respect to a parameter, and a
+ * parameter per problem in a reduction that runs an auxiliary one first (the gradient of
+ * SumSoftMaxWeight in a variable of the reduced axis); run those problem by problem. */
 typedef struct kred_batch {
 	size_t struct_size;	  /* sizeof(kred_batch), or 0 */
 	int64_t n_batch;	  /* B >= 1 */

@@ -1,6 +1,6 @@
 /* Batches: B independent problems in one call, run as one block-sparse reduction of the
  * problems stacked along the rows (ranges.c), so that a backend with a ranged kernel
- * (host, OpenCL) runs them in one launch. */
+ * (host, OpenCL, CUDA) runs them in one launch. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,11 +49,100 @@ static void triple(int64_t B, int64_t nr, int64_t nc, int st_r, int st_c, int32_
 	}
 }
 
+/*
+ * A batch with parameters of a value per problem: those become variables of the output's
+ * rows (the reduction remade from its formula with their category changed), each
+ * problem's value repeated over its rows, and the batch runs with them stacked.
+ */
+static kred_status run_row_params(kred_reduction *r, const kred_batch *batch, int64_t nx,
+				  int64_t ny, const void *const *args, void *out)
+{
+	int n_user = kred_reduction_n_args(r);
+	int out_cat = r->axis == KRED_REDUCE_J ? KRED__CAT_I : KRED__CAT_J;
+	int64_t B = batch->n_batch, rows = out_cat == KRED__CAT_I ? nx : ny;
+	size_t size = r->dtype == KRED_FLOAT64 ? 8 : 4;
+	struct kred__error err;
+	struct kred__graph *g = NULL;
+	const struct kred__node *f, *w = NULL;
+	kred_reduction *rr = NULL;
+	kred_batch b2 = { sizeof(b2), B, NULL };
+	int *cat = NULL;
+	int64_t *ab = NULL;
+	const void **use = NULL;
+	void **own = NULL;
+	kred_status s;
+
+	if (r->pre)
+		return kred__ctx_fail(r->ctx, KRED_EUNSUPPORTED,
+				      "batch: parameters with a value per problem in a reduction "
+				      "that runs an auxiliary one first (a gradient of "
+				      "SumSoftMaxWeight): run it problem by problem");
+	kred__error_clear(&err);
+	cat = kred__malloc(sizeof(*cat) * (size_t)(n_user + 1));
+	ab = kred__malloc(sizeof(*ab) * (size_t)(n_user + 1));
+	use = kred__calloc((size_t)n_user + 1, sizeof(*use));
+	own = kred__calloc((size_t)n_user + 1, sizeof(*own));
+	g = kred__graph_new();
+	if (!cat || !ab || !use || !own || !g) {
+		s = kred__ctx_fail(r->ctx, KRED_ENOMEM, "out of memory");
+		goto done;
+	}
+	for (int k = 0; k < n_user; k++) {
+		int64_t bk = batch->arg_batch ? batch->arg_batch[k] : B;
+		size_t one = (size_t)r->args[k].dim * size;
+
+		cat[k] = bk > 1 && r->args[k].cat == KRED__CAT_P ? out_cat : -1;
+		ab[k] = bk;
+		use[k] = args ? args[k] : NULL;
+		if (cat[k] < 0 || !use[k])
+			continue;
+		/* problem p's value, rows times */
+		own[k] = kred__malloc(one * (size_t)(B * rows) + 1);
+		if (!own[k]) {
+			s = kred__ctx_fail(r->ctx, KRED_ENOMEM, "out of memory");
+			goto done;
+		}
+		for (int64_t p = 0; p < B; p++)
+			for (int64_t i = 0; i < rows; i++)
+				memcpy((char *)own[k] + (size_t)(p * rows + i) * one,
+				       (const char *)use[k] + (size_t)p * one, one);
+		use[k] = own[k];
+	}
+	s = kred__graph_copy_vars_recat(g, r->g, cat, n_user, &err);
+	f = s ? NULL : kred__node_import_recat(g, r->f, cat, n_user, &err);
+	if (f && r->w)
+		w = kred__node_import_recat(g, r->w, cat, n_user, &err);
+	if (!f || (r->w && !w)) {
+		kred__graph_free(g);
+		g = NULL;
+		s = kred__ctx_set_error(r->ctx, &err, NULL);
+		goto done;
+	}
+	/* takes g, and records its own errors on the context */
+	s = kred__reduction_finish(r->ctx, g, f, w, r->red, r->k, r->axis, r->dtype,
+				   r->sum_scheme, 0, NULL, &rr);
+	g = NULL;
+	if (s)
+		goto done;
+	b2.arg_batch = ab;
+	s = kred_reduction_run_batch(rr, &b2, nx, ny, use, out);
+done:
+	kred_reduction_destroy(rr);
+	kred__graph_free(g);
+	for (int k = 0; own && k < n_user; k++)
+		kred__free(own[k]);
+	kred__free(own);
+	kred__free(use);
+	kred__free(ab);
+	kred__free(cat);
+	return s;
+}
+
 kred_status kred_reduction_run_batch(kred_reduction *r, const kred_batch *batch, int64_t nx,
 				     int64_t ny, const void *const *args, void *out)
 {
 	int64_t B, n[2] = { nx, ny }, nb_i = 0, nb_j = 0, size;
-	int n_user, out_cat, oth, stacked[2] = { 0, 0 }, col; /* stacked[cat]: i, j */
+	int n_user, out_cat, oth, stacked[2] = { 0, 0 }, col, row_params = 0; /* stacked[cat]: i, j */
 	const void **use = NULL;
 	void **own = NULL;
 	int32_t *tri = NULL;
@@ -83,11 +172,7 @@ kred_status kred_reduction_run_batch(kred_reduction *r, const kred_batch *batch,
 					      "batch: argument %d holds %lld problems, not 1 (shared) "
 					      "or %lld", k, (long long)bk, (long long)B);
 		if (bk > 1 && r->args[k].cat == KRED__CAT_P)
-			return kred__ctx_fail(r->ctx, KRED_EUNSUPPORTED,
-					      "batch: argument %d is a parameter with %lld values, one "
-					      "per problem: declare it as a variable of the output's "
-					      "rows (Vi or Vj), its value repeated over each problem's "
-					      "rows", k, (long long)B);
+			row_params = 1;
 		if (bk > 1 && r->args[k].cat == oth)
 			stacked[oth] = 1;
 	}
@@ -98,6 +183,8 @@ kred_status kred_reduction_run_batch(kred_reduction *r, const kred_batch *batch,
 		return kred__ctx_fail(r->ctx, KRED_EUNSUPPORTED,
 				      "batch: the gradient with respect to a parameter sums over "
 				      "every row: run it problem by problem");
+	if (row_params)
+		return run_row_params(r, batch, nx, ny, args, out);
 	for (int c = 0; c < 2; c++)
 		if (stacked[c] && n[c] > INT32_MAX / B)
 			return kred__ctx_fail(r->ctx, KRED_EOVERFLOW,

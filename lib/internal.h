@@ -254,6 +254,13 @@ const struct kred__node *kred__node_import(struct kred__graph *dst, const struct
 					   struct kred__error *err);
 kred_status kred__graph_copy_vars(struct kred__graph *dst, const struct kred__graph *src,
 				  struct kred__error *err);
+/* The same with the variables at position p given category cat[p] where p < n_cat and
+ * cat[p] >= 0 (batch.c: parameters with a value per problem become row variables). */
+const struct kred__node *kred__node_import_recat(struct kred__graph *dst,
+						 const struct kred__node *n, const int *cat,
+						 int n_cat, struct kred__error *err);
+kred_status kred__graph_copy_vars_recat(struct kred__graph *dst, const struct kred__graph *src,
+					const int *cat, int n_cat, struct kred__error *err);
 /* Whether node v occurs in the DAG under root. */
 int kred__node_uses(const struct kred__node *root, const struct kred__node *v);
 /* The canonical text of a node: functional form with the op table's names, variables by

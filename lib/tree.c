@@ -246,10 +246,17 @@ kred_status kred__graph_declare(struct kred__graph *g, const char *name, size_t 
 kred_status kred__graph_copy_vars(struct kred__graph *dst, const struct kred__graph *src,
 				  struct kred__error *err)
 {
+	return kred__graph_copy_vars_recat(dst, src, NULL, 0, err);
+}
+
+kred_status kred__graph_copy_vars_recat(struct kred__graph *dst, const struct kred__graph *src,
+					const int *cat, int n_cat, struct kred__error *err)
+{
 	for (int k = 0; k < src->n_vars; k++) {
 		const struct kred__var *v = &src->vars[k];
+		int c = cat && v->pos < n_cat && cat[v->pos] >= 0 ? cat[v->pos] : v->cat;
 		kred_status s = kred__graph_declare(dst, v->name, strlen(v->name), v->pos,
-						    v->dim, v->cat, err);
+						    v->dim, c, err);
 		if (s)
 			return s;
 	}
@@ -343,6 +350,13 @@ int kred__node_uses(const struct kred__node *root, const struct kred__node *v)
 const struct kred__node *kred__node_import(struct kred__graph *dst, const struct kred__node *n,
 					   struct kred__error *err)
 {
+	return kred__node_import_recat(dst, n, NULL, 0, err);
+}
+
+const struct kred__node *kred__node_import_recat(struct kred__graph *dst,
+						 const struct kred__node *n, const int *cat,
+						 int n_cat, struct kred__error *err)
+{
 	/* Post-order walk with an explicit stack; map[id] is the image of source node id. */
 	const struct kred__node **map, **stack, *out = NULL;
 	size_t cap = 64;
@@ -386,8 +400,14 @@ const struct kred__node *kred__node_import(struct kred__graph *dst, const struct
 			continue;
 		for (int k = 0; k < s->nargs; k++)
 			args[k] = map[s->arg[k]->id];
-		map[s->id] = kred__node(dst, s->op, s->nargs, args, s->nint, s->ints, s->value,
-					err);
+		if (s->op == KRED__OP_VAR && cat && s->ints[0] < n_cat && cat[s->ints[0]] >= 0) {
+			const int ints[3] = { s->ints[0], s->ints[1], cat[s->ints[0]] };
+
+			map[s->id] = kred__node(dst, s->op, 0, NULL, 3, ints, s->value, err);
+		} else {
+			map[s->id] = kred__node(dst, s->op, s->nargs, args, s->nint, s->ints,
+						s->value, err);
+		}
 		if (!map[s->id])
 			goto done;
 		top--;

@@ -527,10 +527,11 @@ static double b_d2(int p, int i, int j, const int share[3])
 	return s;
 }
 
-static void b_run(kred_reduction *r, kred_dtype dt, const int64_t *ab, int n, int rows,
-		  double *out)
+/* The batch's arguments X, Y, B, G (gs: one value, or one per problem), cotangent. */
+static void b_run_g(kred_reduction *r, kred_dtype dt, const int64_t *ab, int n, int rows,
+		    const double *gs, double *out)
 {
-	const double *src[5] = { bx, by, bb, &g, bcot };
+	const double *src[5] = { bx, by, bb, gs, bcot };
 	int len[5] = { BN * 3, BM * 3, BM, 1, BN };
 	kred_batch batch = { sizeof(batch), BB, ab };
 
@@ -538,6 +539,89 @@ static void b_run(kred_reduction *r, kred_dtype dt, const int64_t *ab, int n, in
 		len[k] *= (int)ab[k];
 	run_args(r, dt, src, len, BN, BM, NULL, &batch, out, BB * rows);
 }
+
+static void b_run(kred_reduction *r, kred_dtype dt, const int64_t *ab, int n, int rows,
+		  double *out)
+{
+	b_run_g(r, dt, ab, n, rows, &g, out);
+}
+
+/* A parameter with a value per problem (the reduction remade with it as a row variable):
+ * Sum in float32 and float64, and ArgKMin whose formula is scaled per problem. */
+START_TEST(test_batch_params)
+{
+	const int64_t ab[4] = { BB, 1, BB, BB };
+	double gs[BB], out[BB * BN * 2];
+	kred_reduction *sum[2], *akm;
+
+	rng = 43;
+	for (int k = 0; k < BB * BN * 3; k++)
+		bx[k] = uniform();
+	for (int k = 0; k < BM * 3; k++)
+		by[k] = uniform();
+	for (int k = 0; k < BB * BM; k++)
+		bb[k] = uniform() + 0.5;
+	for (int p = 0; p < BB; p++)
+		gs[p] = 0.5 + 3.0 * p; /* far apart: a shared G would fail every problem but one */
+	sum[0] = make("Exp(-G*SqDist(X,Y))*B", "Sum", KRED_FLOAT32);
+	sum[1] = make("Exp(-G*SqDist(X,Y))*B", "Sum", KRED_FLOAT64);
+	/* ArgKMin of B_j - G |x - y|^2: which j come first depends on G */
+	akm = make("B - G*SqDist(X,Y)", "ArgKMin(2)", KRED_FLOAT64);
+	for (int t = 0; t < 2; t++) {
+		b_run_g(sum[t], t ? KRED_FLOAT64 : KRED_FLOAT32, ab, 4, BN, gs, out);
+		for (int p = 0; p < BB; p++)
+			for (int i = 0; i < BN; i++) {
+				double w = 0;
+
+				for (int j = 0; j < BM; j++) {
+					double d2 = 0;
+
+					for (int c = 0; c < 3; c++) {
+						double d = bx[(p * BN + i) * 3 + c] - by[j * 3 + c];
+
+						d2 += d * d;
+					}
+					w += exp(-gs[p] * d2) * bb[p * BM + j];
+				}
+				near(out[p * BN + i], w, tol(t ? KRED_FLOAT64 : KRED_FLOAT32),
+				     "Sum, G per problem", "batch", p * BN + i);
+			}
+	}
+	b_run_g(akm, KRED_FLOAT64, ab, 4, BN, gs, out);
+	for (int p = 0; p < BB; p++)
+		for (int i = 0; i < BN; i++) {
+			double v[BM];
+			int best = 0, second = -1;
+
+			for (int j = 0; j < BM; j++) {
+				double d2 = 0;
+
+				for (int c = 0; c < 3; c++) {
+					double d = bx[(p * BN + i) * 3 + c] - by[j * 3 + c];
+
+					d2 += d * d;
+				}
+				v[j] = bb[p * BM + j] - gs[p] * d2;
+			}
+			for (int j = 1; j < BM; j++) {
+				if (v[j] < v[best]) {
+					second = best;
+					best = j;
+				} else if (second < 0 || v[j] < v[second]) {
+					second = j;
+				}
+			}
+			ck_assert_msg(out[(p * BN + i) * 2] == best &&
+				      out[(p * BN + i) * 2 + 1] == second,
+				      "%s, G per problem, problem %d row %d: ArgKMin %g %g, want %d %d",
+				      backend, p, i, out[(p * BN + i) * 2], out[(p * BN + i) * 2 + 1],
+				      best, second);
+		}
+	kred_reduction_destroy(sum[0]);
+	kred_reduction_destroy(sum[1]);
+	kred_reduction_destroy(akm);
+}
+END_TEST
 
 START_TEST(test_batch)
 {
@@ -622,16 +706,37 @@ START_TEST(test_batch_bad)
 {
 	kred_reduction *r = make("Exp(-G*SqDist(X,Y))*B", "Sum", KRED_FLOAT64);
 	const void *args[4] = { x, y, b, &g };
-	const int64_t two[4] = { 3, 2, 3, 1 }, pm[4] = { 3, 3, 3, 3 };
+	const int64_t two[4] = { 3, 2, 3, 1 };
 	kred_batch bt = { sizeof(bt), 3, two };
 	double out[3 * 10];
 
 	ck_assert_int_eq(kred_reduction_run_batch(r, &bt, 10, 10, args, out), KRED_EINVAL);
 	ck_assert_msg(strstr(kred_errmsg(ctx), "argument 1 holds 2 problems, not 1"), "%s",
 		      kred_errmsg(ctx));
-	bt.arg_batch = pm;
-	ck_assert_int_eq(kred_reduction_run_batch(r, &bt, 10, 10, args, out), KRED_EUNSUPPORTED);
-	ck_assert(strstr(kred_errmsg(ctx), "argument 3 is a parameter"));
+	/* a parameter per problem where an auxiliary reduction runs first: the gradient of
+	 * SumSoftMaxWeight in a variable of the reduced axis */
+	{
+		kred_spec sp = { 0 };
+		kred_reduction *sm = NULL, *gy = NULL;
+		const int64_t ab[7] = { 3, 3, 3, 3, 3, 3, 3 };
+		const void *none[7] = { 0 };
+
+		sp.formula = "-G*SqDist(X,Y)";
+		sp.weight = "B";
+		sp.aliases = aliases;
+		sp.n_aliases = 4;
+		sp.reduction = "SumSoftMaxWeight";
+		sp.dtype = KRED_FLOAT64;
+		ck_assert_int_eq(kred_reduction_create(ctx, &sp, &sm), KRED_OK);
+		ck_assert_int_eq(kred_reduction_grad(sm, "Y", &gy), KRED_OK);
+		ck_assert_int_le(kred_reduction_n_args(gy), 7);
+		bt.arg_batch = ab;
+		ck_assert_int_eq(kred_reduction_run_batch(gy, &bt, 10, 10, none, out),
+				 KRED_EUNSUPPORTED);
+		ck_assert_msg(strstr(kred_errmsg(ctx), "auxiliary"), "%s", kred_errmsg(ctx));
+		kred_reduction_destroy(gy);
+		kred_reduction_destroy(sm);
+	}
 	bt.n_batch = 0;
 	ck_assert_int_eq(kred_reduction_run_batch(r, &bt, 10, 10, args, out), KRED_EINVAL);
 	/* one problem, or no batch: the plain run */
@@ -710,6 +815,7 @@ int main(int argc, char **argv)
 	tcase_add_loop_test(tc, test_large, 0, 2);
 	tcase_add_loop_test(tc, test_batch, 0, 3);
 	tcase_add_test(tc, test_batch_bad);
+	tcase_add_test(tc, test_batch_params);
 	tcase_add_test(tc, test_bad);
 	suite_add_tcase(s, tc);
 	return run_suites(NULL, s) ? 1 : 0;
