@@ -76,6 +76,7 @@ void kr_finalize(in real st[KR_NST], out real o[KR_OUT])
 #define KR_INIT 1  /* the first pass: start from kr_init, not from the state buffer */
 #define KR_FINAL 2 /* the last pass of an unsplit range: finalize into the output */
 #define KR_MERGE 4 /* the merge dispatch: fold the nsplit states of each row */
+#define KR_RANGED 8 /* a block-sparse pass: workgroup g takes task g (below) */
 
 layout(local_size_x = KR_WG) in;
 
@@ -90,6 +91,12 @@ layout(std430, set = 0, binding = 2) readonly buffer KrPrms { real kr_prms[]; };
  * invocations touch neighbouring words. */
 layout(std430, set = 0, binding = 3) buffer KrStates { real kr_states[]; };
 layout(std430, set = 0, binding = 4) writeonly buffer KrOut { real kr_out[]; };
+/* A block-sparse run (KR_RANGED): task g is kr_tasks[4g..] = first row, end row, first
+ * and end interval in kr_red (pairs [start, end) of columns), made by the library
+ * (kred__range_tasks), every row of the output in one task. Each pass folds the columns
+ * at positions [start, start + count) of the task's intervals laid end to end. */
+layout(std430, set = 0, binding = 5) readonly buffer KrTasks { int kr_tasks[]; };
+layout(std430, set = 0, binding = 6) readonly buffer KrRed { int kr_red[]; };
 
 layout(push_constant) uniform KrPush {
 	int nr;	    /* rows of this row block */
@@ -225,10 +232,15 @@ void kr_fold(inout real st[KR_RPI][KR_NST], in real x[KR_RPI][KR_DRA], in real p
 
 void main()
 {
-	int i0 = int(gl_GlobalInvocationID.x) * KR_RPI;
+	const bool ranged = (pc.flags & KR_RANGED) != 0;
+	const int g = int(gl_WorkGroupID.x);
+	/* This invocation's rows, i0 to i0 + KR_RPI, below end. */
+	const int end = ranged ? kr_tasks[4 * g + 1] : pc.nr;
+	const int i0 = ranged ? kr_tasks[4 * g] + int(gl_LocalInvocationID.x) * KR_RPI
+			      : int(gl_GlobalInvocationID.x) * KR_RPI;
 	real st[KR_RPI][KR_NST];
 
-	if (i0 >= pc.nr)
+	if (i0 >= end)
 		return;
 	if ((pc.flags & KR_MERGE) != 0) {
 		for (int k = 0; k < KR_RPI && i0 + k < pc.nr; k++) {
@@ -246,14 +258,16 @@ void main()
 		return;
 	}
 
-	int r = int(gl_WorkGroupID.y);
-	int lo = min(r * pc.span, pc.nc), hi = min(lo + pc.span, pc.nc);
-	int j0 = min(lo + pc.start, hi), j1 = min(j0 + pc.count, hi);
+	const int r = ranged ? 0 : int(gl_WorkGroupID.y);
+	const int lo = min(r * pc.span, pc.nc), hi = min(lo + pc.span, pc.nc);
+	/* Dense: one interval, this range's columns of this pass. */
+	const int k0 = ranged ? kr_tasks[4 * g + 2] : 0, k1 = ranged ? kr_tasks[4 * g + 3] : 1;
 	real x[KR_RPI][KR_DRA], p[KR_DPA];
+	int pos = 0; /* where interval k starts in the task's columns laid end to end */
 
 	for (int k = 0; k < KR_RPI; k++) {
 		/* Rows past the end compute on the last row; their results are dropped. */
-		int i = min(i0 + k, pc.nr - 1);
+		int i = min(i0 + k, end - 1);
 
 		for (int c = 0; c < KR_DR; c++)
 			x[k][c] = kr_rows[i * KR_DR + c];
@@ -274,21 +288,37 @@ void main()
 #if KR_DP == 0
 	p[0] = real(0);
 #endif
-#if KR_TILE_MERGE
-	/* The block sum scheme: each tile of KR_T columns is summed apart, then added. */
-	for (int t0 = j0; t0 < j1; t0 += KR_T) {
-		real acc[KR_RPI][KR_NST];
+	/* One call of the fold for both kinds of run: the formula is compiled once. */
+	for (int q = k0; q < k1; q++) {
+		int j0, j1;
 
-		for (int k = 0; k < KR_RPI; k++)
-			kr_init(acc[k]);
-		kr_fold(acc, x, p, t0, min(t0 + KR_T, j1));
-		for (int k = 0; k < KR_RPI; k++)
-			kr_merge(st[k], acc[k]);
-	}
+		if (ranged) {
+			int a = kr_red[2 * q], len = kr_red[2 * q + 1] - a;
+
+			j0 = a + clamp(pc.start - pos, 0, len);
+			j1 = a + clamp(pc.start + pc.count - pos, 0, len);
+			pos += len;
+		} else {
+			j0 = min(lo + pc.start, hi);
+			j1 = min(j0 + pc.count, hi);
+		}
+#if KR_TILE_MERGE
+		/* The block sum scheme: each tile of KR_T columns is summed apart, then
+		 * added. */
+		for (int t0 = j0; t0 < j1; t0 += KR_T) {
+			real acc[KR_RPI][KR_NST];
+
+			for (int k = 0; k < KR_RPI; k++)
+				kr_init(acc[k]);
+			kr_fold(acc, x, p, t0, min(t0 + KR_T, j1));
+			for (int k = 0; k < KR_RPI; k++)
+				kr_merge(st[k], acc[k]);
+		}
 #else
-	kr_fold(st, x, p, j0, j1);
+		kr_fold(st, x, p, j0, j1);
 #endif
-	for (int k = 0; k < KR_RPI && i0 + k < pc.nr; k++) {
+	}
+	for (int k = 0; k < KR_RPI && i0 + k < end; k++) {
 		if ((pc.flags & KR_FINAL) != 0)
 			kr_write(i0 + k, st[k]);
 		else

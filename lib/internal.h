@@ -551,6 +551,12 @@ kred_status kred__range_tasks(const struct kred__ranges *g, int64_t nr, int64_t 
 /* Runs r (no pre, no row sum) restricted to g, the triple of r's axis. */
 kred_status kred__run_ranged(kred_reduction *r, int64_t nx, int64_t ny, const void *const *args,
 			     void *out, const struct kred__ranges *g, struct kred__error *err);
+/* The same block by block: each block's intervals run as partial states merged in
+ * order, on any backend (what a backend's run_ranged falls back on for what it cannot
+ * take in one launch). */
+kred_status kred__run_ranged_blocks(kred_reduction *r, int64_t nx, int64_t ny,
+				    const void *const *args, void *out,
+				    const struct kred__ranges *g, struct kred__error *err);
 /* Whether r's run on (nx, ny) goes to the backend whole, without chunks (partial.c). */
 int kred__run_whole(kred_reduction *r, int64_t nx, int64_t ny);
 /* The bytes a run may use on ctx's device: the least of the context option, of

@@ -358,6 +358,16 @@ kred_status kred__run_ranged(kred_reduction *r, int64_t nx, int64_t ny, const vo
 			     void *out, const struct kred__ranges *g, struct kred__error *err)
 {
 	const struct kred_backend *be = r->ctx->backend;
+
+	if (be->version >= 4 && be->run_ranged && kred__run_whole(r, nx, ny))
+		return backend_ranged(r, nx, ny, args, out, g, err);
+	return kred__run_ranged_blocks(r, nx, ny, args, out, g, err);
+}
+
+kred_status kred__run_ranged_blocks(kred_reduction *r, int64_t nx, int64_t ny,
+				    const void *const *args, void *out,
+				    const struct kred__ranges *g, struct kred__error *err)
+{
 	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny, size = r->dtype == KRED_FLOAT64 ? 8 : 4;
 	int64_t row_bytes = r->out_dim * size, cap = 0;
 	const void **sub = NULL;
@@ -366,8 +376,6 @@ kred_status kred__run_ranged(kred_reduction *r, int64_t nx, int64_t ny, const vo
 	int w;
 	kred_status s;
 
-	if (be->version >= 4 && be->run_ranged && kred__run_whole(r, nx, ny))
-		return backend_ranged(r, nx, ny, args, out, g, err);
 	s = kred__state_prepare(r, err);
 	if (s)
 		return s;

@@ -748,6 +748,55 @@ START_TEST(test_batch_bad)
 }
 END_TEST
 
+/* Long intervals: 200,000 columns, overlapping, so that a block's columns laid end to
+ * end (349,000) take several of Vulkan's passes sized by llvmpipe's loop budget (about
+ * 118,000 columns for this formula; a pass that overran the budget would be cut short
+ * without an error). float64; the tolerance bounds the rounding of sums of 349,000
+ * positive terms in any order (349,000 x 1.1e-16 = 3.9e-11, relative). */
+#define LN 40
+#define LM 200000
+START_TEST(test_long)
+{
+	static const int32_t rng2[4] = { 0, 20, 20, LN }, slc[2] = { 2, 3 };
+	static const int32_t red[6] = { 0, LM, 1000, 150000, 50000, LM };
+	static const char *const al[4] = { "X = Vi(1)", "Y = Vj(1)", "B = Vj(1)", "G = Pm(1)" };
+	double *yv = malloc(sizeof(double) * LM), *bv = malloc(sizeof(double) * LM);
+	double xv[LN], gv = 3.0, out[LN];
+	const void *args[4] = { xv, yv, bv, &gv };
+	kred_ranges rg = { sizeof(rg), 2, rng2, slc, red, 0, NULL, NULL, NULL };
+	kred_spec sp = { 0 };
+	kred_reduction *r;
+
+	ck_assert(yv && bv);
+	rng = 53;
+	for (int i = 0; i < LN; i++)
+		xv[i] = uniform();
+	for (int j = 0; j < LM; j++) {
+		yv[j] = uniform();
+		bv[j] = uniform() + 0.5;
+	}
+	sp.formula = "Exp(-G*SqDist(X,Y))*B";
+	sp.reduction = "Sum";
+	sp.aliases = al;
+	sp.n_aliases = 4;
+	sp.dtype = KRED_FLOAT64;
+	ck_assert_msg(kred_reduction_create(ctx, &sp, &r) == KRED_OK, "%s", kred_errmsg(ctx));
+	ck_assert_msg(kred_reduction_run_ranges(r, LN, LM, args, out, &rg) == KRED_OK, "%s",
+		      kred_errmsg(ctx));
+	for (int i = 0; i < LN; i++) {
+		double want = 0;
+
+		for (int k = i < 20 ? 0 : 2; k < (i < 20 ? 2 : 3); k++)
+			for (int j = red[2 * k]; j < red[2 * k + 1]; j++)
+				want += exp(-gv * (xv[i] - yv[j]) * (xv[i] - yv[j])) * bv[j];
+		near(out[i], want, 1e-10, "Sum", "long intervals", i);
+	}
+	kred_reduction_destroy(r);
+	free(yv);
+	free(bv);
+}
+END_TEST
+
 /* Bad ranges: KRED_EINVAL, a message naming the array and the entry, out untouched. */
 START_TEST(test_bad)
 {
@@ -816,6 +865,7 @@ int main(int argc, char **argv)
 	tcase_add_loop_test(tc, test_batch, 0, 3);
 	tcase_add_test(tc, test_batch_bad);
 	tcase_add_test(tc, test_batch_params);
+	tcase_add_test(tc, test_long);
 	tcase_add_test(tc, test_bad);
 	suite_add_tcase(s, tc);
 	return run_suites(NULL, s) ? 1 : 0;

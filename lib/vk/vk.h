@@ -57,6 +57,9 @@ struct kred__vk_module {
 	int push_dp;	  /* parameters passed as push constants (0: in a buffer) */
 	int64_t pass;	  /* columns one invocation folds in one dispatch */
 	int64_t merge_loops; /* loop iterations of one kr_merge and one kr_finalize */
+	/* llvmpipe's loop budget spent per column folded and per interval walked in a
+	 * block-sparse pass (vk_run_ranged sizes its passes with them) */
+	double col_cost, interval_cost;
 	struct kred__vk_shape shape;
 };
 

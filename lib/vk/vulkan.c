@@ -24,6 +24,9 @@
  * All of it is one command buffer and one fence.
  */
 
+/* The bindings of tiled.comp. */
+#define N_BINDINGS 7
+
 /* Push constants: seven ints, then jbase and the parameters (std430). */
 #define PUSH_INTS 7
 #define MAX_PUSH 128
@@ -32,6 +35,7 @@
 #define KR_INIT 1
 #define KR_FINAL 2
 #define KR_MERGE 4
+#define KR_RANGED 8
 
 /* llvmpipe's loop budget per invocation (LP_MAX_TGSI_LOOP_ITERATIONS), less a margin for
  * the loops the template runs once per invocation. */
@@ -141,10 +145,10 @@ static kred_status make_device(struct kred__vk *v, struct kred__error *err)
 		.flags = VK_COMMAND_POOL_CREATE_TRANSIENT_BIT,
 		.queueFamilyIndex = d->queue_family,
 	};
-	VkDescriptorSetLayoutBinding b[5];
+	VkDescriptorSetLayoutBinding b[N_BINDINGS];
 	VkDescriptorSetLayoutCreateInfo li = {
 		.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-		.bindingCount = 5,
+		.bindingCount = N_BINDINGS,
 		.pBindings = b,
 	};
 	VkPushConstantRange pr = { .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT };
@@ -164,8 +168,9 @@ static kred_status make_device(struct kred__vk *v, struct kred__error *err)
 	res = a->CreateCommandPool(v->device, &pi, NULL, &v->pool);
 	if (res != VK_SUCCESS)
 		return vk_fail_res(err, res, "vkCreateCommandPool");
-	/* rows, columns (texels), parameters, states, outputs: as in tiled.comp */
-	for (uint32_t k = 0; k < 5; k++) {
+	/* rows, columns (texels), parameters, states, outputs, tasks and intervals: as in
+	 * tiled.comp */
+	for (uint32_t k = 0; k < N_BINDINGS; k++) {
 		b[k] = (VkDescriptorSetLayoutBinding){
 			.binding = k,
 			.descriptorType = k == 1 ? VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER
@@ -352,7 +357,8 @@ static struct kred__vk_shape choose_shape(const struct kred_reduction *r, int ns
  * the invocation's rows. The loops over states, rows and parameters, kr_init and
  * kr_finalize run once per invocation and row. 0 when not even 8 columns fit. */
 static int64_t pass_columns(const struct kred_reduction *r, const struct kred__layout *l,
-			    int nst, struct kred__vk_shape shape, const struct kred__emit_loops *lp)
+			    int nst, struct kred__vk_shape shape, const struct kred__emit_loops *lp,
+			    double *col_cost, double *interval_cost)
 {
 	int per_texel = r->dtype == KRED_FLOAT64 ? 2 : 4;
 	int tpc = (l->width[KRED__SIDE_COL] + per_texel - 1) / per_texel;
@@ -364,6 +370,10 @@ static int64_t pass_columns(const struct kred_reduction *r, const struct kred__l
 			       (double)lp->init + (double)lp->finalize);
 	int64_t pass;
 
+	/* An interval of a block-sparse pass: its loop iteration, kr_fold's tail loop, and
+	 * a block-sum tile of its own. */
+	*col_cost = per;
+	*interval_cost = 1 + shape.unroll + (tile_merge(r) ? tile * KRED__VK_TILE : 0);
 	if (budget / per < 8)
 		return 0;
 	pass = (int64_t)(budget / per) & ~(int64_t)7;
@@ -426,7 +436,7 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 	s = kred__emit_loops(&kred__dialect_glsl, r, &m->l, &lp, err);
 	if (s)
 		goto fail;
-	m->pass = pass_columns(r, &m->l, m->nst, m->shape, &lp);
+	m->pass = pass_columns(r, &m->l, m->nst, m->shape, &lp, &m->col_cost, &m->interval_cost);
 	if (!m->pass && !vk_is_gpu(v)) {
 		s = kred__fail(err, KRED_EUNSUPPORTED, -1,
 			       "%s: this formula's loops run %lld iterations per column, and llvmpipe "
@@ -599,6 +609,7 @@ struct plan {
 	int nrb, ncb;	 /* blocks */
 	int split;	 /* column ranges per block, merged at the end */
 	int tpc;	 /* texels per column */
+	int carry;	 /* states go from pass to pass (a block-sparse run's passes) */
 	int size;	 /* bytes per value */
 };
 
@@ -638,7 +649,7 @@ static int choose_split(const struct kred__vk *v, const struct kred__vk_module *
 }
 
 static kred_status make_plan(const struct kred__vk *v, const struct kred__vk_module *m,
-			     const struct kred_reduction *r, int64_t rows, int64_t cols,
+			     const struct kred_reduction *r, int64_t rows, int64_t cols, int ranged,
 			     struct plan *p, struct kred__error *err)
 {
 	const VkPhysicalDeviceLimits *lim = &v->dev->props.limits;
@@ -655,7 +666,8 @@ static kred_status make_plan(const struct kred__vk *v, const struct kred__vk_mod
 	p->tpc = (dc + per_texel - 1) / per_texel;
 	if (range > alloc)
 		range = alloc;
-	p->split = choose_split(v, m, rows, cols);
+	/* A block-sparse run's tasks are its parallelism: no column ranges. */
+	p->split = ranged ? 1 : choose_split(v, m, rows, cols);
 	/* Row blocks: a whole number of 256 rows, so that every block's offset is aligned
 	 * for any storage-buffer offset alignment. */
 	rb = (int64_t)lim->maxComputeWorkGroupCount[0] * KRED__VK_WG * m->shape.rpi;
@@ -733,6 +745,7 @@ struct run {
 	struct vbuf *cols;		   /* by column block */
 	VkBufferView *views;
 	struct vbuf prm;
+	struct vbuf tasks, red; /* a block-sparse run's; 16 unused bytes otherwise */
 	VkDescriptorPool dpool;
 	VkDescriptorSet *sets;		   /* by row block * ncb + column block */
 	VkCommandBuffer cmd;
@@ -764,6 +777,8 @@ static void run_free(struct run *u)
 			vbuf_free(v, &u->outs[k]);
 	}
 	vbuf_free(v, &u->prm);
+	vbuf_free(v, &u->tasks);
+	vbuf_free(v, &u->red);
 	kred__free(u->rows);
 	kred__free(u->states);
 	kred__free(u->outs);
@@ -792,20 +807,34 @@ static void copy(const struct kred__vk_api *a, VkCommandBuffer cmd, VkBuffer fro
 	a->CmdCopyBuffer(cmd, from, to, 1, &c);
 }
 
-/* Buffers, views and descriptor sets for the plan, with the inputs written. */
+/* Writes n int32 values (none: 16 unused bytes) into a new storage buffer. */
+static kred_status int_buffer(struct kred__vk *v, const int32_t *src, int64_t n, struct vbuf *b,
+			      struct kred__error *err)
+{
+	kred_status s = vbuf_make(v, (VkDeviceSize)(n * 4), VK_BUFFER_USAGE_STORAGE_BUFFER_BIT,
+				  HOST_UP, b, err);
+
+	if (!s && n)
+		memcpy(b->map, src, (size_t)n * 4);
+	return s;
+}
+
+/* Buffers, views and descriptor sets for the plan, with the inputs written; for a
+ * block-sparse run, its n_tasks tasks and n_red intervals too. */
 static kred_status setup(struct run *u, const struct kred__vk_module *m,
 			 const struct kred_reduction *r, const struct plan *p,
-			 const void *const *args, struct kred__error *err)
+			 const void *const *args, const int32_t *tasks, int64_t n_tasks,
+			 const int32_t *red, int64_t n_red, struct kred__error *err)
 {
 	struct kred__vk *v = u->v;
 	const struct kred__vk_api *a = v->api;
 	int side_r = KRED__SIDE_ROW, side_c = KRED__SIDE_COL;
 	int dr = m->l.width[side_r], dp = m->l.width[KRED__SIDE_PRM];
 	int per_texel = m->dbl ? 2 : 4, nsets = p->nrb * p->ncb;
-	int stateful = p->split > 1 || p->ncb > 1 ||
+	int stateful = p->carry || p->split > 1 || p->ncb > 1 ||
 		       ceil_div(ceil_div(p->cb, p->split), m->pass) > 1;
 	VkDescriptorPoolSize sizes[2] = {
-		{ VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 4 * (uint32_t)nsets },
+		{ VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, (N_BINDINGS - 1) * (uint32_t)nsets },
 		{ VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, (uint32_t)nsets },
 	};
 	VkDescriptorPoolCreateInfo dpi = {
@@ -873,6 +902,11 @@ static kred_status setup(struct run *u, const struct kred__vk_module *m,
 		return s;
 	if (dp && !m->push_dp)
 		pack(m, r, KRED__SIDE_PRM, args, 0, 1, dp, p->size, u->prm.map);
+	s = int_buffer(v, tasks, 4 * n_tasks, &u->tasks, err);
+	if (!s)
+		s = int_buffer(v, red, 2 * n_red, &u->red, err);
+	if (s)
+		return s;
 
 	res = a->CreateDescriptorPool(v->device, &dpi, NULL, &u->dpool);
 	if (res != VK_SUCCESS)
@@ -885,18 +919,21 @@ static kred_status setup(struct run *u, const struct kred__vk_module *m,
 			.descriptorSetCount = 1,
 			.pSetLayouts = &v->set_layout,
 		};
-		VkDescriptorBufferInfo bi[4] = {
+		/* by binding, past the texels of binding 1 */
+		VkDescriptorBufferInfo bi[N_BINDINGS - 1] = {
 			{ u->rows[rb].buf, 0, VK_WHOLE_SIZE },
 			{ u->prm.buf, 0, VK_WHOLE_SIZE },
 			{ u->states[rb].buf, 0, VK_WHOLE_SIZE },
 			{ u->outs[rb].buf, 0, VK_WHOLE_SIZE },
+			{ u->tasks.buf, 0, VK_WHOLE_SIZE },
+			{ u->red.buf, 0, VK_WHOLE_SIZE },
 		};
-		VkWriteDescriptorSet w[5];
+		VkWriteDescriptorSet w[N_BINDINGS];
 
 		res = a->AllocateDescriptorSets(v->device, &ai, &u->sets[k]);
 		if (res != VK_SUCCESS)
 			return vk_fail_res(err, res, "vkAllocateDescriptorSets");
-		for (uint32_t b = 0; b < 5; b++) {
+		for (uint32_t b = 0; b < N_BINDINGS; b++) {
 			w[b] = (VkWriteDescriptorSet){
 				.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
 				.dstSet = u->sets[k],
@@ -911,7 +948,7 @@ static kred_status setup(struct run *u, const struct kred__vk_module *m,
 				w[b].pBufferInfo = &bi[b == 0 ? 0 : b - 1];
 			}
 		}
-		a->UpdateDescriptorSets(v->device, 5, w, 0, NULL);
+		a->UpdateDescriptorSets(v->device, N_BINDINGS, w, 0, NULL);
 	}
 	return KRED_OK;
 }
@@ -948,8 +985,45 @@ static void push_set(struct push *pu, int dbl, const int32_t ints[PUSH_INTS], in
 	}
 }
 
+/* The passes of a block-sparse run: n_tasks workgroups, each pass folding the columns at
+ * [t * count, (t + 1) * count) of each task's intervals laid end to end. */
+struct ranged_plan {
+	int64_t n_tasks, count, passes;
+};
+
+/* The dispatches of a block-sparse run (one row block, one column block). */
+static void record_ranged(struct run *u, const struct kred__vk_module *m, const struct plan *p,
+			  const struct ranged_plan *rp, struct push *pu)
+{
+	struct kred__vk *v = u->v;
+	const struct kred__vk_api *a = v->api;
+	const VkPipelineStageFlags cs = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
+	const VkAccessFlags rw = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+
+	a->CmdBindDescriptorSets(u->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, v->layout, 0, 1,
+				 &u->sets[0], 0, NULL);
+	for (int64_t t = 0; t < rp->passes; t++) {
+		int32_t ints[PUSH_INTS] = {
+			(int32_t)p->rows, (int32_t)p->cols, 0, (int32_t)(t * rp->count),
+			(int32_t)rp->count, 1, KR_RANGED,
+		};
+
+		if (t == 0)
+			ints[6] |= KR_INIT;
+		if (t == rp->passes - 1)
+			ints[6] |= KR_FINAL;
+		push_set(pu, m->dbl, ints, 0);
+		a->CmdPushConstants(u->cmd, v->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, pu->size,
+				    pu->bytes);
+		a->CmdDispatch(u->cmd, (uint32_t)rp->n_tasks, 1, 1);
+		barrier(a, u->cmd, cs, VK_ACCESS_SHADER_WRITE_BIT, cs, rw);
+	}
+}
+
+/* The command buffer of a run: copies in (staging), dispatches (rp: a block-sparse
+ * run's), copies out. */
 static void record(struct run *u, const struct kred__vk_module *m, const struct plan *p,
-		   struct push *pu)
+		   const struct ranged_plan *rp, struct push *pu)
 {
 	struct kred__vk *v = u->v;
 	const struct kred__vk_api *a = v->api;
@@ -963,11 +1037,15 @@ static void record(struct run *u, const struct kred__vk_module *m, const struct 
 		for (int b = 0; b < p->ncb; b++)
 			copy(a, cmd, u->cols[b].hbuf, u->cols[b].buf, u->cols[b].size);
 		copy(a, cmd, u->prm.hbuf, u->prm.buf, u->prm.size);
+		copy(a, cmd, u->tasks.hbuf, u->tasks.buf, u->tasks.size);
+		copy(a, cmd, u->red.hbuf, u->red.buf, u->red.size);
 		barrier(a, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, cs,
 			VK_ACCESS_SHADER_READ_BIT);
 	}
 	a->CmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, m->pipe->pipeline);
-	for (int rb = 0; rb < p->nrb; rb++) {
+	if (rp)
+		record_ranged(u, m, p, rp, pu);
+	for (int rb = 0; !rp && rb < p->nrb; rb++) {
 		int64_t nr = min64(p->rb, p->rows - rb * p->rb);
 		uint32_t gx = (uint32_t)ceil_div(nr, KRED__VK_WG * m->shape.rpi);
 
@@ -1017,15 +1095,14 @@ static void record(struct run *u, const struct kred__vk_module *m, const struct 
 	}
 }
 
-static kred_status vk_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
-			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
+/* Records, submits and waits for the run u was set up for, then copies its output. */
+static kred_status execute(struct run *u, const struct kred__vk_module *m,
+			   const struct kred_reduction *r, const struct plan *p,
+			   const void *const *args, const struct ranged_plan *rp, void *out,
+			   struct kred__error *err)
 {
-	struct kred__vk *v = state;
-	const struct kred__vk_module *m = module;
+	struct kred__vk *v = u->v;
 	const struct kred__vk_api *a = v->api;
-	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny, cols = r->axis == KRED_REDUCE_J ? ny : nx;
-	struct run u = { .v = v };
-	struct plan p;
 	struct push pu;
 	VkCommandBufferAllocateInfo ci = {
 		.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
@@ -1039,64 +1116,142 @@ static kred_status vk_run(void *state, void *module, const struct kred_reduction
 	};
 	VkFenceCreateInfo fi = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
 	VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1 };
-	double t0 = kred__now();
 	VkResult res;
+
+	push_make(&pu, m, r, args);
+	res = a->AllocateCommandBuffers(v->device, &ci, &u->cmd);
+	if (res != VK_SUCCESS)
+		return vk_fail_res(err, res, "vkAllocateCommandBuffers");
+	res = a->BeginCommandBuffer(u->cmd, &bi);
+	if (res != VK_SUCCESS)
+		return vk_fail_res(err, res, "vkBeginCommandBuffer");
+	record(u, m, p, rp, &pu);
+	res = a->EndCommandBuffer(u->cmd);
+	if (res != VK_SUCCESS)
+		return vk_fail_res(err, res, "vkEndCommandBuffer");
+	res = a->CreateFence(v->device, &fi, NULL, &u->fence);
+	if (res != VK_SUCCESS)
+		return vk_fail_res(err, res, "vkCreateFence");
+	si.pCommandBuffers = &u->cmd;
+	res = a->QueueSubmit(v->queue, 1, &si, u->fence);
+	if (res != VK_SUCCESS)
+		return vk_fail_res(err, res, "vkQueueSubmit");
+	res = a->WaitForFences(v->device, 1, &u->fence, VK_TRUE, UINT64_MAX);
+	if (res != VK_SUCCESS)
+		return vk_fail_res(err, res, "vkWaitForFences");
+	for (int b = 0; b < p->nrb; b++) {
+		int64_t r0 = b * p->rb, n = min64(p->rb, p->rows - r0);
+		size_t row = (size_t)r->out_dim * (size_t)p->size;
+
+		memcpy((char *)out + (size_t)r0 * row, u->outs[b].map, (size_t)n * row);
+	}
+	return KRED_OK;
+}
+
+static kred_status check_sizes(int64_t rows, int64_t cols, struct kred__error *err)
+{
+	if (rows > INT32_MAX || cols > INT32_MAX)
+		return kred__fail(err, KRED_EUNSUPPORTED, -1,
+				  "the Vulkan backend takes at most 2^31 - 1 rows and columns");
+	return KRED_OK;
+}
+
+static kred_status vk_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
+			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
+{
+	struct kred__vk *v = state;
+	const struct kred__vk_module *m = module;
+	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny, cols = r->axis == KRED_REDUCE_J ? ny : nx;
+	struct run u = { .v = v };
+	struct plan p;
+	double t0 = kred__now();
 	kred_status s;
 
 	if (rows == 0)
 		return KRED_OK;
-	if (rows > INT32_MAX || cols > INT32_MAX)
-		return kred__fail(err, KRED_EUNSUPPORTED, -1,
-				  "the Vulkan backend takes at most 2^31 - 1 rows and columns");
-	s = make_plan(v, m, r, rows, cols, &p, err);
+	s = check_sizes(rows, cols, err);
+	if (!s)
+		s = make_plan(v, m, r, rows, cols, 0, &p, err);
 	if (s)
 		return s;
-	s = setup(&u, m, r, &p, args, err);
-	if (s)
-		goto done;
-	push_make(&pu, m, r, args);
-	res = a->AllocateCommandBuffers(v->device, &ci, &u.cmd);
-	if (res != VK_SUCCESS) {
-		s = vk_fail_res(err, res, "vkAllocateCommandBuffers");
-		goto done;
-	}
-	res = a->BeginCommandBuffer(u.cmd, &bi);
-	if (res != VK_SUCCESS) {
-		s = vk_fail_res(err, res, "vkBeginCommandBuffer");
-		goto done;
-	}
-	record(&u, m, &p, &pu);
-	res = a->EndCommandBuffer(u.cmd);
-	if (res != VK_SUCCESS) {
-		s = vk_fail_res(err, res, "vkEndCommandBuffer");
-		goto done;
-	}
-	res = a->CreateFence(v->device, &fi, NULL, &u.fence);
-	if (res != VK_SUCCESS) {
-		s = vk_fail_res(err, res, "vkCreateFence");
-		goto done;
-	}
-	si.pCommandBuffers = &u.cmd;
-	res = a->QueueSubmit(v->queue, 1, &si, u.fence);
-	if (res != VK_SUCCESS) {
-		s = vk_fail_res(err, res, "vkQueueSubmit");
-		goto done;
-	}
-	res = a->WaitForFences(v->device, 1, &u.fence, VK_TRUE, UINT64_MAX);
-	if (res != VK_SUCCESS) {
-		s = vk_fail_res(err, res, "vkWaitForFences");
-		goto done;
-	}
-	for (int b = 0; b < p.nrb; b++) {
-		int64_t r0 = b * p.rb, n = min64(p.rb, rows - r0);
-		size_t row = (size_t)r->out_dim * (size_t)p.size;
+	s = setup(&u, m, r, &p, args, NULL, 0, NULL, 0, err);
+	if (!s)
+		s = execute(&u, m, r, &p, args, NULL, out, err);
+	if (!s)
+		kred__log("vulkan: ran %lld x %lld in %.2f ms (%d x %d blocks, %d ranges, passes "
+			  "of %lld columns)", (long long)rows, (long long)cols,
+			  1e3 * (kred__now() - t0), p.nrb, p.ncb, p.split, (long long)m->pass);
+	run_free(&u);
+	return s;
+}
 
-		memcpy((char *)out + (size_t)r0 * row, u.outs[b].map, (size_t)n * row);
+/*
+ * A block-sparse run in one command buffer: one workgroup per task of rows of one block
+ * (kred__range_tasks), in passes over the columns of each task's intervals laid end to
+ * end, sized so that a pass's columns and intervals stay within llvmpipe's loop budget.
+ * It needs the rows and columns in one block each and the tasks in one dispatch; past
+ * those, or when a task has too many intervals for a pass, the library's block-by-block
+ * run (ranges.c) takes it.
+ */
+static kred_status vk_run_ranged(void *state, void *module, const struct kred_reduction *r,
+				 int64_t nx, int64_t ny, const void *const *args, void *out,
+				 const struct kred__ranges *g, struct kred__error *err)
+{
+	struct kred__vk *v = state;
+	const struct kred__vk_module *m = module;
+	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny, cols = r->axis == KRED_REDUCE_J ? ny : nx;
+	int64_t n_red = g->nb ? g->slc[g->nb - 1] : 0, most_cols = 0, most_ints = 0;
+	struct run u = { .v = v };
+	struct ranged_plan rp = { 0 };
+	struct plan p;
+	int32_t *tasks = NULL;
+	const char *hook = getenv("KRED_VULKAN_TEST_PASS");
+	double t0 = kred__now();
+	kred_status s;
+
+	if (rows == 0)
+		return KRED_OK;
+	s = check_sizes(rows, cols, err);
+	if (!s)
+		s = make_plan(v, m, r, rows, cols, 1, &p, err);
+	if (!s)
+		s = kred__range_tasks(g, rows, KRED__VK_WG * m->shape.rpi, &tasks, &rp.n_tasks, err);
+	if (s)
+		return s;
+	for (int64_t t = 0; t < rp.n_tasks; t++) {
+		int64_t c = 0;
+
+		for (int32_t k = tasks[4 * t + 2]; k < tasks[4 * t + 3]; k++)
+			c += g->red[2 * k + 1] - g->red[2 * k];
+		most_cols = c > most_cols ? c : most_cols;
+		if (tasks[4 * t + 3] - tasks[4 * t + 2] > most_ints)
+			most_ints = tasks[4 * t + 3] - tasks[4 * t + 2];
 	}
-	kred__log("vulkan: ran %lld x %lld in %.2f ms (%d x %d blocks, %d ranges, passes of "
-		  "%lld columns)", (long long)rows, (long long)cols, 1e3 * (kred__now() - t0),
-		  p.nrb, p.ncb, p.split, (long long)m->pass);
-done:
+	/* the columns that fit a pass beside the walk over the intervals */
+	rp.count = m->pass - (int64_t)(most_ints * m->interval_cost / m->col_cost + 1);
+	rp.count &= ~(int64_t)7;
+	/* A test hook: passes of that many columns, so that intervals cross passes. */
+	if (hook && atoll(hook) > 0 && atoll(hook) < rp.count)
+		rp.count = atoll(hook);
+	if (p.nrb != 1 || p.ncb != 1 || rp.count < (hook ? 1 : 64) ||
+	    rp.n_tasks > v->dev->props.limits.maxComputeWorkGroupCount[0]) {
+		kred__log("vulkan: ranges block by block (%d x %d blocks, %lld tasks, %lld "
+			  "intervals in one)", p.nrb, p.ncb, (long long)rp.n_tasks,
+			  (long long)most_ints);
+		kred__free(tasks);
+		/* the library made r; only this call is const */
+		return kred__run_ranged_blocks((kred_reduction *)r, nx, ny, args, out, g, err);
+	}
+	rp.passes = most_cols > 0 ? ceil_div(most_cols, rp.count) : 1;
+	p.carry = rp.passes > 1;
+	s = setup(&u, m, r, &p, args, tasks, rp.n_tasks, g->red, n_red, err);
+	kred__free(tasks);
+	if (!s)
+		s = execute(&u, m, r, &p, args, &rp, out, err);
+	if (!s)
+		kred__log("vulkan: ranged %lld x %lld in %.2f ms (%lld tasks, %lld passes of %lld "
+			  "columns)", (long long)rows, (long long)cols, 1e3 * (kred__now() - t0),
+			  (long long)rp.n_tasks, (long long)rp.passes, (long long)rp.count);
 	run_free(&u);
 	return s;
 }
@@ -1194,4 +1349,5 @@ const struct kred_backend kred__backend_vulkan = {
 	.report = vk_report,
 	.memory = vk_memory,
 	.device_count = vk_device_count,
+	.run_ranged = vk_run_ranged,
 };
