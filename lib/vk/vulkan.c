@@ -659,6 +659,9 @@ static kred_status make_plan(const struct kred__vk *v, const struct kred__vk_mod
 	int64_t range = lim->maxStorageBufferRange, alloc = (int64_t)v->dev->max_alloc, rb;
 	long long hook_rows = 0, hook_cols = 0;
 
+	if (rows > INT32_MAX || cols > INT32_MAX)
+		return kred__fail(err, KRED_EUNSUPPORTED, -1,
+				  "the Vulkan backend takes at most 2^31 - 1 rows and columns");
 	memset(p, 0, sizeof(*p));
 	p->rows = rows;
 	p->cols = cols;
@@ -1148,14 +1151,6 @@ static kred_status execute(struct run *u, const struct kred__vk_module *m,
 	return KRED_OK;
 }
 
-static kred_status check_sizes(int64_t rows, int64_t cols, struct kred__error *err)
-{
-	if (rows > INT32_MAX || cols > INT32_MAX)
-		return kred__fail(err, KRED_EUNSUPPORTED, -1,
-				  "the Vulkan backend takes at most 2^31 - 1 rows and columns");
-	return KRED_OK;
-}
-
 static kred_status vk_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
 			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
 {
@@ -1169,9 +1164,7 @@ static kred_status vk_run(void *state, void *module, const struct kred_reduction
 
 	if (rows == 0)
 		return KRED_OK;
-	s = check_sizes(rows, cols, err);
-	if (!s)
-		s = make_plan(v, m, r, rows, cols, 0, &p, err);
+	s = make_plan(v, m, r, rows, cols, 0, &p, err);
 	if (s)
 		return s;
 	s = setup(&u, m, r, &p, args, NULL, 0, NULL, 0, err);
@@ -1211,9 +1204,7 @@ static kred_status vk_run_ranged(void *state, void *module, const struct kred_re
 
 	if (rows == 0)
 		return KRED_OK;
-	s = check_sizes(rows, cols, err);
-	if (!s)
-		s = make_plan(v, m, r, rows, cols, 1, &p, err);
+	s = make_plan(v, m, r, rows, cols, 1, &p, err);
 	if (!s)
 		s = kred__range_tasks(g, rows, KRED__VK_WG * m->shape.rpi, &tasks, &rp.n_tasks, err);
 	if (s)
