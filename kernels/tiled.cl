@@ -260,22 +260,29 @@ KR_KERNEL void kr_pack(const KR_GLOBAL real *KR_RESTRICT src, KR_GLOBAL real *KR
 	dst[(q / dim) * width + offset + (int)(q % dim)] = src[q];
 }
 
-/* out[c] = sum over n rows of rows[. * d + c], compensated (Kahan): the sum runs over
- * every row of a large output in one work-item. One group; work-item l sums columns
- * l, l + KR_WG, ... */
+/* Sums of the rows of a (n x d) output, compensated (Kahan), in parts of chunk rows:
+ * work-item t sums column c = t % d over rows [q * chunk, (q + 1) * chunk) of part
+ * q = t / d into out[q * d + c], for the parts q < parts (the launch covers them). The
+ * library sums many rows in two launches (the rows into parts, then the parts), so that
+ * no work-item walks more than about the square root of the rows. */
 KR_KERNEL void kr_sum_rows(const KR_GLOBAL real *KR_RESTRICT rows, KR_GLOBAL real *KR_RESTRICT out,
-			   kr_long n, int d)
+			   kr_long n, int d, kr_long chunk)
 {
-	for (int c = KR_LID(); c < d; c += KR_WG) {
-		real sum = 0, comp = 0;
+	const kr_long t = KR_GROUP(0) * KR_WG + KR_LID();
+	const kr_long q = d > 0 ? t / d : 0, parts = chunk > 0 ? (n + chunk - 1) / chunk : 1;
+	const int c = d > 0 ? (int)(t % d) : 0;
+	const kr_long i1 = (q + 1) * chunk < n ? (q + 1) * chunk : n;
+	real sum = 0, comp = 0;
 
-		for (kr_long i = 0; i < n; i++) {
-			const real y = rows[i * d + c] - comp;
-			const real t = sum + y;
+	/* No barrier in this kernel: the tail may leave at once. One part when n is 0. */
+	if (d <= 0 || q >= (parts > 0 ? parts : 1))
+		return;
+	for (kr_long i = q * chunk; i < i1; i++) {
+		const real y = rows[i * d + c] - comp;
+		const real s = sum + y;
 
-			comp = (t - sum) - y;
-			sum = t;
-		}
-		out[c] = sum;
+		comp = (s - sum) - y;
+		sum = s;
 	}
+	out[q * d + c] = sum;
 }

@@ -340,6 +340,43 @@ static kred_status buffers_plain(const struct kred__device *d, const struct kred
 	return s;
 }
 
+/* Rows below which one launch sums them, each work-item walking all the rows of its
+ * column; past it, parts of about sqrt(rows) rows are summed first. */
+#define SUM_ROWS_ONE 4096
+
+/* out (d values) = the sums of the columns of rows_out (n x d), compensated. */
+static kred_status sum_rows(const struct kred__device *d, const struct kred__dmodule *m,
+			    kred__dmem rows_out, kred__dmem out, int64_t n, int dim,
+			    struct kred__error *err)
+{
+	int64_t chunk = n > 0 ? n : 1, parts = 1, wg = m->shape.wg;
+	kred__dmem part = 0;
+	kred_status s;
+
+	if (n > SUM_ROWS_ONE) {
+		for (chunk = 1; chunk * chunk < n; chunk *= 2)
+			;
+		parts = (n + chunk - 1) / chunk;
+		s = alloc(d, KRED__MEM_OWN, (size_t)(parts * dim) * m->size, NULL, 0, &part, err);
+		if (s)
+			return s;
+	}
+	{
+		const struct kred__karg a[] = { mem_arg(rows_out), mem_arg(part ? part : out),
+						long_arg(n), int_arg(dim), long_arg(chunk) };
+
+		s = launch(d, m, KRED__K_SUM_ROWS, (parts * dim + wg - 1) / wg + !dim, 1, 5, a, err);
+	}
+	if (!s && part) {
+		const struct kred__karg a[] = { mem_arg(part), mem_arg(out), long_arg(parts),
+						int_arg(dim), long_arg(parts) };
+
+		s = launch(d, m, KRED__K_SUM_ROWS, (dim + wg - 1) / wg + !dim, 1, 5, a, err);
+	}
+	release(d, KRED__MEM_OWN, part);
+	return s;
+}
+
 /* kred_reduction_run's run_inner on device buffers: the auxiliary reduction first, then
  * the reduction, then the row sum of a parameter's gradient. */
 static kred_status buffers_run(const struct kred__device *d, const struct kred_reduction *r,
@@ -375,13 +412,8 @@ static kred_status buffers_run(const struct kred__device *d, const struct kred_r
 				  NULL, 0, &rows_out, err);
 		if (!s)
 			s = buffers_plain(d, r, nx, ny, mems, rows_out, err);
-		if (!s) {
-			const struct kred__karg a[] = { mem_arg(rows_out), mem_arg(out),
-							long_arg(rows), int_arg(r->out_dim) };
-
-			/* One group: it sums with no rows too, giving zeros. */
-			s = launch(d, m, KRED__K_SUM_ROWS, 1, 1, 4, a, err);
-		}
+		if (!s)
+			s = sum_rows(d, m, rows_out, out, rows, r->out_dim, err);
 	} else {
 		s = buffers_plain(d, r, nx, ny, mems, out, err);
 	}

@@ -311,6 +311,9 @@ START_TEST(test_device_buffers)
 		rng = 99;
 		check_device_run(c, g ? g : r, 77, 301, what);
 		check_device_run(c, g ? g : r, 5, 0, what);
+		/* past 4,096 rows a Pm gradient's rows are summed in parts of 128, then the
+		 * parts: 9,000 rows, 71 parts, the last one short */
+		check_device_run(c, g ? g : r, 9000, 7, what);
 		kred_reduction_destroy(g);
 		kred_reduction_destroy(r);
 	}
