@@ -81,11 +81,12 @@ group() {
 	note "$name: $((SECONDS - t0)) s"
 }
 
-# cuda: the tables on cuda:0, the CUDA suite (compile matrix, device memory runs, cache)
-group cuda cuda conformance-cuda diff-cuda golden-cuda chunk-cuda
+# cuda: the tables on cuda:0, the CUDA suite (compile matrix, device memory runs, cache),
+# and the block-sparse runs and batches (the ranged kr_reduce, one launch)
+group cuda cuda conformance-cuda diff-cuda golden-cuda chunk-cuda ranges-cuda
 # The same tables through the NVIDIA OpenCL and Vulkan drivers.
-group opencl conformance-opencl diff-opencl golden-opencl opencl chunk-opencl
-group vulkan conformance-vulkan diff-vulkan golden-vulkan vulkan chunk-vulkan
+group opencl conformance-opencl diff-opencl golden-opencl opencl chunk-opencl ranges-opencl
+group vulkan conformance-vulkan diff-vulkan golden-vulkan vulkan chunk-vulkan ranges-vulkan
 
 # The Gaussian benchmarks: kred against its baselines, on each GPU backend.
 for b in cuda opencl vulkan; do
