@@ -216,9 +216,9 @@ KRED_API kred_status kred_reduction_run_ranges(kred_reduction *r, int64_t nx, in
  * (ArgMin, ArgKMin...) count each problem's own rows. The problems run as one
  * block-sparse run of them stacked along the rows: one launch on the host, OpenCL and
  * CUDA. A parameter may have a value per problem (arg_batch B: B x dim values): the
- * reduction is then remade, at each call, with it as a variable of the output's rows
- * holding each problem's value on its rows (a compile, which the kernel cache answers
- * after the first). KRED_EUNSUPPORTED: the gradient with respect to a parameter, and a
+ * reduction is then remade with it as a variable of the output's rows holding each
+ * problem's value on its rows (a compile on the first such call, kept with the reduction
+ * for the next calls with the same parameters per problem). KRED_EUNSUPPORTED: the gradient with respect to a parameter, and a
  * parameter per problem in a reduction that runs an auxiliary one first (the gradient of
  * SumSoftMaxWeight in a variable of the reduced axis); run those problem by problem. */
 typedef struct kred_batch {

@@ -49,10 +49,63 @@ static void triple(int64_t B, int64_t nr, int64_t nc, int st_r, int st_c, int32_
 	}
 }
 
+/* The reduction r remade with the positions where cat[k] >= 0 given that category, kept
+ * in r for the next call with the same positions. */
+static kred_status row_param_reduction(kred_reduction *r, const int *cat, int n_user,
+				       kred_reduction **out)
+{
+	struct kred__error err;
+	struct kred__graph *g;
+	const struct kred__node *f, *w = NULL;
+	unsigned char *rows;
+	int same = r->batch_red != NULL;
+	kred_status s;
+
+	for (int k = 0; k < n_user && same; k++)
+		same = r->batch_rows[k] == (cat[k] >= 0);
+	*out = r->batch_red;
+	if (same)
+		return KRED_OK;
+	kred__error_clear(&err);
+	rows = kred__malloc((size_t)n_user + 1);
+	g = kred__graph_new();
+	if (!rows || !g) {
+		kred__free(rows);
+		kred__graph_free(g);
+		return kred__ctx_fail(r->ctx, KRED_ENOMEM, "out of memory");
+	}
+	for (int k = 0; k < n_user; k++)
+		rows[k] = cat[k] >= 0;
+	s = kred__graph_copy_vars_recat(g, r->g, cat, n_user, &err);
+	f = s ? NULL : kred__node_import_recat(g, r->f, cat, n_user, &err);
+	if (f && r->w)
+		w = kred__node_import_recat(g, r->w, cat, n_user, &err);
+	if (!f || (r->w && !w)) {
+		kred__graph_free(g);
+		kred__free(rows);
+		return kred__ctx_set_error(r->ctx, &err, NULL);
+	}
+	kred_reduction_destroy(r->batch_red);
+	kred__free(r->batch_rows);
+	r->batch_red = NULL;
+	r->batch_rows = NULL;
+	/* takes g, and records its own errors on the context */
+	s = kred__reduction_finish(r->ctx, g, f, w, r->red, r->k, r->axis, r->dtype,
+				   r->sum_scheme, 0, NULL, &r->batch_red);
+	if (s) {
+		kred__free(rows);
+		return s;
+	}
+	r->batch_rows = rows;
+	*out = r->batch_red;
+	return KRED_OK;
+}
+
 /*
  * A batch with parameters of a value per problem: those become variables of the output's
- * rows (the reduction remade from its formula with their category changed), each
- * problem's value repeated over its rows, and the batch runs with them stacked.
+ * rows (the reduction remade from its formula with their category changed, once for
+ * these positions), each problem's value repeated over its rows, and the batch runs with
+ * them stacked.
  */
 static kred_status run_row_params(kred_reduction *r, const kred_batch *batch, int64_t nx,
 				  int64_t ny, const void *const *args, void *out)
@@ -61,9 +114,6 @@ static kred_status run_row_params(kred_reduction *r, const kred_batch *batch, in
 	int out_cat = r->axis == KRED_REDUCE_J ? KRED__CAT_I : KRED__CAT_J;
 	int64_t B = batch->n_batch, rows = out_cat == KRED__CAT_I ? nx : ny;
 	size_t size = r->dtype == KRED_FLOAT64 ? 8 : 4;
-	struct kred__error err;
-	struct kred__graph *g = NULL;
-	const struct kred__node *f, *w = NULL;
 	kred_reduction *rr = NULL;
 	kred_batch b2 = { sizeof(b2), B, NULL };
 	int *cat = NULL;
@@ -77,13 +127,11 @@ static kred_status run_row_params(kred_reduction *r, const kred_batch *batch, in
 				      "batch: parameters with a value per problem in a reduction "
 				      "that runs an auxiliary one first (a gradient of "
 				      "SumSoftMaxWeight): run it problem by problem");
-	kred__error_clear(&err);
 	cat = kred__malloc(sizeof(*cat) * (size_t)(n_user + 1));
 	ab = kred__malloc(sizeof(*ab) * (size_t)(n_user + 1));
 	use = kred__calloc((size_t)n_user + 1, sizeof(*use));
 	own = kred__calloc((size_t)n_user + 1, sizeof(*own));
-	g = kred__graph_new();
-	if (!cat || !ab || !use || !own || !g) {
+	if (!cat || !ab || !use || !own) {
 		s = kred__ctx_fail(r->ctx, KRED_ENOMEM, "out of memory");
 		goto done;
 	}
@@ -108,27 +156,12 @@ static kred_status run_row_params(kred_reduction *r, const kred_batch *batch, in
 				       (const char *)use[k] + (size_t)p * one, one);
 		use[k] = own[k];
 	}
-	s = kred__graph_copy_vars_recat(g, r->g, cat, n_user, &err);
-	f = s ? NULL : kred__node_import_recat(g, r->f, cat, n_user, &err);
-	if (f && r->w)
-		w = kred__node_import_recat(g, r->w, cat, n_user, &err);
-	if (!f || (r->w && !w)) {
-		kred__graph_free(g);
-		g = NULL;
-		s = kred__ctx_set_error(r->ctx, &err, NULL);
-		goto done;
-	}
-	/* takes g, and records its own errors on the context */
-	s = kred__reduction_finish(r->ctx, g, f, w, r->red, r->k, r->axis, r->dtype,
-				   r->sum_scheme, 0, NULL, &rr);
-	g = NULL;
+	s = row_param_reduction(r, cat, n_user, &rr);
 	if (s)
 		goto done;
 	b2.arg_batch = ab;
 	s = kred_reduction_run_batch(rr, &b2, nx, ny, use, out);
 done:
-	kred_reduction_destroy(rr);
-	kred__graph_free(g);
 	for (int k = 0; own && k < n_user; k++)
 		kred__free(own[k]);
 	kred__free(own);

@@ -485,6 +485,11 @@ struct kred_reduction {
 	/* The reduction whose output is r's partial state, when r's own output is not
 	 * (partial.c); made when first needed. Owned. */
 	struct kred_reduction *state_red;
+	/* The reduction remade for batches with parameters of a value per problem
+	 * (batch.c), and which positions it made row variables (n_args flags); kept for
+	 * the next call with the same ones. Owned. */
+	struct kred_reduction *batch_red;
+	unsigned char *batch_rows;
 };
 
 /* Builds a reduction from parts already parsed (used by create and by grad): takes

@@ -162,6 +162,8 @@ void kred_reduction_destroy(kred_reduction *r)
 	}
 	kred_reduction_destroy(r->pre);
 	kred_reduction_destroy(r->state_red);
+	kred_reduction_destroy(r->batch_red);
+	kred__free(r->batch_rows);
 	kred__graph_free(r->g);
 	kred__free(r->args);
 	kred__free(r->formula_text);

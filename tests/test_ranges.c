@@ -567,8 +567,13 @@ START_TEST(test_batch_params)
 	sum[1] = make("Exp(-G*SqDist(X,Y))*B", "Sum", KRED_FLOAT64);
 	/* ArgKMin of B_j - G |x - y|^2: which j come first depends on G */
 	akm = make("B - G*SqDist(X,Y)", "ArgKMin(2)", KRED_FLOAT64);
-	for (int t = 0; t < 2; t++) {
-		b_run_g(sum[t], t ? KRED_FLOAT64 : KRED_FLOAT32, ab, 4, BN, gs, out);
+	/* t = 2: float64 again with the values of G reversed, on the reduction kept from
+	 * the first call */
+	for (int t = 0; t < 3; t++) {
+		if (t == 2)
+			for (int p = 0; p < BB; p++)
+				gs[p] = 0.5 + 3.0 * (BB - 1 - p);
+		b_run_g(sum[t ? 1 : 0], t ? KRED_FLOAT64 : KRED_FLOAT32, ab, 4, BN, gs, out);
 		for (int p = 0; p < BB; p++)
 			for (int i = 0; i < BN; i++) {
 				double w = 0;
