@@ -123,6 +123,9 @@ typedef struct kred_context_options {
 	 * runs use that many whatever omp_set_num_threads said elsewhere in the process
 	 * (importing PyTorch sets it to the physical cores: 1 on a machine of 2 hyper-threads). */
 	int threads;
+	/* Nonzero: the context's reductions use fast math (kred_reduction_options.fast_math
+	 * says what it is) unless their own options say otherwise. 0, the default: off. */
+	int fast_math;
 } kred_context_options;
 
 /* Creates a context on the backend the options name. A backend that cannot run here
@@ -161,6 +164,40 @@ typedef struct kred_spec {
  * say what and where. */
 KRED_API kred_status kred_reduction_create(kred_context *ctx, const kred_spec *spec,
 					   kred_reduction **out);
+
+/* Fast math: the math functions in the fast forms each backend has, in exchange for
+ * accuracy. CUDA compiles with NVRTC's --use_fast_math (__expf, __logf, __sinf ...,
+ * approximate division and square root, float32 subnormals flushed to zero); OpenCL calls
+ * native_exp, native_log, native_sin, native_cos and native_sqrt in float32 and builds
+ * with -cl-mad-enable; Vulkan calls GLSL's own exp and log in float32 (Vulkan allows exp
+ * 3 + 2|x| ulp) instead of kred's; the host backend's exp is a shorter polynomial
+ * (float32: within 4.5e-7 relative, about 4 ulp, instead of 1 ulp; float64: within
+ * 8e-14 instead of 1 ulp). The reference backend ignores it. What fast math never does:
+ * assume away infinities and NaN (LogSumExp starts from -inf, Min from +inf; so not
+ * -cl-fast-relaxed-math, not -ffast-math), reassociate sums (the block and Kahan schemes
+ * still compensate), or change float64 on OpenCL and Vulkan. docs/DESIGN.md gives the
+ * errors and speeds measured. */
+typedef enum kred_fast_math {
+	KRED_FAST_MATH_DEFAULT = 0, /* the context's kred_context_options.fast_math */
+	KRED_FAST_MATH_OFF = 1,
+	KRED_FAST_MATH_ON = 2
+} kred_fast_math;
+
+/* Options of a reduction. Zero-initialise, set struct_size =
+ * sizeof(kred_reduction_options) (0 is taken as the current size), then set what you
+ * need. */
+typedef struct kred_reduction_options {
+	size_t struct_size;
+	kred_fast_math fast_math;
+} kred_reduction_options;
+
+/* kred_reduction_create with options (NULL: as kred_reduction_create). A gradient,
+ * partial state or batch form of the reduction keeps its options. */
+KRED_API kred_status kred_reduction_create_ex(kred_context *ctx, const kred_spec *spec,
+					      const kred_reduction_options *opt,
+					      kred_reduction **out);
+/* 1 when r was compiled with fast math, else 0 (also for NULL). */
+KRED_API int kred_reduction_fast_math(const kred_reduction *r);
 
 /* Runs the reduction. args holds one pointer per argument position (the positions of the
  * aliases, or of Vi(POS,DIM) in the formula): a Vi argument is nx x dim, a Vj argument

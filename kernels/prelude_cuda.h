@@ -10,6 +10,8 @@
 #ifndef KR_DOUBLE
 #define KR_DOUBLE 0
 #endif
+/* KR_FAST_MATH (kred_reduction_options.fast_math) is NVRTC's --use_fast_math, which
+ * lib/cuda/cuda.c passes with it: expf becomes __expf and so on, nothing to do here. */
 
 #if KR_DOUBLE
 typedef double real;

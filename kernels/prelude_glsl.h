@@ -21,6 +21,9 @@
 #ifndef KR_DOUBLE
 #define KR_DOUBLE 0
 #endif
+#ifndef KR_FAST_MATH
+#define KR_FAST_MATH 0
+#endif
 
 #if KR_DOUBLE
 #define real double
@@ -279,6 +282,28 @@ bool kr_signbit(float x)
  * many devices flush them anyway. Out-of-range x give some n: the selects discard it. A
  * NaN stays NaN through r and p. This is the costliest part of a Gaussian term: every
  * operation here costs ~5% of the Gaussian sum on llvmpipe. */
+#if KR_FAST_MATH
+/* Fast math (kred_reduction_options.fast_math): GLSL's own exp and log, within Vulkan's
+ * bounds (exp: 3 + 2|x| ulp; Mesa computes exp2(x log2(e))), with the special values of
+ * the functions below kept by selects. */
+float kr_exp(float x)
+{
+	float y = exp(x);
+
+	y = x > 88.72283935546875f ? KR_INF : y;
+	return x < -103.97f ? 0.0f : y;
+}
+
+float kr_log(float x)
+{
+	float y = log(x);
+
+	y = x == KR_INF ? x : y;
+	y = x == 0.0f ? -KR_INF : y;
+	y = x < 0.0f ? KR_NAN : y;
+	return isnan(x) ? x : y;
+}
+#else
 float kr_exp(float x)
 {
 	float n = roundEven(x * 1.44269504088896341f);
@@ -327,6 +352,7 @@ float kr_log(float x)
 	y = x < 0.0f ? KR_NAN : y;
 	return isnan(x) ? x : y;
 }
+#endif
 
 /* Cephes sinf and cosf: octant j of |x| by 4/pi, reduced by pi/4 in three parts. */
 float kr_ksin(float x)

@@ -26,6 +26,9 @@
 #ifndef KR_DOUBLE
 #define KR_DOUBLE 0
 #endif
+#ifndef KR_FAST_MATH
+#define KR_FAST_MATH 0
+#endif
 
 #if KR_DOUBLE
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
@@ -65,3 +68,18 @@ typedef long kr_long;
 #define kr_round round
 #define kr_fabs fabs
 #define kr_pow pow
+/* Fast math (kred_reduction_options.fast_math) in float32: the native_ functions, of
+ * the device's own accuracy (OpenCL C has no native_ forms of double). pow keeps pow:
+ * native_powr is undefined below 0. */
+#if KR_FAST_MATH && !KR_DOUBLE
+#undef kr_exp
+#undef kr_log
+#undef kr_sin
+#undef kr_cos
+#undef kr_sqrt
+#define kr_exp native_exp
+#define kr_log native_log
+#define kr_sin native_sin
+#define kr_cos native_cos
+#define kr_sqrt native_sqrt
+#endif

@@ -91,7 +91,7 @@ static kred_status row_param_reduction(kred_reduction *r, const int *cat, int n_
 	r->batch_rows = NULL;
 	/* takes g, and records its own errors on the context */
 	s = kred__reduction_finish(r->ctx, g, f, w, r->red, r->k, r->axis, r->dtype,
-				   r->sum_scheme, 0, NULL, &r->batch_red);
+				   r->sum_scheme, r->fast_math, 0, NULL, &r->batch_red);
 	if (s) {
 		kred__free(rows);
 		return s;

@@ -26,6 +26,11 @@ kred_status kred__tiled_source(const struct kred_dialect *d, const struct kred_r
 			       const struct kred__layout *l, const struct kred__tiled_shape *sh,
 			       char **out, struct kred__error *err);
 
+/* Whether src was emitted for fast math (kred_reduction_options.fast_math): the
+ * backends add their compiler's fast-math options for such a source, so that the
+ * options follow the source, which is in every cache key. */
+int kred__tiled_fast_math(const char *src);
+
 /* The kernels of tiled.cl, by the index a backend's launch takes. */
 enum kred__kernel {
 	KRED__K_REDUCE,

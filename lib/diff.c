@@ -1878,7 +1878,7 @@ kred_status kred__reduction_grad(const kred_reduction *r, const char *var,
 		if (!pf || keep_positions(pg, r, pf, NULL, &err) != KRED_OK)
 			goto fail;
 		st = kred__reduction_finish(ctx, pg, pf, NULL, KRED__RED_LSE, 0, r->axis,
-					    r->dtype, r->sum_scheme, 0, NULL, &pre);
+					    r->dtype, r->sum_scheme, r->fast_math, 0, NULL, &pre);
 		pg = NULL;
 		if (st != KRED_OK) {
 			kred__graph_free(g);
@@ -1927,7 +1927,7 @@ kred_status kred__reduction_grad(const kred_reduction *r, const char *var,
 	if (reduced)
 		axis = r->axis == KRED_REDUCE_J ? KRED_REDUCE_I : KRED_REDUCE_J;
 	return kred__reduction_finish(ctx, g, gf, gw, red, 0, axis, r->dtype, r->sum_scheme,
-				      r->args[pos].cat == KRED__CAT_P, pre, out);
+				      r->fast_math, r->args[pos].cat == KRED__CAT_P, pre, out);
 fail:
 	if (err.status == KRED_OK)
 		kred__fail(&err, KRED_EGRAD, -1, "internal: gradient reduction failed");

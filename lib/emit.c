@@ -2348,10 +2348,12 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	}
 	kred__buf_printf(&b, " */\n#define KR_DOUBLE %d\n#define KR_DR %d\n#define KR_DC %d\n"
 			 "#define KR_DP %d\n#define KR_NST %d\n#define KR_OUT %d\n"
-			 "#define KR_TILE_MERGE %d\n#define KR_DF %d\n#define KR_SELECT %d\n",
+			 "#define KR_TILE_MERGE %d\n#define KR_DF %d\n#define KR_SELECT %d\n"
+			 "#define KR_FAST_MATH %d\n",
 			 e.dbl, l->width[KRED__SIDE_ROW], l->width[KRED__SIDE_COL],
 			 l->width[KRED__SIDE_PRM], e.nst0 + (e.comp ? e.nsum : 0), r->out_dim,
-			 e.nsum > 0 && r->sum_scheme == KRED_SUM_BLOCK, r->f->dim, select);
+			 e.nsum > 0 && r->sum_scheme == KRED_SUM_BLOCK, r->f->dim, select,
+			 r->fast_math);
 	kred__buf_puts(&b, d->prelude);
 	kred__buf_printf(&b, "\n%s void kr_init(%s)\n{\n", d->fn_qual, d->init_params);
 	rc->init(&e);

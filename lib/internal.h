@@ -467,6 +467,7 @@ struct kred_reduction {
 	kred_axis axis;
 	kred_dtype dtype;
 	kred_sum_scheme sum_scheme;
+	int fast_math; /* kred_reduction_options.fast_math resolved: 0 or 1 */
 	int out_dim;
 	int n_args;
 	struct kred__arg *args;
@@ -497,7 +498,8 @@ struct kred_reduction {
 kred_status kred__reduction_finish(kred_context *ctx, struct kred__graph *g,
 				   const struct kred__node *f, const struct kred__node *w,
 				   enum kred__red red, int k, kred_axis axis, kred_dtype dtype,
-				   kred_sum_scheme sum, int pm_sum, kred_reduction *pre,
+				   kred_sum_scheme sum, int fast_math, int pm_sum,
+				   kred_reduction *pre,
 				   kred_reduction **out);
 /* The gradient reduction of r with respect to variable var (diff.c); see
  * kred_reduction_grad in kred.h. Errors are recorded on r->ctx. */

@@ -89,7 +89,8 @@ done:
 kred_status kred__reduction_finish(kred_context *ctx, struct kred__graph *g,
 				   const struct kred__node *f, const struct kred__node *w,
 				   enum kred__red red, int k, kred_axis axis, kred_dtype dtype,
-				   kred_sum_scheme sum, int pm_sum, kred_reduction *pre,
+				   kred_sum_scheme sum, int fast_math, int pm_sum,
+				   kred_reduction *pre,
 				   kred_reduction **out)
 {
 	struct kred__error err;
@@ -114,6 +115,7 @@ kred_status kred__reduction_finish(kred_context *ctx, struct kred__graph *g,
 	r->axis = axis;
 	r->dtype = dtype;
 	r->sum_scheme = sum;
+	r->fast_math = fast_math;
 	r->pm_sum = pm_sum;
 	r->pre = pre;
 	r->out_dim = kred__red_out_dim(red, f->dim, w ? w->dim : 0, k);

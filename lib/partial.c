@@ -98,8 +98,8 @@ kred_status kred__state_prepare(kred_reduction *r, struct kred__error *err)
 		return err->status ? err->status : kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 	}
 	/* kred__reduction_finish records its errors on the context: copy them back. */
-	s = kred__reduction_finish(r->ctx, g, f, w, red, r->k, r->axis, r->dtype, r->sum_scheme, 0,
-				   NULL, &r->state_red);
+	s = kred__reduction_finish(r->ctx, g, f, w, red, r->k, r->axis, r->dtype, r->sum_scheme,
+				   r->fast_math, 0, NULL, &r->state_red);
 	if (s)
 		return kred__fail(err, s, -1, "the partial-state form of the reduction: %s",
 				  kred_errmsg(r->ctx));

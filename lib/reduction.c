@@ -80,6 +80,14 @@ fail:
 
 kred_status kred_reduction_create(kred_context *ctx, const kred_spec *spec, kred_reduction **out)
 {
+	return kred_reduction_create_ex(ctx, spec, NULL, out);
+}
+
+kred_status kred_reduction_create_ex(kred_context *ctx, const kred_spec *spec,
+				     const kred_reduction_options *opt, kred_reduction **out)
+{
+	kred_reduction_options o = { 0 };
+	int fast;
 	const struct kred__node *f = NULL, *w = NULL;
 	struct kred__graph *g;
 	enum kred__red red;
@@ -103,6 +111,17 @@ kred_status kred_reduction_create(kred_context *ctx, const kred_spec *spec, kred
 		return kred__ctx_fail(ctx, KRED_EINVAL, "invalid axis, dtype or sum scheme in the "
 				      "spec (%d, %d, %d)", (int)spec->axis, (int)spec->dtype,
 				      (int)spec->sum_scheme);
+	if (opt) {
+		size_t n = opt->struct_size && opt->struct_size < sizeof(o) ? opt->struct_size
+									     : sizeof(o);
+
+		memcpy(&o, opt, n);
+	}
+	if ((unsigned)o.fast_math > KRED_FAST_MATH_ON)
+		return kred__ctx_fail(ctx, KRED_EINVAL, "invalid fast_math in the reduction's "
+				      "options (%d)", (int)o.fast_math);
+	fast = o.fast_math == KRED_FAST_MATH_DEFAULT ? ctx->opt.fast_math != 0
+						     : o.fast_math == KRED_FAST_MATH_ON;
 	if (!ctx->backend)
 		return kred__ctx_fail(ctx, KRED_EBACKEND, "the context has no backend");
 	g = kred__graph_new();
@@ -114,8 +133,13 @@ kred_status kred_reduction_create(kred_context *ctx, const kred_spec *spec, kred
 		return s;
 	}
 	return kred__reduction_finish(ctx, g, f, w, red, k, spec->axis, spec->dtype,
-				      spec->sum_scheme ? spec->sum_scheme : KRED_SUM_BLOCK, 0, NULL,
-				      out);
+				      spec->sum_scheme ? spec->sum_scheme : KRED_SUM_BLOCK, fast, 0,
+				      NULL, out);
+}
+
+int kred_reduction_fast_math(const kred_reduction *r)
+{
+	return r ? r->fast_math : 0;
 }
 
 int kred_reduction_n_args(const kred_reduction *r)

@@ -80,3 +80,8 @@ kred_status kred__tiled_source(const struct kred_dialect *d, const struct kred_r
 	kred__free(t);
 	return s;
 }
+
+int kred__tiled_fast_math(const char *src)
+{
+	return strstr(src, "\n#define KR_FAST_MATH 1\n") != NULL;
+}

@@ -44,7 +44,8 @@ static const char *backend = "host";
 
 /* ---- contexts and reductions */
 
-static kred_context *open_ctx(const char *name, const char *cache_dir)
+/* A context whose reductions use fast math when fast is set. */
+static kred_context *open_ctx_fast(const char *name, const char *cache_dir, int fast)
 {
 	kred_context_options o = { 0 };
 	kred_context *ctx = NULL;
@@ -53,9 +54,15 @@ static kred_context *open_ctx(const char *name, const char *cache_dir)
 	o.struct_size = sizeof(o);
 	o.backend = name;
 	o.cache_dir = cache_dir;
+	o.fast_math = fast;
 	s = kred_context_create(&o, &ctx);
 	ck_assert_msg(s == KRED_OK, "backend %s: %s", name, kred_errmsg(ctx));
 	return ctx;
+}
+
+static kred_context *open_ctx(const char *name, const char *cache_dir)
+{
+	return open_ctx_fast(name, cache_dir, 0);
 }
 
 /* Vulkan on llvmpipe refuses the widest formulas, saying why (lib/vk/vulkan.c): its
@@ -469,7 +476,7 @@ START_TEST(test_sum_accuracy)
 	static const kred_sum_scheme schemes[2] = { KRED_SUM_DEFAULT, KRED_SUM_KAHAN };
 	float *x = malloc(sizeof(float) * 3 * ACC_NX), *y = malloc(sizeof(float) * 3 * ACC_NY);
 	float *b = malloc(sizeof(float) * ACC_NY), g = 2, out[ACC_NX];
-	double exact[ACC_NX];
+	double exact[ACC_NX], exact_sq[ACC_NX];
 	const void *args[4];
 	kred_context *ctx;
 	ck_assert(x && y && b);
@@ -481,47 +488,53 @@ START_TEST(test_sum_accuracy)
 	for (int k = 0; k < ACC_NY; k++)
 		b[k] = (float)uniform();
 	for (int i = 0; i < ACC_NX; i++) {
-		double s = 0;
+		double s = 0, sq = 0;
 
 		for (int j = 0; j < ACC_NY; j++) {
 			double d0 = (double)x[3 * i] - y[3 * j], d1 = (double)x[3 * i + 1] - y[3 * j + 1];
 			double d2 = (double)x[3 * i + 2] - y[3 * j + 2];
 
 			s += exp(-2.0 * (d0 * d0 + d1 * d1 + d2 * d2)) * b[j];
+			sq += (d0 * d0 + d1 * d1 + d2 * d2) * b[j];
 		}
 		exact[i] = s;
+		exact_sq[i] = sq;
 	}
 	args[0] = x;
 	args[1] = y;
 	args[2] = b;
 	args[3] = &g;
-	ctx = open_ctx(backend, NULL);
-	for (int k = 0; k < 2; k++) {
+	/* k = 2, 3: with fast math, which must not reassociate the sums (a formula with no
+	 * math function, whose terms fast math leaves as they are). */
+	for (int k = 0; k < 4; k++) {
 		kred_spec s = { 0 };
 		kred_reduction *r = NULL;
 		double worst = 0;
 
-		s.formula = "Exp(-G*SqDist(X,Y))*B";
+		ctx = open_ctx_fast(backend, NULL, k >= 2);
+		s.formula = k >= 2 ? "SqDist(X,Y)*B" : "Exp(-G*SqDist(X,Y))*B";
 		s.reduction = "Sum";
 		s.aliases = al;
 		s.n_aliases = 4;
 		s.dtype = KRED_FLOAT32;
-		s.sum_scheme = schemes[k];
+		s.sum_scheme = schemes[k % 2];
 		ck_assert_msg(kred_reduction_create(ctx, &s, &r) == KRED_OK, "%s", kred_errmsg(ctx));
 		ck_assert_msg(kred_reduction_run(r, ACC_NX, ACC_NY, args, out) == KRED_OK, "%s",
 			      kred_errmsg(ctx));
 		for (int i = 0; i < ACC_NX; i++) {
-			double e = fabs(out[i] - exact[i]) / exact[i];
+			double want = k >= 2 ? exact_sq[i] : exact[i];
+			double e = fabs(out[i] - want) / want;
 
 			worst = e > worst || e != e ? e : worst;
 		}
-		printf("sum accuracy on %s, %s: largest relative error %.2e over %d rows of 2^20 "
-		       "terms\n", backend, k ? "kahan" : "block", worst, ACC_NX);
-		ck_assert_msg(worst <= 1.2e-7, "%s scheme: relative error %.3e > 1.2e-7",
-			      k ? "kahan" : "block", worst);
+		printf("sum accuracy on %s, %s%s: largest relative error %.2e over %d rows of 2^20 "
+		       "terms\n", backend, k % 2 ? "kahan" : "block", k >= 2 ? ", fast math" : "",
+		       worst, ACC_NX);
+		ck_assert_msg(worst <= 1.2e-7, "%s scheme%s: relative error %.3e > 1.2e-7",
+			      k % 2 ? "kahan" : "block", k >= 2 ? ", fast math" : "", worst);
 		kred_reduction_destroy(r);
+		kred_context_destroy(ctx);
 	}
-	kred_context_destroy(ctx);
 	free(x);
 	free(y);
 	free(b);
@@ -818,13 +831,19 @@ END_TEST
 
 /* ---- special values (the specials of conformance_cases.h), in both dtypes */
 
-START_TEST(test_special)
+/* Special value idx (of 2 N_SPECIALS: the specials in both dtypes), with fast math or
+ * not: fast math keeps infinities, NaN and the empty reductions' values, and its values
+ * come within 2e-5 of the reference's where the default's come within 1e-6 (the largest
+ * exp argument here is 81 in magnitude: CUDA's __expf is within 2 + 1.16 |x| ulp, 96 ulp
+ * or 5.7e-6 relative there; the other backends are closer). */
+static void special(int idx, int fast)
 {
-	const struct special *sp = &specials[_i / 2];
-	kred_dtype dt = _i % 2 ? KRED_FLOAT64 : KRED_FLOAT32;
+	const struct special *sp = &specials[idx / 2];
+	kred_dtype dt = idx % 2 ? KRED_FLOAT64 : KRED_FLOAT32;
 	struct row row = { sp->formula, sp->weight, sp->reduction, XY1, J, dt, sp->scheme,
 			   { END }, IN_UNIT, 1e-6, 1e-6 };
-	kred_context *ctx = open_ctx(backend, NULL), *rctx = open_ctx("reference", NULL);
+	double tol = fast ? 2e-5 : 1e-6;
+	kred_context *ctx = open_ctx_fast(backend, NULL, fast), *rctx = open_ctx("reference", NULL);
 	kred_reduction *r = make(ctx, &row), *ref = make(rctx, &row);
 	int od = kred_reduction_out_dim(r);
 	double xd[3], yd[5], gd[64], wd[64];
@@ -843,7 +862,8 @@ START_TEST(test_special)
 					    dt == KRED_FLOAT64 ? (void *)wd : (void *)wf), KRED_OK);
 	ck_assert_int_eq(kred_reduction_run(r, 3, sp->ny, args,
 					    dt == KRED_FLOAT64 ? (void *)gd : (void *)gf), KRED_OK);
-	if (!strcmp(backend, "reference")) {
+	ck_assert_int_eq(kred_reduction_fast_math(r), fast);
+	if (!strcmp(backend, "reference") && !fast) {
 		/* The reference against numpy's values of the same special (specials.npy,
 		 * tools/conformance_numpy.py): float64 to 1e-13, float32 to half an ulp (as
 		 * numpy_tolerance says), indices exactly, NaN for NaN, an infinity for it. */
@@ -863,7 +883,7 @@ START_TEST(test_special)
 			      cols, N_SPECIALS, od);
 		for (int i = 0; i < 3; i++)
 			for (int c = 0; c < od; c++)
-				want[i * od + c] = all[((size_t)_i * 3 + (size_t)i) * cols + (size_t)c];
+				want[i * od + c] = all[((size_t)idx * 3 + (size_t)i) * cols + (size_t)c];
 		free(all);
 		if (compare_numpy(dt == KRED_FLOAT64 ? (void *)gd : (void *)gf, dt, want,
 				  (size_t)(3 * od), od, first_index_column(sp->reduction, od),
@@ -872,9 +892,10 @@ START_TEST(test_special)
 				     dt == KRED_FLOAT64 ? "float64" : "float32", msg);
 	} else if (compare(dt == KRED_FLOAT64 ? (void *)gd : (void *)gf,
 			   dt == KRED_FLOAT64 ? (void *)wd : (void *)wf, (size_t)(3 * od), od,
-			   dt, 1e-6, 1e-6, msg, sizeof(msg))) {
-		ck_abort_msg("%s, %s, %s: %s", sp->formula, sp->reduction,
-			     dt == KRED_FLOAT64 ? "float64" : "float32", msg);
+			   dt, tol, tol, msg, sizeof(msg))) {
+		ck_abort_msg("%s, %s, %s%s: %s", sp->formula, sp->reduction,
+			     dt == KRED_FLOAT64 ? "float64" : "float32", fast ? ", fast math" : "",
+			     msg);
 	}
 	/* Empty reductions give the neutral values of FORMULAS.md, whoever computes them. */
 	if (sp->ny == 0) {
@@ -893,6 +914,179 @@ START_TEST(test_special)
 	kred_reduction_destroy(ref);
 	kred_context_destroy(ctx);
 	kred_context_destroy(rctx);
+}
+
+START_TEST(test_special)
+{
+	special(_i, 0);
+}
+END_TEST
+
+START_TEST(test_special_fast)
+{
+	special(_i, 1);
+}
+END_TEST
+
+/* ---- fast math (kred_reduction_options.fast_math)
+ *
+ * Each math function that fast math changes, on float32 data, against the reference
+ * backend (which ignores the option). Arguments stay where the functions are well
+ * conditioned: exp of [-6, 0], log of [2, 5], sin and cos of [0, 6], sqrt and division of
+ * [0, 3] and [2, 5]. There the fast forms are within about 1e-6 of the value, relative
+ * (CUDA's __expf: 2 + 1.16 |x| ulp, 9 ulp; __logf, __sinf, __cosf: 2^-21.4 absolute;
+ * approximate division 2 ulp), and sums of positive terms keep that relative error, so
+ * each output must come within 1e-5 (tenfold that) of the reference, relative to its
+ * value plus the mean of the output (the sums of sines and cosines cancel). Also: the
+ * option reaches the gradient, a reduction's own option overrides the context's, the
+ * source carries it, and a bad value is refused.
+ */
+#define FAST_NX 200
+#define FAST_NY 3000
+
+static const struct {
+	const char *formula, *reduction, *grad;
+} fast_cases[] = {
+	{ "Exp(-G*SqDist(X,Y))*B", "Sum", "X" },
+	{ "-G*SqDist(X,Y)+Log(B+G)", "LogSumExp", "Y" },
+	{ "Log(G+SqDist(X,Y))*B", "Sum", NULL },
+	{ "Cos(G*(X|Y))*B", "Sum", NULL },
+	{ "Sin(G*(X|Y))*B", "Sum", NULL },
+	{ "Sqrt(SqDist(X,Y))*B", "Sum", NULL },
+	{ "B/(G+SqDist(X,Y))", "Sum", "X" },
+};
+
+static double fast_error(kred_reduction *r, kred_reduction *ref, int64_t n_rows, int od,
+			 const void *const *args, const char *what)
+{
+	float *got = malloc(sizeof(float) * (size_t)(n_rows * od));
+	float *want = malloc(sizeof(float) * (size_t)(n_rows * od));
+	double mean = 0, worst = 0;
+	kred_status st;
+
+	ck_assert(got && want);
+	st = kred_reduction_run(r, FAST_NX, FAST_NY, args, got);
+
+	ck_assert_msg(st == KRED_OK, "%s on %s: %s", what, backend, kred_status_name(st));
+	st = kred_reduction_run(ref, FAST_NX, FAST_NY, args, want);
+	ck_assert_msg(st == KRED_OK, "%s on the reference: %s", what, kred_status_name(st));
+	for (int64_t k = 0; k < n_rows * od; k++)
+		mean += fabs(want[k]) / (double)(n_rows * od);
+	for (int64_t k = 0; k < n_rows * od; k++) {
+		double e = fabs((double)got[k] - want[k]) / (fabs(want[k]) + mean);
+
+		worst = e > worst || e != e ? e : worst;
+	}
+	free(got);
+	free(want);
+	return worst;
+}
+
+START_TEST(test_fast_math)
+{
+	static const char *al[4] = { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" };
+	float *x = malloc(sizeof(float) * 3 * FAST_NX), *y = malloc(sizeof(float) * 3 * FAST_NY);
+	float *b = malloc(sizeof(float) * FAST_NY), *e = malloc(sizeof(float) * 3 * FAST_NY);
+	float g = 2;
+	const void *args[5] = { x, y, b, &g, e };
+	kred_context *fctx = open_ctx_fast(backend, NULL, 1), *ctx = open_ctx(backend, NULL);
+	kred_context *rctx = open_ctx("reference", NULL);
+	kred_reduction_options off = { sizeof(off), KRED_FAST_MATH_OFF }, bad = { 0 };
+	kred_reduction *r;
+
+	ck_assert(x && y && b && e);
+	lcg_state = 11;
+	for (int k = 0; k < 3 * FAST_NX; k++)
+		x[k] = (float)uniform();
+	for (int k = 0; k < 3 * FAST_NY; k++) {
+		y[k] = (float)uniform();
+		e[k] = (float)uniform();
+	}
+	for (int k = 0; k < FAST_NY; k++)
+		b[k] = (float)uniform();
+	for (size_t c = 0; c < sizeof(fast_cases) / sizeof(fast_cases[0]); c++) {
+		kred_spec s = { 0 };
+		kred_reduction *rf = NULL, *rd = NULL, *ref = NULL;
+		char what[160];
+		double ef, ed;
+		const char *src;
+
+		s.formula = fast_cases[c].formula;
+		s.reduction = fast_cases[c].reduction;
+		s.aliases = al;
+		s.n_aliases = 4;
+		s.dtype = KRED_FLOAT32;
+		ck_assert_msg(kred_reduction_create(fctx, &s, &rf) == KRED_OK, "%s", kred_errmsg(fctx));
+		ck_assert_msg(kred_reduction_create(ctx, &s, &rd) == KRED_OK, "%s", kred_errmsg(ctx));
+		ck_assert_msg(kred_reduction_create(rctx, &s, &ref) == KRED_OK, "%s",
+			      kred_errmsg(rctx));
+		ck_assert_int_eq(kred_reduction_fast_math(rf), 1);
+		ck_assert_int_eq(kred_reduction_fast_math(rd), 0);
+		src = kred_reduction_source(rf);
+		if (strcmp(backend, "reference")) {
+			ck_assert_msg(src && strstr(src, "\n#define KR_FAST_MATH 1\n"),
+				      "%s: the fast-math source has no KR_FAST_MATH 1", backend);
+			src = kred_reduction_source(rd);
+			ck_assert_msg(src && strstr(src, "\n#define KR_FAST_MATH 0\n"),
+				      "%s: the default source has no KR_FAST_MATH 0", backend);
+		}
+		snprintf(what, sizeof(what), "%s, %s", s.formula, s.reduction);
+		ef = fast_error(rf, ref, FAST_NX, 1, args, what);
+		ed = fast_error(rd, ref, FAST_NX, 1, args, what);
+		printf("fast math on %s: %s: largest error %.2e (default %.2e)\n", backend, what,
+		       ef, ed);
+		ck_assert_msg(ef <= 1e-5, "%s, fast math: error %.3e > 1e-5", what, ef);
+		if (fast_cases[c].grad) {
+			kred_reduction *gf = NULL, *gr = NULL;
+			int axis_j = !strcmp(fast_cases[c].grad, "X");
+
+			ck_assert_int_eq(kred_reduction_grad(rf, fast_cases[c].grad, &gf), KRED_OK);
+			ck_assert_int_eq(kred_reduction_grad(ref, fast_cases[c].grad, &gr), KRED_OK);
+			ck_assert_int_eq(kred_reduction_fast_math(gf), 1);
+			/* The cotangent e has the forward output's rows; LogSumExp's gradient
+			 * also takes the forward output, which the reference gives. */
+			if (kred_reduction_n_args(gf) == 6) {
+				float *fwd = malloc(sizeof(float) * FAST_NX);
+				const void *a6[6] = { x, y, b, &g, e, fwd };
+
+				ck_assert(fwd);
+				ck_assert_int_eq(kred_reduction_run(ref, FAST_NX, FAST_NY, args, fwd),
+						 KRED_OK);
+				ef = fast_error(gf, gr, axis_j ? FAST_NX : FAST_NY, 3, a6, what);
+				free(fwd);
+			} else {
+				ef = fast_error(gf, gr, axis_j ? FAST_NX : FAST_NY, 3, args, what);
+			}
+			printf("fast math on %s: %s, gradient in %s: largest error %.2e\n", backend,
+			       what, fast_cases[c].grad, ef);
+			ck_assert_msg(ef <= 1e-5, "%s, gradient in %s, fast math: error %.3e > 1e-5",
+				      what, fast_cases[c].grad, ef);
+			kred_reduction_destroy(gf);
+			kred_reduction_destroy(gr);
+		}
+		kred_reduction_destroy(rf);
+		kred_reduction_destroy(rd);
+		kred_reduction_destroy(ref);
+		if (c == 0) {
+			/* A reduction's own option wins over its context's. */
+			ck_assert_int_eq(kred_reduction_create_ex(fctx, &s, &off, &r), KRED_OK);
+			ck_assert_int_eq(kred_reduction_fast_math(r), 0);
+			kred_reduction_destroy(r);
+			bad.struct_size = sizeof(bad);
+			bad.fast_math = (kred_fast_math)7;
+			r = (kred_reduction *)1;
+			ck_assert_int_eq(kred_reduction_create_ex(ctx, &s, &bad, &r), KRED_EINVAL);
+			ck_assert_ptr_null(r);
+			ck_assert_msg(strstr(kred_errmsg(ctx), "fast_math"), "%s", kred_errmsg(ctx));
+		}
+	}
+	kred_context_destroy(fctx);
+	kred_context_destroy(ctx);
+	kred_context_destroy(rctx);
+	free(x);
+	free(y);
+	free(b);
+	free(e);
 }
 END_TEST
 
@@ -1537,6 +1731,8 @@ int main(int argc, char **argv)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("specials");
 	tcase_add_loop_test(tc, test_special, 0, 2 * N_SPECIALS);
+	tcase_add_loop_test(tc, test_special_fast, 0, 2 * N_SPECIALS);
+	tcase_add_test(tc, test_fast_math);
 	if (strcmp(backend, "reference"))
 		tcase_add_test(tc, test_sum_accuracy);
 	tcase_add_test(tc, test_widest);

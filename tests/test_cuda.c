@@ -671,6 +671,40 @@ START_TEST(test_ptx_errors)
 }
 END_TEST
 
+/* Fast math is NVRTC's --use_fast_math: float32 arithmetic flushes subnormals (the .ftz
+ * forms of PTX) and expf becomes __expf (no fused multiply-adds of the accurate
+ * reduction), where the default has neither. */
+START_TEST(test_fast_math_ptx)
+{
+	static const char *al[4] = { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" };
+	kred_context *ctx = open_ctx("cuda:sm_80", KRED_SCHEME_AUTO, NULL);
+	kred_reduction_options on = { sizeof(on), KRED_FAST_MATH_ON };
+	kred_spec s = { 0 };
+	kred_reduction *rd = NULL, *rf = NULL;
+	char *pd = NULL, *pf = NULL;
+
+	s.formula = "Exp(-G*SqDist(X,Y))*B";
+	s.reduction = "Sum";
+	s.aliases = al;
+	s.n_aliases = 4;
+	s.dtype = KRED_FLOAT32;
+	ck_assert_int_eq(kred_reduction_create(ctx, &s, &rd), KRED_OK);
+	ck_assert_int_eq(kred_reduction_create_ex(ctx, &s, &on, &rf), KRED_OK);
+	ck_assert_int_eq(kred_reduction_fast_math(rf), 1);
+	ck_assert_int_eq(kred_reduction_ptx(rd, "sm_80", &pd), KRED_OK);
+	ck_assert_int_eq(kred_reduction_ptx(rf, "sm_80", &pf), KRED_OK);
+	ck_assert_ptr_null(strstr(pd, "fma.rn.ftz.f32"));
+	ck_assert_ptr_nonnull(strstr(pd, "fma.rn.f32"));
+	ck_assert_ptr_nonnull(strstr(pf, "fma.rn.ftz.f32"));
+	ck_assert_ptr_null(strstr(pf, "fma.rn.f32"));
+	kred_free(pd);
+	kred_free(pf);
+	kred_reduction_destroy(rd);
+	kred_reduction_destroy(rf);
+	kred_context_destroy(ctx);
+}
+END_TEST
+
 /* The targets a GPU gets, and the disk cache of compiled modules, through the internal
  * calls a GPU context makes (NVRTC's cubin included): no GPU needed. */
 START_TEST(test_cache)
@@ -1260,6 +1294,7 @@ int main(int argc, char **argv)
 	tcase_add_test(tc, test_command);
 	if (nv) {
 		tcase_add_test(tc, test_ptx_errors);
+		tcase_add_test(tc, test_fast_math_ptx);
 		tcase_add_test(tc, test_cache);
 	}
 	suite_add_tcase(s, tc);

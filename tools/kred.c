@@ -52,7 +52,7 @@ struct cli {
 	struct input *inputs;
 	size_t n_inputs;
 	kred_axis axis;
-	bool have_axis, have_dtype, have_sum, have_scheme, time;
+	bool have_axis, have_dtype, have_sum, have_scheme, time, fast_math;
 	kred_dtype dtype;
 	kred_sum_scheme sum_scheme;
 	kred_scheme scheme; /* 1D / 2D of the GPU backends */
@@ -151,6 +151,8 @@ static void usage(FILE *f)
 	      "  --dtype float32|float64    convert the inputs to this type (default: the\n"
 	      "                             inputs' common type; float64 with no inputs)\n"
 	      "  --sum-scheme direct|block|kahan   summation of Sum-like reductions\n"
+	      "  --fast-math                the backend's fast math functions (less accurate;\n"
+	      "                             see kred.h)\n"
 	      "  --scheme 1d|2d|auto        the GPU backends' launch scheme (default auto)\n"
 	      "  --device-memory BYTES      at most this much device memory per run (K, M, G\n"
 	      "                             suffixes): larger inputs go through in chunks\n"
@@ -181,6 +183,7 @@ enum opt_id {
 	OPT_NX,
 	OPT_NY,
 	OPT_TIME,
+	OPT_FAST,
 	OPT_MEMORY,
 	OPT_HELP
 };
@@ -204,6 +207,7 @@ static const struct opt_def {
 	{ NULL, "--nx", OPT_NX, true },
 	{ NULL, "--ny", OPT_NY, true },
 	{ NULL, "--time", OPT_TIME, false },
+	{ NULL, "--fast-math", OPT_FAST, false },
 	{ NULL, "--device-memory", OPT_MEMORY, true },
 	{ "-h", "--help", OPT_HELP, false },
 };
@@ -363,6 +367,9 @@ static int parse_option(struct cli *c, const struct opt_def *o, const char *arg,
 		return parse_size(v, &c->ny, arg);
 	case OPT_TIME:
 		c->time = true;
+		return 0;
+	case OPT_FAST:
+		c->fast_math = true;
 		return 0;
 	case OPT_MEMORY: {
 		/* bytes, or with a K, M or G suffix */
@@ -793,6 +800,9 @@ static int create(struct cli *c)
 		.dtype = c->dtype,
 		.sum_scheme = c->sum_scheme,
 	};
+	kred_reduction_options ropt = { .struct_size = sizeof(ropt),
+					.fast_math = c->fast_math ? KRED_FAST_MATH_ON
+								  : KRED_FAST_MATH_DEFAULT };
 	kred_status st;
 	double t0;
 
@@ -800,7 +810,7 @@ static int create(struct cli *c)
 	if (st)
 		return lib_error(c->ctx, st);
 	t0 = now();
-	st = kred_reduction_create(c->ctx, &spec, &c->fwd);
+	st = kred_reduction_create_ex(c->ctx, &spec, &ropt, &c->fwd);
 	if (!st && c->var)
 		st = kred_reduction_grad(c->fwd, c->var, &c->grad);
 	c->t_compile += now() - t0;

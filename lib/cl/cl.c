@@ -537,18 +537,15 @@ done:
 	kred__free(bin);
 }
 
-/* Builds src for the device: from kred's binary cache, else from source. A failed build
- * is KRED_EBUILD with the compiler's log on ctx. */
-static kred_status build_program(struct cl_state *st, kred_context *ctx, const char *src,
-				 cl_program *out, struct kred__error *err)
+/* build_program with the build options opts. */
+static kred_status build_with(struct cl_state *st, kred_context *ctx, const char *src,
+			      const char *opts, double t0, cl_program *out,
+			      struct kred__error *err)
 {
-	const char *opts = st->options;
-	double t0 = kred__now();
 	cl_program prog = NULL;
 	char key[33];
 	cl_int e = CL_SUCCESS;
 
-	*out = NULL;
 	/* POCL cannot build once its cache directory is gone (a user who clears ~/.cache
 	 * while a process runs): make it again, as kred does its own. */
 	if (st->dev->is_pocl && getenv("POCL_CACHE_DIR") && *getenv("POCL_CACHE_DIR"))
@@ -581,6 +578,30 @@ static kred_status build_program(struct cl_state *st, kred_context *ctx, const c
 		program_to_cache(st, prog, key, opts);
 	*out = prog;
 	return KRED_OK;
+}
+
+/* Builds src for the device: from kred's binary cache, else from source. A failed build
+ * is KRED_EBUILD with the compiler's log on ctx. */
+static kred_status build_program(struct cl_state *st, kred_context *ctx, const char *src,
+				 cl_program *out, struct kred__error *err)
+{
+	struct kred__buf ob = { 0 };
+	char *opts;
+	double t0 = kred__now();
+	kred_status s;
+
+	*out = NULL;
+	/* Fast math: native_ functions (kernels/prelude_opencl.h) and -cl-mad-enable. Not
+	 * -cl-fast-relaxed-math: it assumes no infinity and no NaN. */
+	kred__buf_printf(&ob, "%s%s%s", st->options,
+			 *st->options && kred__tiled_fast_math(src) ? " " : "",
+			 kred__tiled_fast_math(src) ? "-cl-mad-enable" : "");
+	opts = kred__buf_take(&ob);
+	if (!opts)
+		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+	s = build_with(st, ctx, src, opts, t0, out, err);
+	kred__free(opts);
+	return s;
 }
 
 static void module_release(const struct cl_state *st, struct cl_module *m)

@@ -122,9 +122,12 @@ static kred_status build(const struct kred__nvrtc_api *nv, kred_context *ctx, co
 	*image = NULL;
 	snprintf(arch, sizeof(arch), "-arch=%s_%d", t->cubin ? "sm" : "compute", t->arch);
 	opts[0] = arch;
-	n = split_options(&store, opts + 1, 31);
+	n = split_options(&store, opts + 1, 30);
 	if (n < 0)
 		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+	/* The emitter's mark of fast math (lib/tiled.c kred__tiled_fast_math). */
+	if (strstr(src, "\n#define KR_FAST_MATH 1\n"))
+		opts[1 + n++] = "--use_fast_math";
 	e = nv->CreateProgram(&prog, src, "kred.cu", 0, NULL, NULL);
 	if (e != NVRTC_SUCCESS) {
 		s = nvrtc_fail(nv, err, "nvrtcCreateProgram", e);
