@@ -165,8 +165,9 @@ static kred_context *open_ctx(const struct opts *o, const char *cache_dir)
 }
 
 static kred_reduction *make(kred_context *ctx, const char *formula, const char *red,
-			    const char *const *al, size_t n_al, kred_dtype dt)
+			    const char *const *al, size_t n_al, kred_dtype dt, int fast)
 {
+	kred_reduction_options ro = { sizeof(ro), fast ? KRED_FAST_MATH_ON : KRED_FAST_MATH_OFF };
 	kred_spec s = { 0 };
 	kred_reduction *r = NULL;
 
@@ -175,7 +176,7 @@ static kred_reduction *make(kred_context *ctx, const char *formula, const char *
 	s.aliases = al;
 	s.n_aliases = n_al;
 	s.dtype = dt;
-	if (kred_reduction_create(ctx, &s, &r) != KRED_OK) {
+	if (kred_reduction_create_ex(ctx, &s, &ro, &r) != KRED_OK) {
 		fprintf(stderr, "kred: error: %s: %s\n%s", formula, kred_errmsg(ctx),
 			kred_error_log(ctx));
 		return NULL;
@@ -222,34 +223,42 @@ struct bench_case {
 	int64_t n;     /* nx = ny by default */
 	double gamma;  /* G, when not 0 (else drawn in [2, 2]) */
 	int high;      /* run only when named, or with --cases highdim */
+	int fast;      /* kred with fast math (kred_reduction_options) */
 };
 
 static const struct bench_case bench_cases[] = {
 	{ "gauss", "Gaussian sum  D=3   float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, GAUSS32, 50000, 0, 0 },
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, GAUSS32, 50000, 0, 0, 0 },
 	{ "gauss64", "Gaussian sum  D=3   float64", "Exp(-G*SqDist(X,Y))*B", "Sum",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 1, 3, GAUSS64, 30000, 0, 0 },
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 1, 3, GAUSS64, 30000, 0, 0, 0 },
+	/* The same with kred's fast math, against the same baselines: the -ffast-math one is
+	 * the like-for-like comparison there. */
+	{ "gauss-fast", "Gaussian, fast math  float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, GAUSS32, 50000, 0, 0, 1 },
+	{ "gauss64-fast", "Gaussian, fast math  float64", "Exp(-G*SqDist(X,Y))*B", "Sum",
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 1, 3, GAUSS64, 30000, 0, 0, 1 },
 	{ "lse", "LogSumExp     D=3   float32", "-G*SqDist(X,Y)", "LogSumExp",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, LSE32, 30000, 0, 0 },
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, LSE32, 30000, 0, 0, 0 },
 	{ "argkmin", "ArgKMin(10)   D=3   float32", "SqDist(X,Y)", "ArgKMin(10)",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, ARGKMIN32, 30000, 0, 0 },
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, ARGKMIN32, 30000, 0, 0, 0 },
 	{ "gauss-d64", "Gaussian sum  D=64  float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
-	  { "X=Vi(64)", "Y=Vj(64)", "B=Vj(1)", "G=Pm(1)" }, 0, 64, GAUSS_D64, 10000, 0, 0 },
+	  { "X=Vi(64)", "Y=Vj(64)", "B=Vj(1)", "G=Pm(1)" }, 0, 64, GAUSS_D64, 10000, 0, 0, 0 },
 	{ "grad", "gradient in X D=3   float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
-	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, GRAD32, 30000, 0, 0 },
+	  { "X=Vi(3)", "Y=Vj(3)", "B=Vj(1)", "G=Pm(1)" }, 0, 3, GRAD32, 30000, 0, 0, 0 },
 	/* High dimensions: G keeps the Gaussian's values near exp(-1) for coordinates drawn
 	 * in [0, 1], where |x - y|^2 is about D / 6. */
 	{ "gauss-d784", "Gaussian sum  D=784 float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
 	  { "X=Vi(784)", "Y=Vj(784)", "B=Vj(1)", "G=Pm(1)" }, 0, 784, GAUSS_DN, 10000,
-	  6.0 / 784, 1 },
+	  6.0 / 784, 1, 0 },
 	{ "argkmin-d784", "ArgKMin(10)   D=784 float32", "SqDist(X,Y)", "ArgKMin(10)",
-	  { "X=Vi(784)", "Y=Vj(784)", "B=Vj(1)", "G=Pm(1)" }, 0, 784, ARGKMIN_DN, 10000, 0, 1 },
+	  { "X=Vi(784)", "Y=Vj(784)", "B=Vj(1)", "G=Pm(1)" }, 0, 784, ARGKMIN_DN, 10000, 0,
+	  1, 0 },
 	{ "gauss-d4096", "Gaussian sum  D=4096 float32", "Exp(-G*SqDist(X,Y))*B", "Sum",
 	  { "X=Vi(4096)", "Y=Vj(4096)", "B=Vj(1)", "G=Pm(1)" }, 0, 4096, GAUSS_DN, 10000,
-	  6.0 / 4096, 1 },
+	  6.0 / 4096, 1, 0 },
 	{ "argkmin-d4096", "ArgKMin(10)   D=4096 float32", "SqDist(X,Y)", "ArgKMin(10)",
 	  { "X=Vi(4096)", "Y=Vj(4096)", "B=Vj(1)", "G=Pm(1)" }, 0, 4096, ARGKMIN_DN, 10000, 0,
-	  1 },
+	  1, 0 },
 };
 
 static int wanted(const struct opts *o, const char *name)
@@ -369,7 +378,7 @@ static int run_case(const struct opts *o, kred_context *ctx, const struct bench_
 	d.g = fill(1, f64, bc->gamma ? bc->gamma : 2, bc->gamma ? bc->gamma : 2);
 	d.e = fill(nx, f64, 0, 1);
 	fwd = make(ctx, bc->formula, bc->reduction, bc->aliases, 4,
-		   f64 ? KRED_FLOAT64 : KRED_FLOAT32);
+		   f64 ? KRED_FLOAT64 : KRED_FLOAT32, bc->fast);
 	if (!fwd || !d.x || !d.y || !d.b || !d.g || !d.e)
 		goto done;
 	if (bc->kind == GRAD32) {
@@ -475,7 +484,7 @@ static int latency(const struct opts *o)
 	snprintf(formula, sizeof(formula), "Exp(-G*SqDist(X,Y)*%d)*B", 2 + (int)(getpid() % 997));
 	t0 = now();
 	ctx = open_ctx(o, dir);
-	r = ctx ? make(ctx, formula, "Sum", al, 4, KRED_FLOAT32) : NULL;
+	r = ctx ? make(ctx, formula, "Sum", al, 4, KRED_FLOAT32, 0) : NULL;
 	if (!r || kred_reduction_run(r, n, n, args, out) != KRED_OK)
 		goto done;
 	cold = now() - t0;
@@ -486,7 +495,7 @@ static int latency(const struct opts *o)
 	for (int k = 0; k < reps; k++) {
 		t0 = now();
 		ctx = open_ctx(o, dir);
-		r = ctx ? make(ctx, formula, "Sum", al, 4, KRED_FLOAT32) : NULL;
+		r = ctx ? make(ctx, formula, "Sum", al, 4, KRED_FLOAT32, 0) : NULL;
 		if (!r || kred_reduction_run(r, n, n, args, out) != KRED_OK)
 			goto done;
 		warm_create[k] = now() - t0;
@@ -541,7 +550,7 @@ static int grad_cost(const struct opts *o, kred_context *ctx)
 	double tf[64], tg[64], t0;
 	int rc = 1, before, after, fnodes;
 
-	fwd = make(ctx, "Exp(-G*SqDist(X,Y))*B", "Sum", al, 4, KRED_FLOAT32);
+	fwd = make(ctx, "Exp(-G*SqDist(X,Y))*B", "Sum", al, 4, KRED_FLOAT32, 0);
 	if (!fwd || !x || !y || !b || !e || !out)
 		goto done;
 	kred__diff_simplify = 0;
@@ -588,8 +597,8 @@ done:
 static void usage(FILE *f)
 {
 	fputs("usage: kred bench [--n N | --nx N --ny N] [--reps R] [--quick] [--json FILE]\n"
-	      "                  [--cases gauss,gauss64,lse,argkmin,gauss-d64,grad,latency,\n"
-	      "                           opencl,vulkan,cuda | highdim]\n"
+	      "                  [--cases gauss,gauss64,gauss-fast,gauss64-fast,lse,argkmin,\n"
+	      "                           gauss-d64,grad,latency,opencl,vulkan,cuda | highdim]\n"
 	      "                  [-b BACKEND]\n"
 	      "Runs the standard cases on a kred backend (default host) and on baselines\n"
 	      "written as a careful user writes them in C with OpenMP (bench/baselines.c),\n"

@@ -2,6 +2,8 @@
  * OpenCL and CUDA backends, below both. The generated functions are written in names that
  * each prelude (kernels/prelude_opencl.h, prelude_cuda.h) defines, and see private arrays
  * only. */
+#include <string.h>
+
 #include "device.h"
 #include "kernels/kred_kernels.h"
 
