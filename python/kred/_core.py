@@ -178,10 +178,10 @@ class Op:
             # without positions.
             cat = CATEGORY_NAMES[VI if spec["axis"] == REDUCE_J else VJ]
             lse = op(spec["formula"], spec["aliases"], "LogSumExp", spec["axis"],
-                     sum_scheme=spec["sum_scheme"])
+                     sum_scheme=spec["sum_scheme"], fast_math=spec["fast_math"])
             total = op(f"Exp(({spec['formula']}) - {name}) * ({spec['weight']})",
                        spec["aliases"] + (f"{name} = {cat}({n}, 1)",), "Sum", spec["axis"],
-                       sum_scheme=spec["sum_scheme"])
+                       sum_scheme=spec["sum_scheme"], fast_math=spec["fast_math"])
             self._parts = (lse, total)
         return self._parts
 
@@ -202,9 +202,11 @@ class Op:
         return f"{name} = {text}" if name else text
 
 
-def op(formula, aliases, reduction="Sum", axis=REDUCE_J, weight=None, sum_scheme=0):
-    """The process's one Op for this formula, aliases, reduction, axis and weight. A bad
-    formula is a ValueError with kred's message (caret and .offset included)."""
+def op(formula, aliases, reduction="Sum", axis=REDUCE_J, weight=None, sum_scheme=0,
+       fast_math=False):
+    """The process's one Op for this formula, aliases, reduction, axis, weight, summation
+    scheme and fast math (kred_reduction_options.fast_math). A bad formula is a
+    ValueError with kred's message (caret and .offset included)."""
     if not isinstance(formula, str):
         raise TypeError(f"a formula is a str, not {type(formula).__name__}")
     if weight is not None and not isinstance(weight, str):
@@ -213,14 +215,16 @@ def op(formula, aliases, reduction="Sum", axis=REDUCE_J, weight=None, sum_scheme
     for a in aliases:
         if not isinstance(a, str):
             raise TypeError(f"aliases are str such as 'X = Vi(3)', not {a!r}")
-    key = (formula, aliases, reduction, axis, weight, sum_scheme)
+    fast_math = bool(fast_math)
+    key = (formula, aliases, reduction, axis, weight, sum_scheme, fast_math)
     o = _ops.get(key)
     if o is None:
         with _lock:
             o = _ops.get(key)
             if o is None:
                 spec = dict(formula=formula, aliases=aliases, reduction=reduction,
-                            axis=axis, weight=weight, sum_scheme=sum_scheme)
+                            axis=axis, weight=weight, sum_scheme=sum_scheme,
+                            fast_math=fast_math)
                 o = _ops[key] = Op(spec)
     return o
 
@@ -317,7 +321,8 @@ class GenredBase:
 
     def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
                  formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
-                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False):
+                 sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False,
+                 use_fast_math=False):
         if axis not in (0, 1):
             raise ValueError(f"axis must be 0 (reduce over i) or 1 (reduce over j), not {axis!r}")
         if use_double_acc or dtype_acc not in ("auto", None):
@@ -329,7 +334,7 @@ class GenredBase:
         self.reduction_op = reduction_name(reduction_op, opt_arg, formula2)
         self.axis = axis
         self.op = op(formula, aliases, self.reduction_op, REDUCE_J if axis == 1 else REDUCE_I,
-                     formula2, globals()["sum_scheme"](sum_scheme))
+                     formula2, globals()["sum_scheme"](sum_scheme), use_fast_math)
 
     @staticmethod
     def check_call(device_id, device_hint):
@@ -497,7 +502,7 @@ class BatchPlan:
                     f"kred runs it as a variable of each problem's rows, which needs an "
                     f"alias that names it ('G = Pm(1)')")
         return op(spec["formula"], aliases, spec["reduction"], spec["axis"], spec["weight"],
-                  spec["sum_scheme"])
+                  spec["sum_scheme"], spec["fast_math"])
 
     def _ranges(self):
         B, n, st = self.B, self.n, self.stacked

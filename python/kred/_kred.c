@@ -844,29 +844,32 @@ static void context_dealloc(ContextObject *self)
 
 PyDoc_STRVAR(reduction_doc,
 	     "reduction(formula, aliases, reduction, axis=0, dtype='float32', weight=None,\n"
-	     "          sum_scheme=0) -> Reduction\n\n"
-	     "Parses, checks and compiles a reduction (kred_reduction_create). axis 0 reduces\n"
+	     "          sum_scheme=0, fast_math=False) -> Reduction\n\n"
+	     "Parses, checks and compiles a reduction (kred_reduction_create_ex; fast_math:\n"
+	     "the backend's fast math functions, see kred.h). axis 0 reduces\n"
 	     "over j (output indexed by i), 1 over i. Errors are ValueError (formula, aliases,\n"
 	     "reduction: with kred's message, caret and .offset) or RuntimeError (build).");
 
 static PyObject *context_reduction(ContextObject *self, PyObject *args, PyObject *kw)
 {
 	static char *names[] = { "formula", "aliases", "reduction", "axis", "dtype", "weight",
-				 "sum_scheme", NULL };
+				 "sum_scheme", "fast_math", NULL };
 	const char *formula, *reduction, *weight = NULL, **aliases;
 	PyObject *alias_seq, *keep = NULL, *dtype_obj = NULL;
 	kred_spec spec = { 0 };
 	kred_reduction *r = NULL;
 	struct error e = { 0 };
 	size_t n_aliases = 0;
-	int axis = 0, sum_scheme = 0;
+	kred_reduction_options ro = { sizeof(ro), KRED_FAST_MATH_OFF };
+	int axis = 0, sum_scheme = 0, fast = 0;
 	kred_dtype dtype = KRED_FLOAT32;
 	kred_status st;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "sOs|iOzi:reduction", names, &formula,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "sOs|iOzip:reduction", names, &formula,
 					 &alias_seq, &reduction, &axis, &dtype_obj, &weight,
-					 &sum_scheme))
+					 &sum_scheme, &fast))
 		return NULL;
+	ro.fast_math = fast ? KRED_FAST_MATH_ON : KRED_FAST_MATH_OFF;
 	if (dtype_obj && to_dtype(dtype_obj, &dtype))
 		return NULL;
 	if (axis != KRED_REDUCE_J && axis != KRED_REDUCE_I)
@@ -889,7 +892,7 @@ static PyObject *context_reduction(ContextObject *self, PyObject *args, PyObject
 	/* Compiling takes from milliseconds (cached) to seconds. */
 	Py_BEGIN_ALLOW_THREADS
 	PyThread_acquire_lock(self->lock, WAIT_LOCK);
-	st = kred_reduction_create(self->ctx, &spec, &r);
+	st = kred_reduction_create_ex(self->ctx, &spec, &ro, &r);
 	if (st)
 		error_capture(&e, self->ctx, st);
 	PyThread_release_lock(self->lock);

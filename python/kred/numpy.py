@@ -130,6 +130,9 @@ class Genred(_core.GenredBase):
     "Max_SumShiftExp"... axis=1 reduces over j (the output has nx rows), axis=0 over i
     (ny rows). dtype is taken from the arrays (the argument is accepted for KeOps'
     sake). sum_scheme: "auto", "direct_sum", "block_sum" or "kahan_scheme".
+    use_fast_math=True: the backend's fast math functions (kred_reduction_options in
+    kred.h; off by default, where KeOps' default is on), which keep infinities, NaN and
+    the compensated sums.
 
     The call takes the arrays in alias order, backend= ("auto", "CPU", "GPU", "GPU_1D",
     "GPU_2D", or a kred backend name such as "opencl:0") and ranges= (KeOps' block-sparse

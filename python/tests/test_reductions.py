@@ -170,3 +170,40 @@ def test_sum_schemes(rng):
         red = kred.numpy.Genred(VEC, ALIASES, "Sum", axis=1, sum_scheme=scheme)
         got = red(x, y, b, backend="CPU")
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fast_math(rng, backend):
+    """use_fast_math=True reaches the library (the host's shorter exp changes the float32
+    sums' last bits), stays within 1e-5 of float64 numpy (kred.h's bound for each fast
+    function, with room), keeps -inf and NaN, and its gradient runs with it."""
+    need_backend(backend)
+    x = rng.uniform(0, 1, (300, 3)).astype(np.float32)
+    y = rng.uniform(0, 1, (2000, 3)).astype(np.float32)
+    b = rng.uniform(0, 1, (2000, 1)).astype(np.float32)
+    aliases = ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)"]
+    d2 = ((x[:, None, :].astype(np.float64) - y[None, :, :]) ** 2).sum(-1)
+    want = np.exp(-2 * d2) @ b.astype(np.float64)
+    fast = kred.numpy.Genred("Exp(-IntCst(2)*SqDist(X,Y))*B", aliases, "Sum", axis=1,
+                             use_fast_math=True)
+    slow = kred.numpy.Genred("Exp(-IntCst(2)*SqDist(X,Y))*B", aliases, "Sum", axis=1)
+    got_fast, got_slow = fast(x, y, b, backend=backend), slow(x, y, b, backend=backend)
+    np.testing.assert_allclose(got_fast, want, rtol=1e-5)
+    np.testing.assert_allclose(got_slow, want, rtol=1e-6)
+    if backend == "host":
+        assert not np.array_equal(got_fast, got_slow)
+    lse = kred.numpy.Genred("X + Y", ["X = Vi(1)", "Y = Vj(1)"], "LogSumExp", axis=1,
+                            use_fast_math=True)
+    xs = np.array([[0], [-np.inf], [1]], np.float32)
+    ys = np.array([[1000], [999], [-np.inf], [np.nan]], np.float32)
+    out = lse(xs, ys[:3], backend=backend)
+    assert out[1, 0] == -np.inf and abs(out[0, 0] - (1000 + np.log1p(np.exp(-1)))) < 1e-3
+    assert np.isnan(lse(xs, ys, backend=backend)).all()
+    tx = torch.tensor(x, requires_grad=True)
+    red = kred.torch.Genred("Exp(-IntCst(2)*SqDist(X,Y))*B", aliases, "Sum", axis=1,
+                            use_fast_math=True)
+    red(tx, torch.tensor(y), torch.tensor(b), backend=backend).sum().backward()
+    diff = x[:, None, :].astype(np.float64) - y[None, :, :]
+    grad = (-4 * diff * (np.exp(-2 * d2) * b[:, 0].astype(np.float64))[:, :, None]).sum(1)
+    np.testing.assert_allclose(tx.grad.numpy(), grad, rtol=1e-5,
+                               atol=1e-5 * np.abs(grad).max())
