@@ -633,6 +633,18 @@ KRED_API kred_status kred_reduction_ptx(kred_reduction *r, const char *arch, cha
 KRED_API kred_status kred_reduction_run_cuda(kred_reduction *r, int64_t nx, int64_t ny,
 					     const uint64_t *cu_args, uint64_t cu_out);
 
+/* kred_reduction_run_cuda on the caller's stream (a CUstream cast to void *; NULL is
+ * kred_reduction_run_cuda's legacy default stream; CU_STREAM_LEGACY and
+ * CU_STREAM_PER_THREAD are taken): kred's copies and kernels are queued on it, after the
+ * work queued there before, and the call waits for that stream only, not for the GPU,
+ * before it returns with the output written. So a caller orders kred after its own
+ * work without a device-wide synchronisation; a non-blocking stream and memory from
+ * cuMemAllocAsync on it are fine. A stream of another context than the primary one of
+ * r's GPU is KRED_EINVAL. */
+KRED_API kred_status kred_reduction_run_cuda_stream(kred_reduction *r, int64_t nx, int64_t ny,
+						    const uint64_t *cu_args, uint64_t cu_out,
+						    void *stream);
+
 /* The GPU of a cuda context: *device its index (as in "cuda:N" and cuDeviceGet) and
  * *cu_context its primary CUcontext cast to void * (owned by the context: retain it to
  * keep it longer). Either out-pointer may be NULL. KRED_EBACKEND for a context that is not

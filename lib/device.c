@@ -485,7 +485,7 @@ static kred_status check_user(const struct kred__device *d, const struct kred_re
 }
 
 kred_status kred__device_run_user(const struct kred__device *d, kred_reduction *r, int64_t nx,
-				  int64_t ny, const kred__dmem *mems, kred__dmem out)
+				  int64_t ny, const kred__dmem *mems, kred__dmem out, void *queue)
 {
 	struct kred__error err, later;
 	kred_status s, w;
@@ -495,10 +495,14 @@ kred_status kred__device_run_user(const struct kred__device *d, kred_reduction *
 	s = check_user(d, r, nx, ny, mems, out, &err);
 	if (!s) {
 		pthread_mutex_lock(&r->ctx->lock); /* the context's runs are serialised */
+		if (queue)
+			d->ops->queue(d->state, queue);
 		s = buffers_run(d, r, nx, ny, mems, out, &err);
 		/* Returns with the work done, so that the caller may use the output on any
 		 * queue or stream. */
 		w = d->ops->finish(d->state, s ? &later : &err);
+		if (queue)
+			d->ops->queue(d->state, NULL);
 		pthread_mutex_unlock(&r->ctx->lock);
 		if (!s)
 			s = w;

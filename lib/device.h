@@ -98,6 +98,9 @@ struct kred__device_ops {
 			     struct kred__error *err);
 	/* Waits for the queued work; where a failure inside a kernel shows. */
 	kred_status (*finish)(void *state, struct kred__error *err);
+	/* Optional: puts the work that follows on the caller's queue (a CUstream), or back
+	 * on the backend's own for NULL; called under the context's lock. */
+	void (*queue)(void *state, void *queue);
 };
 
 /* A device as the planner sees it: its primitives and the figures it plans with. */
@@ -137,8 +140,9 @@ kred_status kred__device_run(const struct kred__device *d, const struct kred__dm
  * turned the user's buffers into mems (NULL when the user gave no array): the sizes and
  * buffers checked, then the run
  * (auxiliary reduction, reduction, row sum of a parameter's gradient) under the
- * context's lock, then a wait. Sets the context's error on failure. */
+ * context's lock, on the caller's queue when queue is not NULL (the backend must have
+ * ops->queue), then a wait for that queue. Sets the context's error on failure. */
 kred_status kred__device_run_user(const struct kred__device *d, kred_reduction *r, int64_t nx,
-				  int64_t ny, const kred__dmem *mems, kred__dmem out);
+				  int64_t ny, const kred__dmem *mems, kred__dmem out, void *queue);
 
 #endif

@@ -2,6 +2,7 @@
  * NVRTC for several architectures and assembled by ptxas (no GPU needed), the compile-only
  * context, the loaders' failure paths, the command, and on a GPU the run tests. */
 #include <check.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -546,6 +547,8 @@ START_TEST(test_compile_only)
 	ck_assert_int_eq(kred_reduction_run(r, 1, 1, args, out), KRED_EBACKEND);
 	ck_assert_ptr_nonnull(strstr(kred_errmsg(ctx), "only compiles"));
 	ck_assert_int_eq(kred_reduction_run_cuda(r, 1, 1, dargs, 5), KRED_EBACKEND);
+	ck_assert_int_eq(kred_reduction_run_cuda_stream(r, 1, 1, dargs, 5, &dev), KRED_EBACKEND);
+	ck_assert_ptr_nonnull(strstr(kred_errmsg(ctx), "only compiles"));
 	ck_assert_int_eq(kred_context_cuda_handles(ctx, &dev, &cuctx), KRED_EBACKEND);
 	ck_assert_int_eq(dev, -1);
 	ck_assert_ptr_null(cuctx);
@@ -1099,6 +1102,102 @@ START_TEST(test_run_grad)
 }
 END_TEST
 
+/* kred_reduction_run_cuda_stream on a non-blocking stream (which the legacy default
+ * stream does not wait for), with every buffer from cuMemAllocAsync on that stream and
+ * filled by copies queued there: kred's work must come after the copies and be done when
+ * the call returns. Against the reference on the same inputs; then a second run on the
+ * same stream into the same output, with the inputs changed by a copy queued just
+ * before it. The stream calls are the driver's own (dlsym), not kred's loader, which
+ * needs none of them. */
+START_TEST(test_run_stream)
+{
+	typedef int (*stream_create_fn)(CUstream *, unsigned);
+	typedef int (*stream_fn)(CUstream);
+	typedef int (*alloc_async_fn)(CUdeviceptr *, size_t, CUstream);
+	typedef int (*free_async_fn)(CUdeviceptr, CUstream);
+	enum { NX = 1000, NY = 3000 };
+	void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+	kred_context *ctx = open_ctx("cuda", KRED_SCHEME_AUTO, NULL);
+	kred_context *rctx = open_ctx("reference", KRED_SCHEME_AUTO, NULL);
+	kred_reduction *r = make_row(ctx, &rows[4]), *ref = make_row(rctx, &rows[4]);
+	static float x[NX * 3], y[NY * 3], b[NY], out[NX], want[NX];
+	float g = 0.5f;
+	const void *args[4] = { x, y, b, &g };
+	const size_t bytes[4] = { sizeof(x), sizeof(y), sizeof(b), sizeof(g) };
+	uint64_t d[4], dout;
+	CUdeviceptr p;
+	CUstream s = NULL;
+	CUcontext c = NULL, old;
+	stream_create_fn create;
+	stream_fn sync, destroy;
+	alloc_async_fn alloc;
+	free_async_fn release;
+	char msg[512];
+
+	ck_assert_msg(lib, "%s", dlerror());
+	*(void **)&create = dlsym(lib, "cuStreamCreate");
+	*(void **)&sync = dlsym(lib, "cuStreamSynchronize");
+	*(void **)&destroy = dlsym(lib, "cuStreamDestroy_v2");
+	*(void **)&alloc = dlsym(lib, "cuMemAllocAsync");
+	*(void **)&release = dlsym(lib, "cuMemFreeAsync");
+	ck_assert(create && sync && destroy && alloc && release);
+	if (!cu) {
+		char why[320];
+
+		cu = kred__cu_load(why, sizeof(why));
+		ck_assert_ptr_nonnull(cu);
+	}
+	lcg_state = 5;
+	for (int k = 0; k < NX * 3; k++)
+		x[k] = (float)uniform();
+	for (int k = 0; k < NY * 3; k++)
+		y[k] = (float)uniform();
+	for (int k = 0; k < NY; k++)
+		b[k] = (float)uniform();
+	ck_assert_int_eq(kred_context_cuda_handles(ctx, NULL, (void **)&c), KRED_OK);
+	ck_assert_int_eq(cu->CtxPushCurrent(c), CUDA_SUCCESS);
+	ck_assert_int_eq(create(&s, 1 /* CU_STREAM_NON_BLOCKING */), CUDA_SUCCESS);
+	for (int k = 0; k < 4; k++) {
+		ck_assert_int_eq(alloc(&p, bytes[k], s), CUDA_SUCCESS);
+		ck_assert_int_eq(cu->MemcpyHtoDAsync(p, args[k], bytes[k], s), CUDA_SUCCESS);
+		d[k] = p;
+	}
+	ck_assert_int_eq(alloc(&p, sizeof(out), s), CUDA_SUCCESS);
+	dout = p;
+	cu->CtxPopCurrent(&old);
+	for (int pass = 0; pass < 2; pass++) {
+		ck_assert_msg(kred_reduction_run_cuda_stream(r, NX, NY, d, dout, s) == KRED_OK, "%s",
+			      kred_errmsg(ctx));
+		ck_assert_int_eq(kred_reduction_run(ref, NX, NY, args, want), KRED_OK);
+		/* Done on return: read it on the legacy default stream, which does not wait
+		 * for s. */
+		ck_assert_int_eq(cu->CtxPushCurrent(c), CUDA_SUCCESS);
+		ck_assert_int_eq(cu->MemcpyDtoH(out, (CUdeviceptr)dout, sizeof(out)), CUDA_SUCCESS);
+		if (pass == 0) {
+			for (int k = 0; k < NY; k++)
+				b[k] = -b[k] * 0.5f;
+			ck_assert_int_eq(cu->MemcpyHtoDAsync((CUdeviceptr)d[2], b, sizeof(b), s),
+					 CUDA_SUCCESS);
+		}
+		cu->CtxPopCurrent(&old);
+		if (compare(out, want, NX, 1, KRED_FLOAT32, 1e-5, 1e-6, msg, sizeof(msg)))
+			ck_abort_msg("pass %d on a non-blocking stream: %s", pass, msg);
+	}
+	ck_assert_int_eq(cu->CtxPushCurrent(c), CUDA_SUCCESS);
+	for (int k = 0; k < 4; k++)
+		release((CUdeviceptr)d[k], s);
+	release((CUdeviceptr)dout, s);
+	ck_assert_int_eq(sync(s), CUDA_SUCCESS);
+	destroy(s);
+	cu->CtxPopCurrent(&old);
+	kred_reduction_destroy(r);
+	kred_reduction_destroy(ref);
+	kred_context_destroy(ctx);
+	kred_context_destroy(rctx);
+	dlclose(lib);
+}
+END_TEST
+
 /* Device memory that is too small, or not device memory, is refused. */
 START_TEST(test_run_pointers)
 {
@@ -1304,7 +1403,7 @@ int main(int argc, char **argv)
 		tcase_add_loop_test(tc, test_compile_arch, 0, n_archs);
 		suite_add_tcase(s, tc);
 	}
-	n_run = 3 * N_ROWS + 2 * N_SPECIALS + 2 * N(red_rows) + 2;
+	n_run = 3 * N_ROWS + 2 * N_SPECIALS + 2 * N(red_rows) + 3;
 	if (have_gpu) {
 		tc = tcase_create("gpu");
 		tcase_set_timeout(tc, 1800);
@@ -1312,6 +1411,7 @@ int main(int argc, char **argv)
 		tcase_add_loop_test(tc, test_run_special, 0, 2 * N_SPECIALS);
 		tcase_add_loop_test(tc, test_run_grad, 0, 2 * N(red_rows));
 		tcase_add_test(tc, test_run_pointers);
+		tcase_add_test(tc, test_run_stream);
 		tcase_add_test(tc, test_run_cache);
 		suite_add_tcase(s, tc);
 	}

@@ -941,7 +941,7 @@ kred_status kred_reduction_run_opencl(kred_reduction *r, int64_t nx, int64_t ny,
 			mems[k] = (kred__dmem)(uintptr_t)cl_mem_args[k];
 	}
 	s = kred__device_run_user(&st->layer, r, nx, ny, mems,
-				  (kred__dmem)(uintptr_t)cl_mem_out);
+				  (kred__dmem)(uintptr_t)cl_mem_out, NULL);
 	kred__free(mems);
 	return s;
 }

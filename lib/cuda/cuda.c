@@ -54,6 +54,9 @@ struct cu_state {
 	struct kred__device layer;	   /* what lib/device.c plans runs with */
 	size_t mem_cap;			   /* bytes the partial states may take */
 	struct scratch scratch[N_SCRATCH];
+	/* The caller's stream during kred_reduction_run_cuda_stream (set under the
+	 * context's lock), else NULL: the legacy default stream. */
+	CUstream stream;
 };
 
 struct cu_module {
@@ -63,6 +66,13 @@ struct cu_module {
 };
 
 static void layer_make(struct cu_state *st, const kred_context *ctx);
+
+/* Waits for kred's work: the caller's stream, or the whole context on the legacy
+ * default stream (the work of the context's blocking streams included, as always). */
+static CUresult cu_sync(const struct cu_state *st)
+{
+	return st->stream ? st->cu->StreamSynchronize(st->stream) : st->cu->CtxSynchronize();
+}
 
 static kred_status cu_fail(struct kred__error *err, const char *what, CUresult e)
 {
@@ -510,7 +520,7 @@ static kred_status cu_alloc(void *state, int role, size_t bytes, const void *ini
 		if (sc->size < bytes) {
 			if (sc->p) {
 				/* Launches that read it may still be queued. */
-				st->cu->CtxSynchronize();
+				cu_sync(st);
 				st->cu->MemFree(sc->p);
 			}
 			sc->p = 0;
@@ -525,12 +535,13 @@ static kred_status cu_alloc(void *state, int role, size_t bytes, const void *ini
 		p = sc->p;
 	}
 	if (init) {
-		/* On the legacy default stream: after the launches queued before it. */
-		e = st->cu->MemcpyHtoD(p, init, bytes);
+		/* On kred's stream, after the launches queued before it; from pageable memory,
+		 * init is staged before the call returns. */
+		e = st->cu->MemcpyHtoDAsync(p, init, bytes, st->stream);
 		if (e != CUDA_SUCCESS) {
 			if (role == KRED__MEM_OWN)
 				st->cu->MemFree(p);
-			return cu_fail(err, "cuMemcpyHtoD", e);
+			return cu_fail(err, "cuMemcpyHtoDAsync", e);
 		}
 	}
 	*out = (kred__dmem)p;
@@ -545,7 +556,7 @@ static void cu_release(void *state, int role, kred__dmem m)
 
 	if (role != KRED__MEM_OWN)
 		return;
-	st->cu->CtxSynchronize();
+	cu_sync(st);
 	st->cu->MemFree((CUdeviceptr)m);
 }
 
@@ -553,10 +564,13 @@ static kred_status cu_read(void *state, kred__dmem m, void *host, size_t bytes,
 			   struct kred__error *err)
 {
 	struct cu_state *st = state;
-	/* Synchronous: also where a failure inside a kernel shows. */
-	CUresult e = st->cu->MemcpyDtoH(host, (CUdeviceptr)m, bytes);
+	/* On kred's stream, then waited for: also where a failure inside a kernel shows. */
+	CUresult e = st->cu->MemcpyDtoHAsync(host, (CUdeviceptr)m, bytes, st->stream);
 
-	return e == CUDA_SUCCESS ? KRED_OK : cu_fail(err, "cuMemcpyDtoH", e);
+	if (e != CUDA_SUCCESS)
+		return cu_fail(err, "cuMemcpyDtoHAsync", e);
+	e = st->cu->StreamSynchronize(st->stream);
+	return e == CUDA_SUCCESS ? KRED_OK : cu_fail(err, "cuStreamSynchronize", e);
 }
 
 static kred_status cu_launch(void *state, const void *module, enum kred__kernel k, int64_t gx,
@@ -593,7 +607,7 @@ static kred_status cu_launch(void *state, const void *module, enum kred__kernel 
 		}
 	}
 	e = st->cu->LaunchKernel(m->k[k], (unsigned)gx, (unsigned)gy, 1,
-				 (unsigned)m->d.shape.wg, 1, 1, 0, NULL, params, NULL);
+				 (unsigned)m->d.shape.wg, 1, 1, 0, st->stream, params, NULL);
 	if (e != CUDA_SUCCESS) {
 		char what[64];
 
@@ -616,9 +630,20 @@ static kred_status cu_check(void *state, kred__dmem m, int64_t need, const char 
 	    st->cu->MemGetAddressRange(&base, &size, p) != CUDA_SUCCESS)
 		return kred__fail(err, KRED_EINVAL, -1, "%s (0x%llx) is not device memory", what,
 				  (unsigned long long)p);
-	if (c != st->context)
+	/* Memory of the stream-ordered allocator (cuMemAllocAsync) and of cuMemCreate
+	 * belongs to a device, not to a context: then the device must be this one. */
+	if (!c) {
+		int ordinal = -1;
+
+		if (st->cu->PointerGetAttribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, p) !=
+			    CUDA_SUCCESS ||
+		    ordinal != st->ordinal)
+			return kred__fail(err, KRED_EINVAL, -1, "%s is memory of GPU %d, not of %s "
+					  "(GPU %d)", what, ordinal, st->dev->name, st->ordinal);
+	} else if (c != st->context) {
 		return kred__fail(err, KRED_EINVAL, -1, "%s belongs to another CUDA context than "
 				  "the primary context of %s", what, st->dev->name);
+	}
 	if ((uint64_t)(base + size - p) < (uint64_t)need)
 		return kred__fail(err, KRED_EINVAL, -1, "%s has %llu bytes from its start to the "
 				  "end of its allocation, %lld are needed", what,
@@ -629,9 +654,16 @@ static kred_status cu_check(void *state, kred__dmem m, int64_t need, const char 
 static kred_status cu_finish(void *state, struct kred__error *err)
 {
 	struct cu_state *st = state;
-	CUresult e = st->cu->CtxSynchronize();
+	CUresult e = cu_sync(st);
 
-	return e == CUDA_SUCCESS ? KRED_OK : cu_fail(err, "cuCtxSynchronize", e);
+	return e == CUDA_SUCCESS ? KRED_OK
+				 : cu_fail(err, st->stream ? "cuStreamSynchronize" : "cuCtxSynchronize",
+					   e);
+}
+
+static void cu_queue(void *state, void *queue)
+{
+	((struct cu_state *)state)->stream = (CUstream)queue;
 }
 
 static const struct kred__device_ops cu_ops = {
@@ -641,6 +673,7 @@ static const struct kred__device_ops cu_ops = {
 	.launch = cu_launch,
 	.check = cu_check,
 	.finish = cu_finish,
+	.queue = cu_queue,
 };
 
 /* What the device layer plans with: 2D when the row blocks fill under half of eight
@@ -697,8 +730,19 @@ static kred_status cu_run_ranged(void *state, void *module, const struct kred_re
 	return cu_call(state, module, r, nx, ny, args, out, g, err);
 }
 
+/* CU_STREAM_LEGACY and CU_STREAM_PER_THREAD: handles of the calling thread's current
+ * context, which kred makes the GPU's primary one. */
+#define STREAM_LEGACY ((CUstream)0x1)
+#define STREAM_PER_THREAD ((CUstream)0x2)
+
 kred_status kred_reduction_run_cuda(kred_reduction *r, int64_t nx, int64_t ny,
 				    const uint64_t *cu_args, uint64_t cu_out)
+{
+	return kred_reduction_run_cuda_stream(r, nx, ny, cu_args, cu_out, NULL);
+}
+
+kred_status kred_reduction_run_cuda_stream(kred_reduction *r, int64_t nx, int64_t ny,
+					   const uint64_t *cu_args, uint64_t cu_out, void *stream)
 {
 	struct cu_state *st;
 	struct kred__error err;
@@ -736,7 +780,23 @@ kred_status kred_reduction_run_cuda(kred_reduction *r, int64_t nx, int64_t ny,
 		kred__free(mems);
 		return kred__ctx_set_error(r->ctx, &err, NULL);
 	}
-	s = kred__device_run_user(&st->layer, r, nx, ny, mems, (kred__dmem)cu_out);
+	if (stream && stream != STREAM_LEGACY && stream != STREAM_PER_THREAD) {
+		CUcontext c = NULL;
+		CUresult e = st->cu->StreamGetCtx((CUstream)stream, &c);
+
+		if (e != CUDA_SUCCESS)
+			s = kred__fail(&err, KRED_EINVAL, -1, "the stream (%p) is not a CUDA stream "
+				       "kred can use: cuStreamGetCtx failed", stream);
+		else if (c != st->context)
+			s = kred__fail(&err, KRED_EINVAL, -1, "the stream belongs to another CUDA "
+				       "context than the primary context of %s", st->dev->name);
+		if (s) {
+			leave(st);
+			kred__free(mems);
+			return kred__ctx_set_error(r->ctx, &err, NULL);
+		}
+	}
+	s = kred__device_run_user(&st->layer, r, nx, ny, mems, (kred__dmem)cu_out, stream);
 	leave(st);
 	kred__free(mems);
 	return s;

@@ -36,6 +36,7 @@ typedef unsigned long long CUdeviceptr;
 #define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR 76
 #define CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK 0
 #define CU_POINTER_ATTRIBUTE_CONTEXT 1
+#define CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL 9
 #define CU_JIT_ERROR_LOG_BUFFER 5
 #define CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES 6
 
@@ -70,6 +71,12 @@ typedef unsigned long long CUdeviceptr;
 	X(MemFree, "cuMemFree_v2", (CUdeviceptr p))                                      \
 	X(MemcpyHtoD, "cuMemcpyHtoD_v2", (CUdeviceptr dst, const void *src, size_t bytes)) \
 	X(MemcpyDtoH, "cuMemcpyDtoH_v2", (void *dst, CUdeviceptr src, size_t bytes))     \
+	X(MemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2",                                       \
+	  (CUdeviceptr dst, const void *src, size_t bytes, CUstream stream))             \
+	X(MemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2",                                       \
+	  (void *dst, CUdeviceptr src, size_t bytes, CUstream stream))                   \
+	X(StreamSynchronize, "cuStreamSynchronize", (CUstream stream))                   \
+	X(StreamGetCtx, "cuStreamGetCtx", (CUstream stream, CUcontext *ctx))             \
 	X(MemGetAddressRange, "cuMemGetAddressRange_v2",                                 \
 	  (CUdeviceptr *base, size_t *size, CUdeviceptr p))                              \
 	X(PointerGetAttribute, "cuPointerGetAttribute", (void *v, int attr, CUdeviceptr p))

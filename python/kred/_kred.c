@@ -609,11 +609,13 @@ done:
 }
 
 PyDoc_STRVAR(run_cuda_doc,
-	     "run_cuda(nx, ny, ptrs, out)\n\n"
+	     "run_cuda(nx, ny, ptrs, out, stream=0)\n\n"
 	     "Runs the reduction on CUDA memory of the context's GPU: ptrs holds one device\n"
 	     "address (an int, 0 where there is nothing to read) per argument, out the output's.\n"
-	     "kred checks that each is device memory large enough; the call returns once the\n"
-	     "output is written. The GIL is released meanwhile.");
+	     "kred checks that each is device memory large enough. stream: a CUstream as an int\n"
+	     "(torch's Stream.cuda_stream), on which kred queues its work after what is there\n"
+	     "(kred_reduction_run_cuda_stream); 0 is the legacy default stream. The call\n"
+	     "returns once the output is written. The GIL is released meanwhile.");
 
 PyDoc_STRVAR(run_host_doc,
 	     "run_host(nx, ny, ptrs, out, ranges=None)\n\n"
@@ -626,7 +628,7 @@ static PyObject *run_addresses(ReductionObject *self, PyObject *args, int cuda)
 {
 	ContextObject *c = self->owner;
 	long long nx, ny;
-	unsigned long long out;
+	unsigned long long out, stream = 0;
 	PyObject *list, *seq;
 	uint64_t *ptrs;
 	const void **host;
@@ -637,7 +639,8 @@ static PyObject *run_addresses(ReductionObject *self, PyObject *args, int cuda)
 	PyObject *ranges = Py_None;
 	struct ranges_view rv;
 
-	if (!PyArg_ParseTuple(args, cuda ? "LLOK" : "LLOK|O", &nx, &ny, &list, &out, &ranges))
+	if (cuda ? !PyArg_ParseTuple(args, "LLOK|K", &nx, &ny, &list, &out, &stream)
+		 : !PyArg_ParseTuple(args, "LLOK|O", &nx, &ny, &list, &out, &ranges))
 		return NULL;
 	if (ranges_get(ranges, &rv))
 		return NULL;
@@ -677,7 +680,8 @@ static PyObject *run_addresses(ReductionObject *self, PyObject *args, int cuda)
 	Py_BEGIN_ALLOW_THREADS
 	PyThread_acquire_lock(c->lock, WAIT_LOCK);
 	if (cuda)
-		st = kred_reduction_run_cuda(self->r, nx, ny, ptrs, out);
+		st = kred_reduction_run_cuda_stream(self->r, nx, ny, ptrs, out,
+						    (void *)(uintptr_t)stream);
 	else
 		st = kred_reduction_run_ranges(self->r, nx, ny, host, (void *)(uintptr_t)out,
 					       rv.rg.struct_size ? &rv.rg : NULL);

@@ -10,8 +10,8 @@ generic_logsumexp, Genred, Kernel and kernel_product, and a LazyTensor.
     a.sum().backward()                            # gradients through kred
 
 Tensors are float32 or float64, all of one type and on one device. CUDA tensors are
-computed on their GPU through kred_reduction_run_cuda (nothing goes through the host),
-after the work of torch's current stream; host tensors are passed to kred without a copy
+computed on their GPU through kred_reduction_run_cuda_stream (nothing goes through the
+host), queued on torch's current stream after its work, with no device-wide wait; host tensors are passed to kred without a copy
 when C-contiguous. A gradient is itself a kred reduction (kred_reduction_grad), run by
 the same autograd Function, so gradients of gradients work (create_graph=True)."""
 
@@ -76,14 +76,6 @@ def _prepare(op, args):
     return tensors
 
 
-def _sync_current_stream(device):
-    # kred runs on the legacy default stream, which waits for torch's default stream
-    # but not for the non-blocking streams torch makes: finish the current one first.
-    stream = torch.cuda.current_stream(device)
-    if stream != torch.cuda.default_stream(device):
-        stream.synchronize()
-
-
 def _compute(op, backend, nx, ny, args, ranges=None):
     """Runs op on tensors already checked by _prepare, restricted to ranges (the six int32
     arrays of _core.ranges_arrays) when given; returns a new tensor on their device."""
@@ -97,8 +89,10 @@ def _compute(op, backend, nx, ny, args, ranges=None):
     if device.type == "cuda" and ranges is None:
         if ctx.cuda_device == cuda_index:
             out = torch.empty(shape, dtype=dtype, device=device)
-            _sync_current_stream(device)
-            r.run_cuda(nx, ny, [a.data_ptr() for a in args], out.data_ptr())
+            # On torch's current stream (non-blocking ones included): after its work,
+            # and waited for on that stream alone.
+            r.run_cuda(nx, ny, [a.data_ptr() for a in args], out.data_ptr(),
+                       torch.cuda.current_stream(device).cuda_stream)
             return out
         if ctx.cuda_device is not None:
             raise ValueError(f"the tensors are on {device}, but backend {backend!r} is GPU "
