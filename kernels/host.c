@@ -22,6 +22,8 @@
  *   KR_DF, kr_eval(f, sf, xi, sxi, yj, p, jr, gm, sgm)  the KR_DF values of F at f[c * sf]
  *   kr_fold(st, sst, f, sf, jr)  folds them in, skipping terms that cannot enter
  *   kr_may(st, sst, f, sf)       nonzero when the term at f may enter
+ *   KR_LSE_TILE        1 for LogSumExp of a scalar F with the block scheme, which comes
+ *                      with kr_eval: the template sums a tile's exponentials itself
  *   KR_NG, KR_GRAMS    the gram slots: squared distances and scalar products of a row
  *                      and a column variable of many values, which this template
  *                      computes for a tile of rows and columns at once, as a matrix
@@ -67,6 +69,10 @@ static inline void kr_finalize(const real *restrict st, int sst, real *restrict 
 
 #include <stdlib.h>
 #include <string.h>
+
+#ifndef KR_LSE_TILE
+#define KR_LSE_TILE 0
+#endif
 
 /* Rows per block: two AVX-512 vectors of floats; the rows' states and variables are
  * stored slot-major (st[s * KR_R + r]) so that one lane handles one row. */
@@ -435,6 +441,58 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 	}
 	return;
 #endif
+#if KR_LSE_TILE
+	/* LogSumExp by tiles: F for a tile of columns into part, each row's largest value m,
+	 * then s = the sum of exp(F - m), one exp a term with nothing around it (the running
+	 * form, kr_update, rescales with selects at every term), and {m, s} merged into the
+	 * row's state as a partial state of the tile. A row whose m is not finite (an
+	 * infinity or NaN among its terms, or only -inf) takes the tile term by term. */
+	for (int64_t t0 = j0; t0 < j1; t0 += KR_TS) {
+		int64_t t1 = t0 + KR_TS < j1 ? t0 + KR_TS : j1;
+		real m[KR_R], s[KR_R];
+
+		for (int r = 0; r < KR_R; r++) {
+			m[r] = -KR_INF;
+			s[r] = 0;
+		}
+		for (int64_t j = t0; j < t1; j++) {
+			const real *restrict yj = yc + j * KR_DC;
+			const real *restrict gm = q->gm + (j - q->g0) * KR_NG * KR_R;
+			real *restrict f = part + (j - t0) * KR_R;
+
+#pragma omp simd
+			for (int r = 0; r < KR_R; r++) {
+				kr_eval(f + r, KR_R, xs + r, KR_R, yj, p, (real)j, gm + r, KR_R);
+				m[r] = f[r] > m[r] || f[r] != f[r] ? f[r] : m[r];
+			}
+		}
+		for (int64_t j = t0; j < t1; j++) {
+			const real *restrict f = part + (j - t0) * KR_R;
+
+#pragma omp simd
+			for (int r = 0; r < KR_R; r++)
+				s[r] += kr_exp(f[r] - m[r]);
+		}
+		for (int r = 0; r < KR_R; r++) {
+			real ot[KR_NST];
+
+			if (m[r] - m[r] == 0) {
+				ot[0] = m[r];
+				ot[1] = s[r];
+				for (int k = 2; k < KR_NST; k++)
+					ot[k] = 0;
+			} else {
+				kr_init(ot, 1);
+				for (int64_t j = t0; j < t1; j++)
+					kr_update(ot, 1, xs + r, KR_R, yc + j * KR_DC, p, (real)j,
+						  q->gm + (j - q->g0) * KR_NG * KR_R + r, KR_R);
+			}
+			kr_merge(st + r, KR_R, ot, 1);
+		}
+	}
+	(void)part;
+	return;
+#endif
 	for (int64_t t0 = j0; t0 < j1; t0 += KR_T) {
 		int64_t t1 = t0 + KR_T < j1 ? t0 + KR_T : j1;
 #if KR_TILE_MERGE
@@ -487,8 +545,9 @@ static size_t kr_buffer_size(void)
 	const size_t gtile = (size_t)KR_T * KR_NG * KR_R;
 	const size_t gblk = (size_t)KR_NG * KR_R + (size_t)KR_GTOTAL * KR_R;
 	const size_t ybsz = KR_YBSZ;
-	/* part: a tile's partial states, or the F values of a selection's tile */
-	const size_t psz = KR_SELECT ? (size_t)KR_TS * KR_DF * KR_R : sz;
+	/* part: a tile's partial states, or the F values of a selection's or a tiled
+	 * LogSumExp's tile */
+	const size_t psz = KR_SELECT || KR_LSE_TILE ? (size_t)KR_TS * KR_DF * KR_R : sz;
 
 	return KR_GROUP * (sz + xsz + gtile + gblk) + psz + ybsz + 1;
 }
@@ -502,7 +561,7 @@ static void kr_buffers(real *buf, struct kr_gram q[KR_GROUP], const real *yc, in
 	const size_t sz = (size_t)KR_NST * KR_R, xsz = (size_t)KR_DR * KR_R;
 	const size_t gtile = (size_t)KR_T * KR_NG * KR_R;
 	const size_t gblk = (size_t)KR_NG * KR_R + (size_t)KR_GTOTAL * KR_R;
-	const size_t psz = KR_SELECT ? (size_t)KR_TS * KR_DF * KR_R : sz;
+	const size_t psz = KR_SELECT || KR_LSE_TILE ? (size_t)KR_TS * KR_DF * KR_R : sz;
 
 	*part = buf + KR_GROUP * sz;
 	*xs0 = *part + psz;

@@ -2333,6 +2333,10 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	kred_status s;
 	struct kred__emit_loops n;
 	int select = d->eval_params && (kred__reds[r->red].flags & KRED__RED_K);
+	/* LogSumExp of a scalar F with the block scheme: the host template takes a tile's
+	 * values of F (kr_eval) and sums their exponentials itself (KR_LSE_TILE). */
+	int lse_tile = d->eval_params && r->red == KRED__RED_LSE && !r->w && r->f->dim == 1 &&
+		       r->sum_scheme == KRED_SUM_BLOCK;
 
 	if (out)
 		*out = NULL;
@@ -2349,11 +2353,11 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	kred__buf_printf(&b, " */\n#define KR_DOUBLE %d\n#define KR_DR %d\n#define KR_DC %d\n"
 			 "#define KR_DP %d\n#define KR_NST %d\n#define KR_OUT %d\n"
 			 "#define KR_TILE_MERGE %d\n#define KR_DF %d\n#define KR_SELECT %d\n"
-			 "#define KR_FAST_MATH %d\n",
+			 "#define KR_FAST_MATH %d\n#define KR_LSE_TILE %d\n",
 			 e.dbl, l->width[KRED__SIDE_ROW], l->width[KRED__SIDE_COL],
 			 l->width[KRED__SIDE_PRM], e.nst0 + (e.comp ? e.nsum : 0), r->out_dim,
 			 e.nsum > 0 && r->sum_scheme == KRED_SUM_BLOCK, r->f->dim, select,
-			 r->fast_math);
+			 r->fast_math, lse_tile);
 	kred__buf_puts(&b, d->prelude);
 	kred__buf_printf(&b, "\n%s void kr_init(%s)\n{\n", d->fn_qual, d->init_params);
 	rc->init(&e);
@@ -2375,7 +2379,7 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	rc->finalize(&e);
 	n.finalize = e.iters;
 	kred__buf_puts(&b, "}\n\n");
-	if (select) {
+	if (select || lse_tile) {
 		kred__buf_printf(&b, "%s void kr_eval(%s)\n{\n%s", d->fn_qual, d->eval_params,
 				 d->update_unused);
 		e.oom = 0;
@@ -2390,7 +2394,10 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 			emitf(&e, " = %F;\n", c);
 		}
 		comp_close(&e);
-		kred__buf_printf(&b, "}\n\n%s void kr_fold(%s)\n{\n", d->fn_qual, d->fold_params);
+		kred__buf_puts(&b, "}\n\n");
+	}
+	if (select) {
+		kred__buf_printf(&b, "%s void kr_fold(%s)\n{\n", d->fn_qual, d->fold_params);
 		e.fbuf = 1;
 		rc->update(&e);
 		kred__buf_printf(&b, "}\n\n%s int kr_may(%s)\n{\n\tint kr_m = 0;\n\n",
