@@ -75,6 +75,22 @@ static inline double kr_exp(double x)
 #endif
 	p = p * r + 1.0;
 	p = p * r + 1.0;
+#if KR_FAST_MATH
+	/* Fast math: 2^(n-1) put into p's exponent (t's bits shifted up are n's), then
+	 * times 2, so that n up to 1024 stays in range. Results below 2^-1020 (x below
+	 * -707.35) are flushed to 0 rather than made subnormal, as CUDA's fast math flushes;
+	 * past 709.78, and for NaN, x + inf. Elsewhere kr_exp's value, bit for bit. */
+	memcpy(&nb, &t, sizeof(nb));
+	memcpy(&a, &p, sizeof(a));
+	a += (nb << 52) - ((uint64_t)1 << 52);
+	memcpy(&p, &a, sizeof(p));
+	p = p * 2.0;
+	(void)sa;
+	(void)sb;
+	(void)b;
+	p = !(x <= 709.782712893383973096) ? x + KR_INF : p;
+	return x < -707.35 ? 0.0 : p;
+#else
 	/* 2^n as two factors 2^a 2^(n-a), a = floor(n / 2), so that n down to -1075
 	 * (subnormal results) and up to 1024 stay representable, p 2^a is exact and the
 	 * product rounds once. n is t's bits less the trick's (folded into the constants
@@ -92,6 +108,7 @@ static inline double kr_exp(double x)
 	 * its compares and blends cost 8% of a Gaussian sum. */
 	p = x > 709.782712893383973096 ? KR_INF : p;
 	return x < -745.2 ? 0.0 : p;
+#endif
 }
 
 /* fdlibm's log: x = 2^k m with m in [sqrt(2)/2, sqrt(2)), log(m) = f - hfsq + s (hfsq + R),
@@ -173,6 +190,19 @@ static inline float kr_exp(float x)
 #endif
 	p = p * r + 1.0f;
 	p = p * r + 1.0f;
+#if KR_FAST_MATH
+	/* As in double: results below 2^-124 (x below -86.29) flushed to 0. */
+	memcpy(&nb, &t, sizeof(nb));
+	memcpy(&a, &p, sizeof(a));
+	a += (nb << 23) - (1u << 23);
+	memcpy(&p, &a, sizeof(p));
+	p = p * 2.0f;
+	(void)sa;
+	(void)sb;
+	(void)b;
+	p = !(x <= 88.72283935546875f) ? x + KR_INF : p;
+	return x < -86.29f ? 0.0f : p;
+#else
 	memcpy(&nb, &t, sizeof(nb));
 	a = (uint32_t)((int32_t)nb >> 1) + (127u - 0x4B400000u / 2);
 	b = (nb - a + (254u - 0x4B400000u)) << 23;
@@ -182,6 +212,7 @@ static inline float kr_exp(float x)
 	p = p * sa * sb;
 	p = x > 88.72283935546875f ? KR_INF : p;
 	return x < -103.972084045410f ? 0.0f : p;
+#endif
 }
 
 /* musl's logf (from fdlibm), with the same reduction as kr_log above. */
