@@ -350,10 +350,14 @@ class GenericBase:
 
     _run = None
 
-    def __init__(self, reduction, formula, output, *aliases):
+    def __init__(self, reduction, formula, output, *aliases, sum_scheme="auto",
+                 use_fast_math=False, dtype=None, cuda_type=None):
+        # dtype and cuda_type: KeOps' keywords, accepted as Genred accepts them (the type
+        # comes from the arrays).
         axis, dim = parse_output(output)
         self.output = output
-        self.op = op(formula, aliases, reduction, axis)
+        self.op = op(formula, aliases, reduction, axis, None,
+                     globals()["sum_scheme"](sum_scheme), use_fast_math)
         if self.op.out_dim != dim:
             raise ValueError(f"the output {output!r} has dimension {dim}, but the "
                              f"{reduction} of {formula!r} has dimension {self.op.out_dim}")

@@ -154,17 +154,19 @@ class _Generic(_core.GenericBase):
     _run = staticmethod(run)
 
 
-def generic_sum_np(formula, output, *aliases):
+def generic_sum_np(formula, output, *aliases, **options):
     """KeOps 1.x's generic_sum_np: the formula, the output ("A = Vx(2)": indexed by i,
     so summed over j; Vy: summed over i), then the input aliases ("G = Pm(1)",
-    "X = Vx(3)", ...). Returns a function of the arrays, in alias order, and backend=."""
-    return _Generic("Sum", formula, output, *aliases)
+    "X = Vx(3)", ...). Returns a function of the arrays, in alias order, and backend=.
+    options: sum_scheme= and use_fast_math= as Genred takes them (dtype= and cuda_type=
+    are accepted and unused: the type comes from the arrays)."""
+    return _Generic("Sum", formula, output, *aliases, **options)
 
 
-def generic_logsumexp_np(formula, output, *aliases):
+def generic_logsumexp_np(formula, output, *aliases, **options):
     """As generic_sum_np, with a log-sum-exp (computed online and stably) in place of the
     sum; the formula has dimension 1, and so has the output."""
-    return _Generic("LogSumExp", formula, output, *aliases)
+    return _Generic("LogSumExp", formula, output, *aliases, **options)
 
 
 class LazyTensor(LazyTensorBase):

@@ -240,18 +240,20 @@ class _Generic(_core.GenericBase):
     _run = staticmethod(run)
 
 
-def generic_sum(formula, output, *aliases):
+def generic_sum(formula, output, *aliases, **options):
     """KeOps 1.x's generic_sum: the formula, the output ("A = Vx(2)": indexed by i, so
     summed over j; Vy: summed over i), then the input aliases ("G = Pm(1)", "X = Vx(3)",
     ...). Returns a function of the tensors, in alias order, and backend= ("auto", "CPU",
-    "GPU", "GPU_1D", "GPU_2D", or a kred backend such as "opencl:0")."""
-    return _Generic("Sum", formula, output, *aliases)
+    "GPU", "GPU_1D", "GPU_2D", or a kred backend such as "opencl:0"). options:
+    sum_scheme= and use_fast_math= as Genred takes them (dtype= and cuda_type= are accepted
+    and unused: the type comes from the tensors)."""
+    return _Generic("Sum", formula, output, *aliases, **options)
 
 
-def generic_logsumexp(formula, output, *aliases):
+def generic_logsumexp(formula, output, *aliases, **options):
     """As generic_sum, with a log-sum-exp (online and stable) in place of the sum; the
     formula has dimension 1, and so has the output."""
-    return _Generic("LogSumExp", formula, output, *aliases)
+    return _Generic("LogSumExp", formula, output, *aliases, **options)
 
 
 # ---- kernel_product ----

@@ -207,3 +207,23 @@ def test_fast_math(rng, backend):
     grad = (-4 * diff * (np.exp(-2 * d2) * b[:, 0].astype(np.float64))[:, :, None]).sum(1)
     np.testing.assert_allclose(tx.grad.numpy(), grad, rtol=1e-5,
                                atol=1e-5 * np.abs(grad).max())
+
+
+def test_generic_options(rng):
+    """generic_sum and generic_logsumexp take Genred's sum_scheme= and use_fast_math= (and
+    KeOps' dtype=, unused), and refuse a keyword they do not know."""
+    x = rng.uniform(0, 1, (50, 3))
+    y = rng.uniform(0, 1, (70, 3))
+    want = np.exp(-((x[:, None, :] - y[None]) ** 2).sum(-1)).sum(1, keepdims=True)
+    for options in ({}, {"sum_scheme": "kahan_scheme"}, {"use_fast_math": True},
+                    {"dtype": "float64"}):
+        f = kred.numpy.generic_sum_np("Exp(-SqDist(X,Y))", "A = Vx(1)", "X = Vx(3)",
+                                      "Y = Vy(3)", **options)
+        # float64: fast math's exp is within 8e-14 (kred.h)
+        np.testing.assert_allclose(f(x, y, backend="CPU"), want, rtol=1e-12)
+        t = kred.torch.generic_logsumexp("-SqDist(X,Y)", "A = Vx(1)", "X = Vx(3)",
+                                         "Y = Vy(3)", **options)
+        np.testing.assert_allclose(t(torch.tensor(x), torch.tensor(y), backend="CPU").numpy(),
+                                   np.log(want), rtol=1e-12)
+    with pytest.raises(TypeError):
+        kred.numpy.generic_sum_np("X", "A = Vx(3)", "X = Vx(3)", fast=True)
