@@ -111,6 +111,42 @@ static inline double kr_exp(double x)
 #endif
 }
 
+/* kr_exp for the sums' fast path (KR_GUARD, kernels/host.c): 2^n put into p's exponent
+ * as 2^(n+64), then times 2^-64, which rounds once, as kr_exp's two factors do, so the
+ * value is kr_exp's bit for bit, subnormal results included, for x up to 664; below -752
+ * the product would leave the range, and 0 is the answer. Past 664, and for NaN, it
+ * sets *bad, and the caller computes the tile again with kr_exp. Saves the integer work
+ * of kr_exp's two factors and its select on the upper side. */
+static inline double kr_exp_g(double x, int *bad)
+{
+	double t, n, r, p;
+	uint64_t nb, a;
+
+	t = x * 1.4426950408889634074 + 6755399441055744.0;
+	n = t - 6755399441055744.0;
+	r = x - n * 6.93147180369123816490e-01;
+	r = r - n * 1.90821492927058770002e-10;
+	p = 2.510040371657669145e-8;
+	p = p * r + 2.762011213957236449e-7;
+	p = p * r + 2.755726842168261226e-6;
+	p = p * r + 2.480152124613149443e-5;
+	p = p * r + 1.984126986307827975e-4;
+	p = p * r + 1.388888891724578757e-3;
+	p = p * r + 8.333333333330056894e-3;
+	p = p * r + 4.166666666662406365e-2;
+	p = p * r + 1.666666666666666745e-1;
+	p = p * r + 5.000000000000001024e-1;
+	p = p * r + 1.0;
+	p = p * r + 1.0;
+	memcpy(&nb, &t, sizeof(nb));
+	memcpy(&a, &p, sizeof(a));
+	a += (nb << 52) + ((uint64_t)64 << 52);
+	memcpy(&p, &a, sizeof(p));
+	p = p * 0x1p-64;
+	*bad |= !(x <= 664.0);
+	return x < -752.0 ? 0.0 : p;
+}
+
 /* fdlibm's log: x = 2^k m with m in [sqrt(2)/2, sqrt(2)), log(m) = f - hfsq + s (hfsq + R),
  * with s = f / (2 + f). Subnormals are scaled by 2^54 first. */
 static inline double kr_log(double x)
@@ -213,6 +249,33 @@ static inline float kr_exp(float x)
 	p = x > 88.72283935546875f ? KR_INF : p;
 	return x < -103.972084045410f ? 0.0f : p;
 #endif
+}
+
+/* As kr_exp_g in double: exact for x up to 44 (2^(n+64) in the exponent), 0 below
+ * -131, *bad set past 44 and for NaN. */
+static inline float kr_exp_g(float x, int *bad)
+{
+	float t, n, r, p;
+	uint32_t nb, a;
+
+	t = x * 1.44269504088896341f + 12582912.0f;
+	n = t - 12582912.0f;
+	r = x - n * 0.693359375f;
+	r = r + n * 2.12194440e-4f;
+	p = 1.392619766942992e-3f;
+	p = p * r + 8.363190325615149e-3f;
+	p = p * r + 4.166655453261579e-2f;
+	p = p * r + 1.666657692198540e-1f;
+	p = p * r + 0.5f;
+	p = p * r + 1.0f;
+	p = p * r + 1.0f;
+	memcpy(&nb, &t, sizeof(nb));
+	memcpy(&a, &p, sizeof(a));
+	a += (nb << 23) + (64u << 23);
+	memcpy(&p, &a, sizeof(p));
+	p = p * 0x1p-64f;
+	*bad |= !(x <= 44.0f);
+	return x < -131.0f ? 0.0f : p;
 }
 
 /* musl's logf (from fdlibm), with the same reduction as kr_log above. */

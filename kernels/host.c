@@ -24,6 +24,9 @@
  *   kr_may(st, sst, f, sf)       nonzero when the term at f may enter
  *   KR_LSE_TILE        1 for LogSumExp of a scalar F with the block scheme, which comes
  *                      with kr_eval: the template sums a tile's exponentials itself
+ *   KR_GUARD, kr_update_g(..., bad)   kr_update with the exps of kr_exp_g, which set
+ *                      *bad where kr_exp's handling of large arguments and NaN is needed:
+ *                      then the row's tile is computed again with kr_update
  *   KR_NG, KR_GRAMS    the gram slots: squared distances and scalar products of a row
  *                      and a column variable of many values, which this template
  *                      computes for a tile of rows and columns at once, as a matrix
@@ -72,6 +75,9 @@ static inline void kr_finalize(const real *restrict st, int sst, real *restrict 
 
 #ifndef KR_LSE_TILE
 #define KR_LSE_TILE 0
+#endif
+#ifndef KR_GUARD
+#define KR_GUARD 0
 #endif
 
 /* Rows per block: two AVX-512 vectors of floats; the rows' states and variables are
@@ -505,6 +511,32 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 
 		(void)part;
 #endif
+#if KR_GUARD && KR_TILE_MERGE
+		/* The fast path: a row whose tile met a large argument or a NaN (rare) is
+		 * computed again, from a fresh tile state, with kr_exp. */
+		int bad[KR_R];
+
+		for (int r = 0; r < KR_R; r++)
+			bad[r] = 0;
+		for (int64_t j = t0; j < t1; j++) {
+			const real *restrict yj = yc + j * KR_DC;
+			const real *restrict gm = q->gm + (j - q->g0) * KR_NG * KR_R;
+			real jr = (real)j;
+
+#pragma omp simd
+			for (int r = 0; r < KR_R; r++)
+				kr_update_g(acc + r, KR_R, xs + r, KR_R, yj, p, jr, gm + r, KR_R,
+					    bad + r);
+		}
+		for (int r = 0; r < KR_R; r++) {
+			if (!bad[r])
+				continue;
+			kr_init(acc + r, KR_R);
+			for (int64_t j = t0; j < t1; j++)
+				kr_update(acc + r, KR_R, xs + r, KR_R, yc + j * KR_DC, p, (real)j,
+					  q->gm + (j - q->g0) * KR_NG * KR_R + r, KR_R);
+		}
+#else
 		for (int64_t j = t0; j < t1; j++) {
 			const real *restrict yj = yc + j * KR_DC;
 			const real *restrict gm = q->gm + (j - q->g0) * KR_NG * KR_R;
@@ -514,6 +546,7 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 			for (int r = 0; r < KR_R; r++)
 				kr_update(acc + r, KR_R, xs + r, KR_R, yj, p, jr, gm + r, KR_R);
 		}
+#endif
 #if KR_TILE_MERGE
 		for (int r = 0; r < KR_R; r++)
 			kr_merge(st + r, KR_R, acc + r, KR_R);

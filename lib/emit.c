@@ -1,5 +1,6 @@
 /* The kernel emitter: a formula graph to straight-line code in a dialect (lib/emit.h), and
  * every reduction's four pieces (init, update, merge, finalize), written once for all. */
+#include <ctype.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -2322,6 +2323,18 @@ int kred__emit_nstate(const struct kred_reduction *r)
 	return e.nst0 + (e.comp ? e.nsum : 0);
 }
 
+/* Whether the n bytes at text call the function name ("name(" not inside a longer name). */
+static int has_call(const char *text, size_t n, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (size_t k = 0; k + len < n; k++)
+		if (!memcmp(text + k, name, len) && text[k + len] == '(' &&
+		    (k == 0 || !(isalnum((unsigned char)text[k - 1]) || text[k - 1] == '_')))
+			return 1;
+	return 0;
+}
+
 /* The source (when out) and the loop counts (when loops) of r in dialect d. */
 static kred_status emit_all(const struct kred_dialect *d, const struct kred_reduction *r,
 			    const struct kred__layout *l, const char *tmpl, char **out,
@@ -2337,6 +2350,7 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	 * values of F (kr_eval) and sums their exponentials itself (KR_LSE_TILE). */
 	int lse_tile = d->eval_params && r->red == KRED__RED_LSE && !r->w && r->f->dim == 1 &&
 		       r->sum_scheme == KRED_SUM_BLOCK;
+	size_t upd0 = 0, upd1 = 0;
 
 	if (out)
 		*out = NULL;
@@ -2365,10 +2379,12 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	e.iters = 0;
 	kred__buf_printf(&b, "}\n\n%s void kr_update(%s)\n{\n%s", d->fn_qual, d->update_params,
 			 d->update_unused);
+	upd0 = b.len;
 	s = emit_formula(&e, err);
 	if (s)
 		goto fail;
 	rc->update(&e);
+	upd1 = b.len;
 	n.update = e.iters;
 	e.iters = 0;
 	kred__buf_printf(&b, "}\n\n%s void kr_merge(%s)\n{\n", d->fn_qual, d->merge_params);
@@ -2405,6 +2421,26 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 		kmin_may(&e);
 		e.fbuf = 0;
 		kred__buf_puts(&b, "\treturn kr_m;\n}\n\n");
+	}
+	/* The host template's fast path for sums under the block scheme (KR_GUARD): a copy
+	 * of kr_update whose exps (kr_exp_g, kernels/c_prelude.h) skip kr_exp's handling of
+	 * large arguments and NaN and flag them instead; a row whose tile meets one is
+	 * computed again with kr_update. Only where kr_update calls exp. */
+	if (d->eval_params && !select && !lse_tile && !r->fast_math && e.nsum > 0 &&
+	    r->sum_scheme == KRED_SUM_BLOCK && !b.oom && has_call(b.p + upd0, upd1 - upd0,
+								 d->math[KRED__MATH_EXP])) {
+		int iters = e.iters;
+
+		kred__buf_printf(&b, "#define KR_GUARD 1\n%s void kr_update_g(%s, int *restrict "
+				 "kr_bad)\n{\n#define %s(x) kr_exp_g((x), kr_bad)\n%s", d->fn_qual,
+				 d->update_params, d->math[KRED__MATH_EXP], d->update_unused);
+		e.oom = 0;
+		s = emit_formula(&e, err);
+		if (s)
+			goto fail;
+		rc->update(&e);
+		kred__buf_printf(&b, "#undef %s\n}\n\n", d->math[KRED__MATH_EXP]);
+		e.iters = iters;
 	}
 	if (d->gram_fmt) {
 		kred__buf_printf(&b, "#define KR_NG %d\n#define KR_GRAMS {", e.ngram);

@@ -27,6 +27,9 @@ static kred_context *ctx;
  * flush_below may be 0 (kred.h: fast math flushes them as CUDA's does). */
 static int fast;
 static long double flush_below;
+/* The summation scheme of the runs: the block scheme (the default) takes the host
+ * template's fast path (kr_exp_g, KR_GUARD), the others kr_exp. */
+static kred_sum_scheme scheme = KRED_SUM_DEFAULT;
 
 static void setup(void)
 {
@@ -60,6 +63,7 @@ static void run(const char *f, kred_dtype dtype, int64_t n, const void *x, void 
 	s.n_aliases = 2;
 	s.reduction = "Sum";
 	s.dtype = dtype;
+	s.sum_scheme = scheme;
 	{
 		kred_reduction_options o = { sizeof(o), fast ? KRED_FAST_MATH_ON
 							     : KRED_FAST_MATH_OFF };
@@ -219,6 +223,69 @@ START_TEST(test_exp_fast_f64)
 }
 END_TEST
 
+/* The fast path's exp (kr_exp_g) is kr_exp bit for bit, NaN, infinities, overflow and
+ * subnormal results included (a one-term sum is its term under every scheme): every
+ * 1021st float32 and the float64 values of check_f64's ranges. */
+START_TEST(test_exp_guard)
+{
+	float *xf = malloc(NF * sizeof(float)), *a = malloc(NF * sizeof(float));
+	float *b = malloc(NF * sizeof(float));
+	double *xd = malloc(ND * sizeof(double)), *c = malloc(ND * sizeof(double));
+	double *d = malloc(ND * sizeof(double));
+	uint64_t s = 88172645463325252ull;
+
+	ck_assert(xf && a && b && xd && c && d);
+	/* the two paths are there to compare: the fast one under the block scheme only */
+	for (int k = 0; k < 2; k++) {
+		static const char *al[] = { "X = Vi(1)", "Y = Vj(1)" };
+		kred_spec sp = { .formula = "Exp(X) + 0 * Y", .aliases = al, .n_aliases = 2,
+				 .reduction = "Sum",
+				 .sum_scheme = k ? KRED_SUM_KAHAN : KRED_SUM_BLOCK };
+		kred_reduction *r = NULL;
+		const char *src;
+
+		ck_assert_int_eq(kred_reduction_create(ctx, &sp, &r), KRED_OK);
+		src = kred_reduction_source(r);
+		ck_assert_ptr_nonnull(src);
+		ck_assert_msg((strstr(src, "#define KR_GUARD 1") == NULL) == k,
+			      "%s scheme: KR_GUARD %s", k ? "kahan" : "block", k ? "set" : "not set");
+		kred_reduction_destroy(r);
+	}
+	for (int64_t k = 0; k < NF; k++) {
+		uint32_t u = (uint32_t)k * STRIDE;
+
+		memcpy(&xf[k], &u, sizeof(u));
+	}
+	for (int64_t k = 0; k < ND; k++) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		xd[k] = k % 2 ? -760 + 1480 * ((double)(s >> 11) * 0x1p-53) : 0;
+		if (k % 2 == 0)
+			memcpy(&xd[k], &s, sizeof(s));
+	}
+	scheme = KRED_SUM_BLOCK;
+	run("Exp", KRED_FLOAT32, NF, xf, a);
+	run("Exp", KRED_FLOAT64, ND, xd, c);
+	scheme = KRED_SUM_KAHAN;
+	run("Exp", KRED_FLOAT32, NF, xf, b);
+	run("Exp", KRED_FLOAT64, ND, xd, d);
+	scheme = KRED_SUM_DEFAULT;
+	for (int64_t k = 0; k < NF; k++)
+		ck_assert_msg(!memcmp(&a[k], &b[k], sizeof(float)), "exp(%a): %a (fast path) "
+			      "against %a", xf[k], a[k], b[k]);
+	for (int64_t k = 0; k < ND; k++)
+		ck_assert_msg(!memcmp(&c[k], &d[k], sizeof(double)), "exp(%a): %a (fast path) "
+			      "against %a", xd[k], c[k], d[k]);
+	free(xf);
+	free(a);
+	free(b);
+	free(xd);
+	free(c);
+	free(d);
+}
+END_TEST
+
 START_TEST(test_log_f32)
 {
 	check_f32("Log", logl, LOG_ULPS_F32);
@@ -244,6 +311,7 @@ int main(void)
 	tcase_add_test(t, test_exp_f64);
 	tcase_add_test(t, test_exp_fast_f32);
 	tcase_add_test(t, test_exp_fast_f64);
+	tcase_add_test(t, test_exp_guard);
 	tcase_add_test(t, test_log_f32);
 	tcase_add_test(t, test_log_f64);
 	suite_add_tcase(s, t);
