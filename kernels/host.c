@@ -475,9 +475,18 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 		for (int64_t j = t0; j < t1; j++) {
 			const real *restrict f = part + (j - t0) * KR_R;
 
+			/* f - m is at most 0 (or -inf): kr_exp_g's value, with no flag to
+			 * raise (kr_exp under fast math, which is as cheap) */
 #pragma omp simd
-			for (int r = 0; r < KR_R; r++)
+			for (int r = 0; r < KR_R; r++) {
+#if KR_FAST_MATH
 				s[r] += kr_exp(f[r] - m[r]);
+#else
+				int none = 0;
+
+				s[r] += kr_exp_g(f[r] - m[r], &none);
+#endif
+			}
 		}
 		for (int r = 0; r < KR_R; r++) {
 			real ot[KR_NST];

@@ -2323,6 +2323,9 @@ int kred__emit_nstate(const struct kred_reduction *r)
 	return e.nst0 + (e.comp ? e.nsum : 0);
 }
 
+/* The longest kr_update (bytes of source) that gets a fast-path copy (KR_GUARD). */
+#define GUARD_MAX_UPDATE 32768
+
 /* Whether the n bytes at text call the function name ("name(" not inside a longer name). */
 static int has_call(const char *text, size_t n, const char *name)
 {
@@ -2425,10 +2428,11 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	/* The host template's fast path for sums under the block scheme (KR_GUARD): a copy
 	 * of kr_update whose exps (kr_exp_g, kernels/c_prelude.h) skip kr_exp's handling of
 	 * large arguments and NaN and flag them instead; a row whose tile meets one is
-	 * computed again with kr_update. Only where kr_update calls exp. */
+	 * computed again with kr_update. Only where kr_update calls exp, and is short
+	 * enough that a second copy costs little to compile. */
 	if (d->eval_params && !select && !lse_tile && !r->fast_math && e.nsum > 0 &&
-	    r->sum_scheme == KRED_SUM_BLOCK && !b.oom && has_call(b.p + upd0, upd1 - upd0,
-								 d->math[KRED__MATH_EXP])) {
+	    r->sum_scheme == KRED_SUM_BLOCK && !b.oom && upd1 - upd0 <= GUARD_MAX_UPDATE &&
+	    has_call(b.p + upd0, upd1 - upd0, d->math[KRED__MATH_EXP])) {
 		int iters = e.iters;
 
 		kred__buf_printf(&b, "#define KR_GUARD 1\n%s void kr_update_g(%s, int *restrict "
