@@ -116,7 +116,8 @@ static inline double kr_exp(double x)
  * value is kr_exp's bit for bit, subnormal results included, for x up to 664; below -752
  * the product would leave the range, and 0 is the answer. Past 664, and for NaN, it
  * sets *bad, and the caller computes the tile again with kr_exp. Saves the integer work
- * of kr_exp's two factors and its select on the upper side. */
+ * of kr_exp's two factors and its select on the upper side. Under fast math, with fast
+ * math's shorter polynomial (and subnormal results still exact: they cost nothing here). */
 static inline double kr_exp_g(double x, int *bad)
 {
 	double t, n, r, p;
@@ -126,6 +127,17 @@ static inline double kr_exp_g(double x, int *bad)
 	n = t - 6755399441055744.0;
 	r = x - n * 6.93147180369123816490e-01;
 	r = r - n * 1.90821492927058770002e-10;
+#if KR_FAST_MATH
+	/* fast math: kr_exp's shorter polynomial */
+	p = 2.761759959412538292e-6;
+	p = p * r + 2.486790848350535239e-5;
+	p = p * r + 1.984122454738129245e-4;
+	p = p * r + 1.388883905304807722e-3;
+	p = p * r + 8.333333344221820941e-3;
+	p = p * r + 4.166666678647306160e-2;
+	p = p * r + 1.666666666666257717e-1;
+	p = p * r + 4.999999999995500297e-1;
+#else
 	p = 2.510040371657669145e-8;
 	p = p * r + 2.762011213957236449e-7;
 	p = p * r + 2.755726842168261226e-6;
@@ -136,6 +148,7 @@ static inline double kr_exp_g(double x, int *bad)
 	p = p * r + 4.166666666662406365e-2;
 	p = p * r + 1.666666666666666745e-1;
 	p = p * r + 5.000000000000001024e-1;
+#endif
 	p = p * r + 1.0;
 	p = p * r + 1.0;
 	memcpy(&nb, &t, sizeof(nb));
@@ -262,11 +275,18 @@ static inline float kr_exp_g(float x, int *bad)
 	n = t - 12582912.0f;
 	r = x - n * 0.693359375f;
 	r = r + n * 2.12194440e-4f;
+#if KR_FAST_MATH
+	p = 8.357213943574424e-3f;
+	p = p * r + 4.183390072486954e-2f;
+	p = p * r + 1.666663078376766e-1f;
+	p = p * r + 4.999974869988623e-1f;
+#else
 	p = 1.392619766942992e-3f;
 	p = p * r + 8.363190325615149e-3f;
 	p = p * r + 4.166655453261579e-2f;
 	p = p * r + 1.666657692198540e-1f;
 	p = p * r + 0.5f;
+#endif
 	p = p * r + 1.0f;
 	p = p * r + 1.0f;
 	memcpy(&nb, &t, sizeof(nb));

@@ -2430,7 +2430,7 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	 * large arguments and NaN and flag them instead; a row whose tile meets one is
 	 * computed again with kr_update. Only where kr_update calls exp, and is short
 	 * enough that a second copy costs little to compile. */
-	if (d->eval_params && !select && !lse_tile && !r->fast_math && e.nsum > 0 &&
+	if (d->eval_params && !select && !lse_tile && e.nsum > 0 &&
 	    r->sum_scheme == KRED_SUM_BLOCK && !b.oom && upd1 - upd0 <= GUARD_MAX_UPDATE &&
 	    has_call(b.p + upd0, upd1 - upd0, d->math[KRED__MATH_EXP])) {
 		int iters = e.iters;
