@@ -38,21 +38,20 @@ typedef double real;
 #define kr_fabs fabs
 #define kr_pow pow
 
-static inline double kr_exp(double x)
+/* exp(x) = 2^n p: n = round(x / ln 2) by the 1.5 * 2^52 trick, left in the low bits of
+ * *t, and p = exp(r), r = x - n ln 2 in two parts, as 1 + r + r^2 Q(r), Q of degree 9
+ * fitted at Chebyshev nodes (tools/exp_coefficients.py): below 1.8e-17 relative,
+ * evaluated by Horner's rule, 11 fused multiply-adds (fast math: degree 7, below 7.9e-14,
+ * two less). kr_exp and kr_exp_g scale p by 2^n each in their way. */
+static inline double kr_exp_core(double x, double *t)
 {
-	double t, n, r, p, sa, sb;
-	uint64_t nb, a, b;
+	double n, r, p;
 
-	/* n = round(x / ln 2) by the 1.5 * 2^52 trick, r = x - n ln 2 in two parts. */
-	t = x * 1.4426950408889634074 + 6755399441055744.0;
-	n = t - 6755399441055744.0;
+	*t = x * 1.4426950408889634074 + 6755399441055744.0;
+	n = *t - 6755399441055744.0;
 	r = x - n * 6.93147180369123816490e-01;
 	r = r - n * 1.90821492927058770002e-10;
-	/* exp(r) on [-ln2/2, ln2/2] as 1 + r + r^2 Q(r), Q of degree 9 fitted at Chebyshev
-	 * nodes (tools/exp_coefficients.py): below 1.8e-17 relative, evaluated by Horner's
-	 * rule, 11 fused multiply-adds. */
 #if KR_FAST_MATH
-	/* Fast math: Q of degree 7, below 7.9e-14 relative, two fused multiply-adds less. */
 	p = 2.761759959412538292e-6;
 	p = p * r + 2.486790848350535239e-5;
 	p = p * r + 1.984122454738129245e-4;
@@ -74,20 +73,24 @@ static inline double kr_exp(double x)
 	p = p * r + 5.000000000000001024e-1;
 #endif
 	p = p * r + 1.0;
-	p = p * r + 1.0;
+	return p * r + 1.0;
+}
+
+static inline double kr_exp(double x)
+{
+	double t, p = kr_exp_core(x, &t);
+	uint64_t nb, a;
+
+	memcpy(&nb, &t, sizeof(nb));
 #if KR_FAST_MATH
 	/* Fast math: 2^(n-1) put into p's exponent (t's bits shifted up are n's), then
 	 * times 2, so that n up to 1024 stays in range. Results below 2^-1020 (x below
 	 * -707.35) are flushed to 0 rather than made subnormal, as CUDA's fast math flushes;
 	 * past 709.78, and for NaN, x + inf. Elsewhere kr_exp's value, bit for bit. */
-	memcpy(&nb, &t, sizeof(nb));
 	memcpy(&a, &p, sizeof(a));
 	a += (nb << 52) - ((uint64_t)1 << 52);
 	memcpy(&p, &a, sizeof(p));
 	p = p * 2.0;
-	(void)sa;
-	(void)sb;
-	(void)b;
 	p = !(x <= 709.782712893383973096) ? x + KR_INF : p;
 	return x < -707.35 ? 0.0 : p;
 #else
@@ -96,7 +99,9 @@ static inline double kr_exp(double x)
 	 * product rounds once. n is t's bits less the trick's (folded into the constants
 	 * below; the trick's bits are even): integer operations only, on unsigned values,
 	 * so that whatever x is (NaN, infinite, huge) nothing is undefined. */
-	memcpy(&nb, &t, sizeof(nb));
+	double sa, sb;
+	uint64_t b;
+
 	a = (uint64_t)((int64_t)nb >> 1) + (1023u - 0x4338000000000000ULL / 2);
 	b = (nb - a + (2046u - 0x4338000000000000ULL)) << 52;
 	a <<= 52;
@@ -120,37 +125,9 @@ static inline double kr_exp(double x)
  * math's shorter polynomial (and subnormal results still exact: they cost nothing here). */
 static inline double kr_exp_g(double x, int *bad)
 {
-	double t, n, r, p;
+	double t, p = kr_exp_core(x, &t);
 	uint64_t nb, a;
 
-	t = x * 1.4426950408889634074 + 6755399441055744.0;
-	n = t - 6755399441055744.0;
-	r = x - n * 6.93147180369123816490e-01;
-	r = r - n * 1.90821492927058770002e-10;
-#if KR_FAST_MATH
-	/* fast math: kr_exp's shorter polynomial */
-	p = 2.761759959412538292e-6;
-	p = p * r + 2.486790848350535239e-5;
-	p = p * r + 1.984122454738129245e-4;
-	p = p * r + 1.388883905304807722e-3;
-	p = p * r + 8.333333344221820941e-3;
-	p = p * r + 4.166666678647306160e-2;
-	p = p * r + 1.666666666666257717e-1;
-	p = p * r + 4.999999999995500297e-1;
-#else
-	p = 2.510040371657669145e-8;
-	p = p * r + 2.762011213957236449e-7;
-	p = p * r + 2.755726842168261226e-6;
-	p = p * r + 2.480152124613149443e-5;
-	p = p * r + 1.984126986307827975e-4;
-	p = p * r + 1.388888891724578757e-3;
-	p = p * r + 8.333333333330056894e-3;
-	p = p * r + 4.166666666662406365e-2;
-	p = p * r + 1.666666666666666745e-1;
-	p = p * r + 5.000000000000001024e-1;
-#endif
-	p = p * r + 1.0;
-	p = p * r + 1.0;
 	memcpy(&nb, &t, sizeof(nb));
 	memcpy(&a, &p, sizeof(a));
 	a += (nb << 52) + ((uint64_t)64 << 52);
@@ -212,25 +189,23 @@ typedef float real;
 #define kr_fabs fabsf
 #define kr_pow powf
 
-static inline float kr_exp(float x)
+/* As kr_exp_core in double: n from -150 to 128 in *t's low bits; ln 2 in two parts
+ * (Cephes); 1 + r + r^2 Q(r), Q of degree 4: below 1.1e-8 relative (fast math: degree 3,
+ * below 4.5e-7). */
+static inline float kr_exp_core(float x, float *t)
 {
-	/* As kr_exp in double above, n from -150 to 128. */
-	float t, n, r, p, sa, sb;
-	uint32_t nb, a, b;
+	float n, r, p;
 
-	/* n = round(x / ln 2) by the 1.5 * 2^23 trick; ln 2 in two parts (Cephes). */
-	t = x * 1.44269504088896341f + 12582912.0f;
-	n = t - 12582912.0f;
+	*t = x * 1.44269504088896341f + 12582912.0f;
+	n = *t - 12582912.0f;
 	r = x - n * 0.693359375f;
 	r = r + n * 2.12194440e-4f;
 #if KR_FAST_MATH
-	/* Fast math: Q of degree 3, below 4.5e-7 relative (about 4 ulp). */
 	p = 8.357213943574424e-3f;
 	p = p * r + 4.183390072486954e-2f;
 	p = p * r + 1.666663078376766e-1f;
 	p = p * r + 4.999974869988623e-1f;
 #else
-	/* 1 + r + r^2 Q(r), Q of degree 4: below 1.1e-8 relative. */
 	p = 1.392619766942992e-3f;
 	p = p * r + 8.363190325615149e-3f;
 	p = p * r + 4.166655453261579e-2f;
@@ -238,21 +213,27 @@ static inline float kr_exp(float x)
 	p = p * r + 0.5f;
 #endif
 	p = p * r + 1.0f;
-	p = p * r + 1.0f;
+	return p * r + 1.0f;
+}
+
+static inline float kr_exp(float x)
+{
+	float t, p = kr_exp_core(x, &t);
+	uint32_t nb, a;
+
+	memcpy(&nb, &t, sizeof(nb));
 #if KR_FAST_MATH
 	/* As in double: results below 2^-124 (x below -86.29) flushed to 0. */
-	memcpy(&nb, &t, sizeof(nb));
 	memcpy(&a, &p, sizeof(a));
 	a += (nb << 23) - (1u << 23);
 	memcpy(&p, &a, sizeof(p));
 	p = p * 2.0f;
-	(void)sa;
-	(void)sb;
-	(void)b;
 	p = !(x <= 88.72283935546875f) ? x + KR_INF : p;
 	return x < -86.29f ? 0.0f : p;
 #else
-	memcpy(&nb, &t, sizeof(nb));
+	float sa, sb;
+	uint32_t b;
+
 	a = (uint32_t)((int32_t)nb >> 1) + (127u - 0x4B400000u / 2);
 	b = (nb - a + (254u - 0x4B400000u)) << 23;
 	a <<= 23;
@@ -268,27 +249,9 @@ static inline float kr_exp(float x)
  * -131, *bad set past 44 and for NaN. */
 static inline float kr_exp_g(float x, int *bad)
 {
-	float t, n, r, p;
+	float t, p = kr_exp_core(x, &t);
 	uint32_t nb, a;
 
-	t = x * 1.44269504088896341f + 12582912.0f;
-	n = t - 12582912.0f;
-	r = x - n * 0.693359375f;
-	r = r + n * 2.12194440e-4f;
-#if KR_FAST_MATH
-	p = 8.357213943574424e-3f;
-	p = p * r + 4.183390072486954e-2f;
-	p = p * r + 1.666663078376766e-1f;
-	p = p * r + 4.999974869988623e-1f;
-#else
-	p = 1.392619766942992e-3f;
-	p = p * r + 8.363190325615149e-3f;
-	p = p * r + 4.166655453261579e-2f;
-	p = p * r + 1.666657692198540e-1f;
-	p = p * r + 0.5f;
-#endif
-	p = p * r + 1.0f;
-	p = p * r + 1.0f;
 	memcpy(&nb, &t, sizeof(nb));
 	memcpy(&a, &p, sizeof(a));
 	a += (nb << 23) + (64u << 23);

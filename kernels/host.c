@@ -417,6 +417,21 @@ struct kr_gram {
 #define kr_gram_tile(q, nbk, t0, t1) ((void)0)
 #endif
 
+/* Row r of the block alone, term by term with kr_update, over columns [t0, t1), into the
+ * fresh state at st (slots sst apart): where a tiled fast path meets values it does not
+ * take. */
+#if (KR_GUARD && KR_TILE_MERGE) || KR_LSE_TILE
+static void kr_row_tile(real *restrict st, int sst, const real *restrict xs, int r,
+			const real *restrict yc, const real *restrict p, int64_t t0, int64_t t1,
+			const struct kr_gram *q)
+{
+	kr_init(st, sst);
+	for (int64_t j = t0; j < t1; j++)
+		kr_update(st, sst, xs + r, KR_R, yc + j * KR_DC, p, (real)j,
+			  q->gm + (j - q->g0) * KR_NG * KR_R + r, KR_R);
+}
+#endif
+
 /* Folds columns [j0, j1) into the states st of the block's rows. Not inlined: inlined
  * into kr_run's loop over the tiles, GCC 12 made the K-selection's loops 2.6x slower
  * (ArgKMin(10), D = 3, float32, 30,000 x 30,000: 0.95 s against 0.35 s). */
@@ -501,10 +516,7 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 				for (int k = 2; k < KR_NST; k++)
 					ot[k] = 0;
 			} else {
-				kr_init(ot, 1);
-				for (int64_t j = t0; j < t1; j++)
-					kr_update(ot, 1, xs + r, KR_R, yc + j * KR_DC, p, (real)j,
-						  q->gm + (j - q->g0) * KR_NG * KR_R + r, KR_R);
+				kr_row_tile(ot, 1, xs, r, yc, p, t0, t1, q);
 			}
 			kr_merge(st + r, KR_R, ot, 1);
 		}
@@ -544,10 +556,7 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 		for (int r = 0; r < KR_R; r++) {
 			if (!bad[r])
 				continue;
-			kr_init(acc + r, KR_R);
-			for (int64_t j = t0; j < t1; j++)
-				kr_update(acc + r, KR_R, xs + r, KR_R, yc + j * KR_DC, p, (real)j,
-					  q->gm + (j - q->g0) * KR_NG * KR_R + r, KR_R);
+			kr_row_tile(acc + r, KR_R, xs, r, yc, p, t0, t1, q);
 		}
 #else
 		for (int64_t j = t0; j < t1; j++) {
