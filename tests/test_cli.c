@@ -704,6 +704,35 @@ START_TEST(source)
 }
 END_TEST
 
+/* --fast-math reaches the kernel (the host source says KR_FAST_MATH 1, and 0 without it)
+ * and a run with it agrees with the closed form, within float32's tolerance above. */
+START_TEST(fast_math_option)
+{
+	static const char *const src[] = { "source", GAUSS, ALIASES, "-r", "Sum", "-b", "host",
+					   "--dtype", "float32", "--fast-math", NULL };
+	static const char *const plain[] = { "source", GAUSS, ALIASES, "-r", "Sum", "-b",
+					     "host", "--dtype", "float32", NULL };
+	static const char *const run[] = { "run", GAUSS, ALIASES, "-r", "Sum", "-b", "host",
+					   "--fast-math", INPUTS32, "-o", "out.npy", NULL };
+	static double want[NX * 2];
+	struct result r = run_kred(src);
+	struct npy_array a;
+
+	ck_assert_msg(r.status == 0, "exit %d; stderr: %s", r.status, r.err);
+	ck_assert_msg(strstr(r.out, "#define KR_FAST_MATH 1"), "no KR_FAST_MATH 1 in the source");
+	result_free(&r);
+	r = run_kred(plain);
+	ck_assert_msg(r.status == 0, "exit %d; stderr: %s", r.status, r.err);
+	ck_assert_msg(strstr(r.out, "#define KR_FAST_MATH 0"), "no KR_FAST_MATH 0 in the source");
+	result_free(&r);
+	run_ok(run);
+	a = read_out("out.npy", KRED_FLOAT32, NX, 2);
+	gauss_sum(want, 0);
+	assert_close(&a, want, NX * 2, 1e-4);
+	npy_free(&a);
+}
+END_TEST
+
 START_TEST(version_and_help)
 {
 	static const char *const version[] = { "--version", NULL };
@@ -971,6 +1000,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(errors, syntax_error);
 	tcase_add_test(other, devices);
 	tcase_add_test(other, source);
+	tcase_add_test(other, fast_math_option);
 	tcase_add_test(other, version_and_help);
 	tcase_add_test(npy, npy_round_trip);
 	tcase_add_test(npy, npy_empty);
