@@ -172,8 +172,9 @@ KRED_API kred_status kred_reduction_create(kred_context *ctx, const kred_spec *s
  * with -cl-mad-enable; Vulkan calls GLSL's own exp and log in float32 (Vulkan allows exp
  * 3 + 2|x| ulp) instead of kred's; the host backend's exp is a shorter polynomial
  * (float32: within 4.5e-7 relative, 5.4 ulp measured, instead of 1 ulp; float64: within
- * 8e-14) whose results below 2^-124 (float32) and 2^-1020 (float64) are flushed to 0,
- * as CUDA's fast math flushes subnormals. The reference backend ignores it. What fast math never does:
+ * 8e-14) whose results below 2^-124 (float32) and 2^-1020 (float64) may be flushed to
+ * 0, as CUDA's fast math flushes subnormals. The reference backend ignores it. What fast
+ * math never does:
  * assume away infinities and NaN (LogSumExp starts from -inf, Min from +inf; so not
  * -cl-fast-relaxed-math, not -ffast-math), reassociate sums (the block and Kahan schemes
  * still compensate), or change float64 on OpenCL and Vulkan. docs/DESIGN.md gives the
