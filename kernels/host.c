@@ -22,8 +22,10 @@
  *   KR_DF, kr_eval(f, sf, xi, sxi, yj, p, jr, gm, sgm)  the KR_DF values of F at f[c * sf]
  *   kr_fold(st, sst, f, sf, jr)  folds them in, skipping terms that cannot enter
  *   kr_may(st, sst, f, sf)       nonzero when the term at f may enter
- *   KR_LSE_TILE        1 for LogSumExp of a scalar F with the block scheme, which comes
- *                      with kr_eval: the template sums a tile's exponentials itself
+ *   KR_LSE_TILE        1 for LogSumExp and Max_SumShiftExp of a scalar F with the block
+ *                      scheme (state: the maximum, the sum of exp(F - max), its
+ *                      compensation), which come with kr_eval: the template sums a
+ *                      tile's exponentials itself
  *   KR_GUARD, kr_update_g(..., bad)   kr_update with the exps of kr_exp_g, which set
  *                      *bad where kr_exp's handling of large arguments and NaN is needed:
  *                      then the row's tile is computed again with kr_update
@@ -471,7 +473,7 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 	return;
 #endif
 #if KR_LSE_TILE
-	/* LogSumExp by tiles: F for a tile of columns into part, each row's largest value m,
+	/* LogSumExp (and Max_SumShiftExp) by tiles: F for a tile of columns into part, each row's largest value m,
 	 * then s = the sum of exp(F - m), one exp a term with nothing around it (the running
 	 * form, kr_update, rescales with selects at every term), and {m, s} merged into the
 	 * row's state as a partial state of the tile. A row whose m is not finite (an

@@ -1,6 +1,5 @@
 /* The kernel emitter: a formula graph to straight-line code in a dialect (lib/emit.h), and
  * every reduction's four pieces (init, update, merge, finalize), written once for all. */
-#include <ctype.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -76,6 +75,7 @@ struct emit {
 	int sum0, nsum;	  /* the slots that hold sums */
 	int oom;	  /* an allocation of the emitter failed */
 	int fbuf;	  /* %F reads F from kr_fold's buffer, not from the formula */
+	int exps;	  /* exp calls written so far */
 	unsigned char *cls;  /* by node id: CL_SMALL, CL_STREAM or CL_ARRAY */
 	unsigned char *seen; /* by node id: scratch of stream_decls */
 	int *stack;	  /* by node id: scratch of stream_decls */
@@ -304,7 +304,11 @@ static void emitv(struct emit *e, const char *fmt, va_list ap)
 		case 's': kred__buf_puts(e->b, va_arg(ap, const char *)); break;
 		case 'd': kred__buf_printf(e->b, "%d", va_arg(ap, int)); break;
 		case 'c': put_const(e, va_arg(ap, double)); break;
-		case 'm': kred__buf_puts(e->b, e->d->math[va_arg(ap, int)]); break;
+		case 'm':
+			k = va_arg(ap, int);
+			e->exps += k == KRED__MATH_EXP;
+			kred__buf_puts(e->b, e->d->math[k]);
+			break;
 		case 'e':
 			n = va_arg(ap, const struct kred__node *);
 			k = va_arg(ap, int);
@@ -2326,18 +2330,6 @@ int kred__emit_nstate(const struct kred_reduction *r)
 /* The longest kr_update (bytes of source) that gets a fast-path copy (KR_GUARD). */
 #define GUARD_MAX_UPDATE 32768
 
-/* Whether the n bytes at text call the function name ("name(" not inside a longer name). */
-static int has_call(const char *text, size_t n, const char *name)
-{
-	size_t len = strlen(name);
-
-	for (size_t k = 0; k + len < n; k++)
-		if (!memcmp(text + k, name, len) && text[k + len] == '(' &&
-		    (k == 0 || !(isalnum((unsigned char)text[k - 1]) || text[k - 1] == '_')))
-			return 1;
-	return 0;
-}
-
 /* The source (when out) and the loop counts (when loops) of r in dialect d. */
 static kred_status emit_all(const struct kred_dialect *d, const struct kred_reduction *r,
 			    const struct kred__layout *l, const char *tmpl, char **out,
@@ -2349,11 +2341,13 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	kred_status s;
 	struct kred__emit_loops n;
 	int select = d->eval_params && (kred__reds[r->red].flags & KRED__RED_K);
-	/* LogSumExp of a scalar F with the block scheme: the host template takes a tile's
-	 * values of F (kr_eval) and sums their exponentials itself (KR_LSE_TILE). */
-	int lse_tile = d->eval_params && r->red == KRED__RED_LSE && !r->w && r->f->dim == 1 &&
-		       r->sum_scheme == KRED_SUM_BLOCK;
+	/* LogSumExp and Max_SumShiftExp of a scalar F with the block scheme (their state is
+	 * the maximum and the sum of exp(F - max)): the host template takes a tile's values
+	 * of F (kr_eval) and sums their exponentials itself (KR_LSE_TILE). */
+	int lse_tile = d->eval_params && (kred__reds[r->red].flags & KRED__RED_EXPSUM) && !r->w &&
+		       r->f->dim == 1 && r->sum_scheme == KRED_SUM_BLOCK;
 	size_t upd0 = 0, upd1 = 0;
+	int exps0 = 0, exps1 = 0;
 
 	if (out)
 		*out = NULL;
@@ -2383,11 +2377,13 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	kred__buf_printf(&b, "}\n\n%s void kr_update(%s)\n{\n%s", d->fn_qual, d->update_params,
 			 d->update_unused);
 	upd0 = b.len;
+	exps0 = e.exps;
 	s = emit_formula(&e, err);
 	if (s)
 		goto fail;
 	rc->update(&e);
 	upd1 = b.len;
+	exps1 = e.exps;
 	n.update = e.iters;
 	e.iters = 0;
 	kred__buf_printf(&b, "}\n\n%s void kr_merge(%s)\n{\n", d->fn_qual, d->merge_params);
@@ -2430,14 +2426,14 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	 * large arguments and NaN and flag them instead; a row whose tile meets one is
 	 * computed again with kr_update. Only where kr_update calls exp, and is short
 	 * enough that a second copy costs little to compile. */
-	if (d->eval_params && !select && !lse_tile && e.nsum > 0 &&
-	    r->sum_scheme == KRED_SUM_BLOCK && !b.oom && upd1 - upd0 <= GUARD_MAX_UPDATE &&
-	    has_call(b.p + upd0, upd1 - upd0, d->math[KRED__MATH_EXP])) {
+	if (d->exp_guarded && !select && !lse_tile && e.nsum > 0 &&
+	    r->sum_scheme == KRED_SUM_BLOCK && exps1 > exps0 && upd1 - upd0 <= GUARD_MAX_UPDATE) {
 		int iters = e.iters;
 
 		kred__buf_printf(&b, "#define KR_GUARD 1\n%s void kr_update_g(%s, int *restrict "
-				 "kr_bad)\n{\n#define %s(x) kr_exp_g((x), kr_bad)\n%s", d->fn_qual,
-				 d->update_params, d->math[KRED__MATH_EXP], d->update_unused);
+				 "kr_bad)\n{\n#define %s(x) %s((x), kr_bad)\n%s", d->fn_qual,
+				 d->update_params, d->math[KRED__MATH_EXP], d->exp_guarded,
+				 d->update_unused);
 		e.oom = 0;
 		s = emit_formula(&e, err);
 		if (s)
@@ -2600,4 +2596,5 @@ const struct kred_dialect kred__dialect_c = {
 	.may_params = "const real *restrict st, int sst, const real *restrict f, int sf",
 	.f_fmt = "f[%s * sf]",
 	.gram_fmt = "gm[%s * sgm]",
+	.exp_guarded = "kr_exp_g",
 };

@@ -59,6 +59,11 @@ struct kred_dialect {
 	 * the format of gram slot g's value in kr_update and kr_eval; NULL: computed in the
 	 * formula. The template then gets KR_NG and KR_GRAMS. */
 	const char *gram_fmt;
+	/* Where the template has a fast path for sums (the C dialect's host template,
+	 * KR_GUARD): the exp that flags the arguments it does not take, called as
+	 * name(x, kr_bad), for a second copy of kr_update (kr_update_g); NULL: none. A
+	 * tile's row that raises the flag is computed again with kr_update. */
+	const char *exp_guarded;
 };
 
 extern const struct kred_dialect kred__dialect_c;

@@ -304,14 +304,19 @@ extern int kred__diff_simplify;
 #define KRED__RED_INDEX 8u  /* returns indices */
 #define KRED__RED_SUMLIKE 16u /* takes a summation scheme */
 #define KRED__RED_VALUES 32u  /* with INDEX: the values, then as many indices */
+/* Without a weight, the state is (m, the sum of exp(F - m)) and, under the block and
+ * Kahan schemes, the sum's compensation: a tile's partial state can be made from F's
+ * values alone (the host template's KR_LSE_TILE). */
+#define KRED__RED_EXPSUM 64u
 
 #define KRED__REDUCTIONS(X)                                                              \
 	X(SUM, "Sum", KRED__RED_SUMLIKE)                                                 \
-	X(LSE, "LogSumExp", KRED__RED_SCALAR | KRED__RED_SUMLIKE)                        \
+	X(LSE, "LogSumExp", KRED__RED_SCALAR | KRED__RED_SUMLIKE | KRED__RED_EXPSUM)     \
 	X(LSE_WEIGHT, "LogSumExpWeight", KRED__RED_SCALAR | KRED__RED_WEIGHT | KRED__RED_SUMLIKE) \
 	X(SOFTMAX_WEIGHT, "SumSoftMaxWeight",                                            \
 	  KRED__RED_SCALAR | KRED__RED_WEIGHT | KRED__RED_SUMLIKE)                       \
-	X(MAX_SUMSHIFTEXP, "Max_SumShiftExp", KRED__RED_SCALAR | KRED__RED_SUMLIKE)      \
+	X(MAX_SUMSHIFTEXP, "Max_SumShiftExp",                                            \
+	  KRED__RED_SCALAR | KRED__RED_SUMLIKE | KRED__RED_EXPSUM)                       \
 	X(MAX_SUMSHIFTEXP_WEIGHT, "Max_SumShiftExpWeight",                               \
 	  KRED__RED_SCALAR | KRED__RED_WEIGHT | KRED__RED_SUMLIKE)                       \
 	X(MIN, "Min", 0)                                                                 \

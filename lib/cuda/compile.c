@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "compile.h"
+#include "device.h"
 
 int kred__cu_arch_parse(const char *s)
 {
@@ -125,8 +126,7 @@ static kred_status build(const struct kred__nvrtc_api *nv, kred_context *ctx, co
 	n = split_options(&store, opts + 1, 30);
 	if (n < 0)
 		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-	/* The emitter's mark of fast math (lib/tiled.c kred__tiled_fast_math). */
-	if (strstr(src, "\n#define KR_FAST_MATH 1\n"))
+	if (kred__tiled_fast_math(src))
 		opts[1 + n++] = "--use_fast_math";
 	e = nv->CreateProgram(&prog, src, "kred.cu", 0, NULL, NULL);
 	if (e != NVRTC_SUCCESS) {
