@@ -240,10 +240,11 @@ static const void *pack_host(const struct kred__dmodule *m, const struct kred_re
 	return dst;
 }
 
-kred_status kred__device_run(const struct kred__device *d, const struct kred__dmodule *m,
-			     const struct kred_reduction *r, int64_t nx, int64_t ny,
-			     const void *const *args, void *out, const struct kred__ranges *g,
-			     struct kred__error *err)
+/* out = the reduction of the host arrays args, restricted to g when it is not NULL. */
+static kred_status run_host(const struct kred__device *d, const struct kred__dmodule *m,
+			    const struct kred_reduction *r, int64_t nx, int64_t ny,
+			    const void *const *args, void *out, const struct kred__ranges *g,
+			    struct kred__error *err)
 {
 	kred__dmem side[3] = { 0, 0, 0 }, obuf = 0;
 	int64_t nr, nc, rows[3];
@@ -278,6 +279,174 @@ kred_status kred__device_run(const struct kred__device *d, const struct kred__dm
 		release(d, k, side[k]);
 	release(d, KRED__MEM_OUT, obuf);
 	return s;
+}
+
+static kred_status begin(const struct kred__device *d, struct kred__error *err)
+{
+	return d->ops->begin ? d->ops->begin(d->state, err) : KRED_OK;
+}
+
+static void end(const struct kred__device *d)
+{
+	if (d->ops->end)
+		d->ops->end(d->state);
+}
+
+kred_status kred__device_run(void *state, void *module, const struct kred_reduction *r,
+			     int64_t nx, int64_t ny, const void *const *args, void *out,
+			     struct kred__error *err)
+{
+	return kred__device_run_ranged(state, module, r, nx, ny, args, out, NULL, err);
+}
+
+kred_status kred__device_run_ranged(void *state, void *module, const struct kred_reduction *r,
+				    int64_t nx, int64_t ny, const void *const *args, void *out,
+				    const struct kred__ranges *g, struct kred__error *err)
+{
+	const struct kred__device *d = state;
+	kred_status s = begin(d, err);
+
+	if (s)
+		return s;
+	s = run_host(d, module, r, nx, ny, args, out, g, err);
+	end(d);
+	return s;
+}
+
+/* ---- modules */
+
+int kred__device_pow2(int64_t n)
+{
+	int p = 1;
+
+	while (p * 2 <= n && p < 1024)
+		p *= 2;
+	return p;
+}
+
+/* The layout and the launch shape of r on d, in m. */
+static kred_status module_plan(const struct kred__device *d, const struct kred_reduction *r,
+			       struct kred__dmodule *m, struct kred__error *err)
+{
+	kred_status s = kred__layout_make(r, &m->l, err);
+
+	if (s)
+		return s;
+	m->nst = kred__emit_nstate(r);
+	m->size = r->dtype == KRED_FLOAT64 ? 8 : 4;
+	d->ops->shape(d->state, r, &m->l, &m->shape);
+	return KRED_OK;
+}
+
+/* Builds m at its shape, and again with smaller groups (twice at most) while the device
+ * says that its kernels need more registers than the shape's group size leaves. */
+static kred_status module_build(const struct kred__device *d, struct kred_reduction *r,
+				struct kred__dmodule *m, struct kred__error *err)
+{
+	for (int tries = 0;; tries++) {
+		char *src = NULL;
+		int64_t max;
+		kred_status s = kred__tiled_source(d->dialect, r, &m->l, &m->shape, &src, err);
+
+		if (!s)
+			s = d->ops->build(d->state, r, src, m, err);
+		kred__free(src);
+		if (s)
+			return s;
+		max = d->ops->max_group(d->state, m);
+		if (max <= 0 || max >= m->shape.wg || tries == 2)
+			return KRED_OK;
+		kred__log("%s: the kernels run %lld work-items per group, not %d: building "
+			  "again", d->name, (long long)max, m->shape.wg);
+		d->ops->unload(d->state, m);
+		m->shape.wg = kred__device_pow2(max);
+		if (m->shape.tj > m->shape.wg && m->shape.local_tiles)
+			m->shape.tj = m->shape.wg;
+	}
+}
+
+kred_status kred__device_compile(void *state, struct kred_reduction *r, void **module,
+				 struct kred__error *err)
+{
+	const struct kred__device *d = state;
+	struct kred__dmodule *m;
+	kred_status s;
+
+	*module = NULL;
+	m = kred__calloc(1, d->module_size);
+	if (!m)
+		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+	s = module_plan(d, r, m, err);
+	/* Compile-only: the module gives the source its shape, and nothing runs. */
+	if (!s && !d->compile_only) {
+		s = begin(d, err);
+		if (!s) {
+			s = module_build(d, r, m, err);
+			if (s)
+				d->ops->unload(d->state, m);
+			end(d);
+		}
+	}
+	if (s) {
+		kred__layout_free(&m->l);
+		kred__free(m);
+		return s;
+	}
+	*module = m;
+	return KRED_OK;
+}
+
+void kred__device_module_free(void *state, void *module)
+{
+	const struct kred__device *d = state;
+	struct kred__dmodule *m = module;
+	struct kred__error e;
+
+	if (!m)
+		return;
+	kred__error_clear(&e);
+	if (!d->compile_only && begin(d, &e) == KRED_OK) {
+		d->ops->unload(d->state, m);
+		end(d);
+	}
+	kred__layout_free(&m->l);
+	kred__free(m);
+}
+
+kred_status kred__device_source(void *state, const struct kred_reduction *r, char **out,
+				struct kred__error *err)
+{
+	const struct kred__device *d = state;
+	const struct kred__dmodule *m = r->module;
+	struct kred__dmodule plan = { 0 };
+	kred_status s;
+
+	if (m)
+		return kred__tiled_source(d->dialect, r, &m->l, &m->shape, out, err);
+	s = module_plan(d, r, &plan, err);
+	if (!s)
+		s = kred__tiled_source(d->dialect, r, &plan.l, &plan.shape, out, err);
+	kred__layout_free(&plan.l);
+	return s;
+}
+
+struct kred__device *kred__device_of(kred_context *ctx, const struct kred_backend *b,
+				     const char *call, const char *hint)
+{
+	int n = 0;
+
+	if (kred__multi_inner(ctx, &n) == b) {
+		kred__ctx_fail(ctx, KRED_EBACKEND, "%s works on one device, not with %s:all (%d "
+			       "devices): %s", call, b->name, n, hint);
+		return NULL;
+	}
+	if (ctx->backend != b) {
+		kred__ctx_fail(ctx, KRED_EBACKEND, "%s needs %s %s context, not %s", call,
+			       strchr("aeiou", b->name[0]) ? "an" : "a", b->name,
+			       kred_context_backend(ctx));
+		return NULL;
+	}
+	return ctx->bstate;
 }
 
 /* ---- runs on buffers the user gave */
@@ -493,6 +662,8 @@ kred_status kred__device_run_user(const struct kred__device *d, kred_reduction *
 	kred__error_clear(&err);
 	kred__error_clear(&later);
 	s = check_user(d, r, nx, ny, mems, out, &err);
+	if (!s)
+		s = begin(d, &err);
 	if (!s) {
 		pthread_mutex_lock(&r->ctx->lock); /* the context's runs are serialised */
 		if (queue)
@@ -504,6 +675,7 @@ kred_status kred__device_run_user(const struct kred__device *d, kred_reduction *
 		if (queue)
 			d->ops->queue(d->state, NULL);
 		pthread_mutex_unlock(&r->ctx->lock);
+		end(d);
 		if (!s)
 			s = w;
 	}

@@ -101,13 +101,39 @@ struct kred__device_ops {
 	/* Optional: puts the work that follows on the caller's queue (a CUstream), or back
 	 * on the backend's own for NULL; called under the context's lock. */
 	void (*queue)(void *state, void *queue);
+
+	/* -- modules: kernels/tiled.cl compiled for the device */
+	/* The launch shape of r's kernels for the layout l on this device: its group size
+	 * and a tile of columns that fits its local memory. */
+	void (*shape)(void *state, const struct kred_reduction *r, const struct kred__layout *l,
+		      struct kred__tiled_shape *sh);
+	/* Compiles src, kernels/tiled.cl in the device's dialect for r, into module (the
+	 * backend's, of struct kred__device.module_size bytes, whose first member is the
+	 * struct kred__dmodule already filled); the build log goes to r->ctx. */
+	kred_status (*build)(void *state, const struct kred_reduction *r, const char *src,
+			     void *module, struct kred__error *err);
+	/* The largest group every kernel of a built module runs at (fewer than the shape's
+	 * when they need many registers); 0 when the device does not say. */
+	int64_t (*max_group)(void *state, const void *module);
+	/* Frees what build made in module (not the module itself). */
+	void (*unload)(void *state, void *module);
+	/* Optional: makes the device current for the calling thread (CUDA's primary
+	 * context) until end; fails, saying why, where the device cannot run (a
+	 * compile-only context). Runs, builds and unloads happen between the two. */
+	kred_status (*begin)(void *state, struct kred__error *err);
+	void (*end)(void *state);
 };
 
-/* A device as the planner sees it: its primitives and the figures it plans with. */
+/* A device as the planner sees it: its primitives and the figures it plans with. A
+ * backend's state begins with its struct kred__device, so that the backend table's
+ * compile, source, module_free, run and run_ranged may be the ones below. */
 struct kred__device {
 	const struct kred__device_ops *ops;
 	void *state;
 	const char *name;	/* the backend's, for logs: "opencl", "cuda" */
+	const struct kred_dialect *dialect; /* what the template is written in */
+	size_t module_size;	/* bytes of the backend's module, a struct kred__dmodule first */
+	int compile_only;	/* modules get a shape and a source, and are never built */
 	kred_scheme scheme;	/* the context's, or $KRED_SCHEME's */
 	int64_t target_groups;	/* groups that make the device busy */
 	int64_t max_grid_y;	/* the most groups along dimension 1; 0: no limit */
@@ -125,16 +151,37 @@ struct kred__dmodule {
 	size_t size; /* bytes per value */
 };
 
+/* The largest power of two <= n, from 1 to 1024: a group size. */
+int kred__device_pow2(int64_t n);
+
 /* The scheme a context's runs take: its option, else $KRED_SCHEME (1d, 2d) when that is
  * auto (how the test suites run every case in both). */
 kred_scheme kred__device_scheme(const kred_context *ctx);
 
-/* A run on host arrays (the backend table's run and run_ranged): out = the reduction
- * of args, restricted to g when it is not NULL. */
-kred_status kred__device_run(const struct kred__device *d, const struct kred__dmodule *m,
-			     const struct kred_reduction *r, int64_t nx, int64_t ny,
-			     const void *const *args, void *out, const struct kred__ranges *g,
+/* ---- the backend table's entries for a device-layer backend (state: its struct
+ * kred__device first) */
+
+/* A module: the layout, the device's shape, the source built, and built again with
+ * smaller groups while the device says the kernels cannot run at the shape's. */
+kred_status kred__device_compile(void *state, struct kred_reduction *r, void **module,
+				 struct kred__error *err);
+void kred__device_module_free(void *state, void *module);
+/* r's source as its module was (or would be) built. */
+kred_status kred__device_source(void *state, const struct kred_reduction *r, char **out,
+				struct kred__error *err);
+/* Runs on host arrays: out = the reduction of args (restricted to g). */
+kred_status kred__device_run(void *state, void *module, const struct kred_reduction *r,
+			     int64_t nx, int64_t ny, const void *const *args, void *out,
 			     struct kred__error *err);
+kred_status kred__device_run_ranged(void *state, void *module, const struct kred_reduction *r,
+				    int64_t nx, int64_t ny, const void *const *args, void *out,
+				    const struct kred__ranges *g, struct kred__error *err);
+
+/* The device of ctx for the public call named call (kred_reduction_run_opencl...), which
+ * works on one device of backend b; NULL, with the context's error set, when ctx is
+ * another backend's or b:all (hint: what to open instead). */
+struct kred__device *kred__device_of(kred_context *ctx, const struct kred_backend *b,
+				     const char *call, const char *hint);
 
 /* kred_reduction_run_opencl and _cuda once the backend has checked that r is its own and
  * turned the user's buffers into mems (NULL when the user gave no array): the sizes and

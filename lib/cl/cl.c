@@ -41,13 +41,13 @@
  */
 
 struct cl_state {
+	struct kred__device layer; /* first: what lib/device.c plans runs with */
 	const struct kred__cl_api *cl;
 	const struct kred__cl_device *dev;
 	cl_context context;
 	cl_command_queue queue;
 	char *desc;
 	struct kred__cache cache;
-	struct kred__device layer;	/* what lib/device.c plans runs with */
 	struct kred__tiled_shape shape; /* before the per-reduction adjustments */
 	int binary_cache;
 	int fp64;      /* the device has fp64 (KRED_OPENCL_NO_FP64=1 says not, for tests) */
@@ -163,15 +163,6 @@ static int is_gpu_device(const struct kred__cl_device *d)
 	return (d->type & CL_DEVICE_TYPE_GPU) != 0;
 }
 
-static int floor_pow2(size_t n)
-{
-	int p = 1;
-
-	while ((size_t)p * 2 <= n && p < 1024)
-		p *= 2;
-	return p;
-}
-
 /* The device's launch shape, before a reduction's own adjustments (tile sizes). */
 static void device_shape(const struct kred__cl_device *d, struct kred__tiled_shape *sh)
 {
@@ -197,7 +188,7 @@ static void device_shape(const struct kred__cl_device *d, struct kred__tiled_sha
 	}
 	sh->local_tiles = local;
 	if (d->max_wg && (size_t)sh->wg > d->max_wg)
-		sh->wg = floor_pow2(d->max_wg);
+		sh->wg = kred__device_pow2(d->max_wg);
 }
 
 static void cl_close(void *state)
@@ -345,9 +336,10 @@ static int cl_device_count(void)
 /* The reduction's launch shape: the device's, with a tile that fits local memory and, on
  * a CPU, groups whose private arrays fit CPU_PRIVATE_MAX (smaller groups, then fewer rows
  * per work-item: for such widths the formula's own loops are what vectorise). */
-static void module_shape(const struct cl_state *st, const struct kred_reduction *r,
-			 const struct kred__layout *l, struct kred__tiled_shape *sh)
+static void cl_shape(void *state, const struct kred_reduction *r, const struct kred__layout *l,
+		     struct kred__tiled_shape *sh)
 {
+	const struct cl_state *st = state;
 	size_t size = r->dtype == KRED_FLOAT64 ? 8 : 4, per_col = (size_t)l->width[KRED__SIDE_COL];
 	size_t nst = (size_t)kred__emit_nstate(r);
 
@@ -604,63 +596,6 @@ static kred_status build_program(struct cl_state *st, kred_context *ctx, const c
 	return s;
 }
 
-static void module_release(const struct cl_state *st, struct cl_module *m)
-{
-	for (int k = 0; k < KRED__N_KERNELS; k++) {
-		if (m->k[k])
-			st->cl->ReleaseKernel(m->k[k]);
-		m->k[k] = NULL;
-	}
-	if (m->program)
-		st->cl->ReleaseProgram(m->program);
-	m->program = NULL;
-}
-
-static kred_status module_build(struct cl_state *st, struct kred_reduction *r,
-				struct cl_module *m, struct kred__error *err)
-{
-	char *src = NULL;
-	kred_status s;
-	cl_int e = CL_SUCCESS;
-
-	s = kred__tiled_source(&kred__dialect_opencl, r, &m->d.l, &m->d.shape, &src, err);
-	if (s)
-		return s;
-	s = build_program(st, r->ctx, src, &m->program, err);
-	kred__free(src);
-	if (s)
-		return s;
-	for (int k = 0; k < KRED__N_KERNELS; k++) {
-		m->k[k] = st->cl->CreateKernel(m->program, kred__kernel_names[k], &e);
-		if (!m->k[k])
-			return cl_fail(err, "clCreateKernel", e);
-	}
-	return KRED_OK;
-}
-
-/* The largest group the device runs a kernel in (the shape is rebuilt smaller when the
- * kernel needs more registers than its group size allows). */
-static size_t kernel_max_wg(const struct cl_state *st, cl_kernel k)
-{
-	size_t n = 0;
-
-	if (st->cl->GetKernelWorkGroupInfo(k, st->dev->id, CL_KERNEL_WORK_GROUP_SIZE, sizeof(n),
-					   &n, NULL) != CL_SUCCESS)
-		return 0;
-	return n;
-}
-
-static void cl_module_free(void *state, void *module)
-{
-	struct cl_module *m = module;
-
-	if (!m)
-		return;
-	module_release(state, m);
-	kred__layout_free(&m->d.l);
-	kred__free(m);
-}
-
 static kred_status check_fp64(const struct cl_state *st, const struct kred_reduction *r,
 			      struct kred__error *err)
 {
@@ -671,72 +606,59 @@ static kred_status check_fp64(const struct cl_state *st, const struct kred_reduc
 	return KRED_OK;
 }
 
-static kred_status cl_compile(void *state, struct kred_reduction *r, void **module,
-			      struct kred__error *err)
+static kred_status cl_build(void *state, const struct kred_reduction *r, const char *src,
+			    void *module, struct kred__error *err)
 {
 	struct cl_state *st = state;
-	struct cl_module *m;
+	struct cl_module *m = module;
 	kred_status s;
+	cl_int e = CL_SUCCESS;
 
-	*module = NULL;
 	s = check_fp64(st, r, err);
+	if (!s)
+		s = build_program(st, r->ctx, src, &m->program, err);
 	if (s)
 		return s;
-	m = kred__calloc(1, sizeof(*m));
-	if (!m)
-		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-	s = kred__layout_make(r, &m->d.l, err);
-	if (s)
-		goto fail;
-	m->d.nst = kred__emit_nstate(r);
-	m->d.size = r->dtype == KRED_FLOAT64 ? 8 : 4;
-	module_shape(st, r, &m->d.l, &m->d.shape);
-	for (int tries = 0;; tries++) {
-		size_t max;
-
-		s = module_build(st, r, m, err);
-		if (s)
-			goto fail;
-		/* The group size that every kernel of the module can run at. */
-		max = kernel_max_wg(st, m->k[KRED__K_REDUCE]);
-		for (int k = 1; k < KRED__N_KERNELS && max; k++) {
-			size_t mk = kernel_max_wg(st, m->k[k]);
-
-			max = mk && mk < max ? mk : max;
-		}
-		if (!max || max >= (size_t)m->d.shape.wg || tries == 2)
-			break;
-		/* Too many registers for this group size on this device: smaller groups. */
-		module_release(st, m);
-		m->d.shape.wg = floor_pow2(max);
-		if (m->d.shape.tj > m->d.shape.wg && m->d.shape.local_tiles)
-			m->d.shape.tj = m->d.shape.wg;
+	for (int k = 0; k < KRED__N_KERNELS; k++) {
+		m->k[k] = st->cl->CreateKernel(m->program, kred__kernel_names[k], &e);
+		if (!m->k[k])
+			return cl_fail(err, "clCreateKernel", e);
 	}
-	*module = m;
 	return KRED_OK;
-fail:
-	cl_module_free(st, m);
-	return s;
 }
 
-static kred_status cl_source(void *state, const struct kred_reduction *r, char **out,
-			     struct kred__error *err)
+static void cl_unload(void *state, void *module)
 {
-	struct cl_state *st = state;
-	const struct cl_module *m = r->module;
-	struct kred__layout l = { 0 };
-	struct kred__tiled_shape sh;
-	kred_status s;
+	const struct cl_state *st = state;
+	struct cl_module *m = module;
 
-	if (m)
-		return kred__tiled_source(&kred__dialect_opencl, r, &m->d.l, &m->d.shape, out, err);
-	s = kred__layout_make(r, &l, err);
-	if (s)
-		return s;
-	module_shape(st, r, &l, &sh);
-	s = kred__tiled_source(&kred__dialect_opencl, r, &l, &sh, out, err);
-	kred__layout_free(&l);
-	return s;
+	for (int k = 0; k < KRED__N_KERNELS; k++) {
+		if (m->k[k])
+			st->cl->ReleaseKernel(m->k[k]);
+		m->k[k] = NULL;
+	}
+	if (m->program)
+		st->cl->ReleaseProgram(m->program);
+	m->program = NULL;
+}
+
+/* The largest group every kernel runs at (CL_KERNEL_WORK_GROUP_SIZE). */
+static int64_t cl_max_group(void *state, const void *module)
+{
+	const struct cl_state *st = state;
+	const struct cl_module *m = module;
+	int64_t max = 0;
+
+	for (int k = 0; k < KRED__N_KERNELS; k++) {
+		size_t n = 0;
+
+		if (st->cl->GetKernelWorkGroupInfo(m->k[k], st->dev->id, CL_KERNEL_WORK_GROUP_SIZE,
+						   sizeof(n), &n, NULL) != CL_SUCCESS || !n)
+			return 0;
+		if (max == 0 || (int64_t)n < max)
+			max = (int64_t)n;
+	}
+	return max;
 }
 
 /* ---- the device layer's primitives (lib/device.h) */
@@ -872,6 +794,10 @@ static const struct kred__device_ops cl_ops = {
 	.launch = cl_launch,
 	.check = cl_check,
 	.finish = cl_finish,
+	.shape = cl_shape,
+	.build = cl_build,
+	.max_group = cl_max_group,
+	.unload = cl_unload,
 };
 
 /* What the device layer plans with: 2D when the row groups fill under half of four (CPU)
@@ -885,6 +811,8 @@ static void layer_make(struct cl_state *st, const kred_context *ctx)
 		.ops = &cl_ops,
 		.state = st,
 		.name = "opencl",
+		.dialect = &kred__dialect_opencl,
+		.module_size = sizeof(struct cl_module),
 		.scheme = kred__device_scheme(ctx),
 		.target_groups = cu * (is_gpu_device(st->dev) ? 8 : 4),
 		.parts_cap = st->dev->max_alloc ? st->dev->max_alloc / 2 : SIZE_MAX,
@@ -894,44 +822,22 @@ static void layer_make(struct cl_state *st, const kred_context *ctx)
 	};
 }
 
-static kred_status cl_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
-			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
-{
-	const struct cl_state *st = state;
-
-	return kred__device_run(&st->layer, module, r, nx, ny, args, out, NULL, err);
-}
-
-static kred_status cl_run_ranged(void *state, void *module, const struct kred_reduction *r,
-				 int64_t nx, int64_t ny, const void *const *args, void *out,
-				 const struct kred__ranges *g, struct kred__error *err)
-{
-	const struct cl_state *st = state;
-
-	return kred__device_run(&st->layer, module, r, nx, ny, args, out, g, err);
-}
-
 kred_status kred_reduction_run_opencl(kred_reduction *r, int64_t nx, int64_t ny,
 				      const void *const *cl_mem_args, void *cl_mem_out)
 {
-	const struct cl_state *st;
+	struct kred__device *d;
 	kred__dmem *mems = NULL;
-	int n_user, n_dev;
+	int n_user;
 	kred_status s;
 
 	if (!r)
 		return KRED_EINVAL;
 	kred__ctx_clear_error(r->ctx);
-	if (kred__multi_inner(r->ctx, &n_dev) == &kred__backend_opencl)
-		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_run_opencl runs on "
-				      "one device, not with opencl:all (%d devices): make the "
-				      "reduction on the context of the device that holds the buffers "
-				      "(opencl:N)", n_dev);
-	if (r->ctx->backend != &kred__backend_opencl)
-		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_run_opencl needs a "
-				      "reduction made on an opencl context, not %s",
-				      kred_context_backend(r->ctx));
-	st = r->ctx->bstate;
+	d = kred__device_of(r->ctx, &kred__backend_opencl, "kred_reduction_run_opencl",
+			    "make the reduction on the context of the device that holds the "
+			    "buffers (opencl:N)");
+	if (!d)
+		return kred__ctx_error(r->ctx)->status;
 	n_user = kred_reduction_n_args(r);
 	if (cl_mem_args) {
 		mems = kred__calloc((size_t)n_user + 1, sizeof(*mems));
@@ -940,8 +846,7 @@ kred_status kred_reduction_run_opencl(kred_reduction *r, int64_t nx, int64_t ny,
 		for (int k = 0; k < n_user; k++)
 			mems[k] = (kred__dmem)(uintptr_t)cl_mem_args[k];
 	}
-	s = kred__device_run_user(&st->layer, r, nx, ny, mems,
-				  (kred__dmem)(uintptr_t)cl_mem_out, NULL);
+	s = kred__device_run_user(d, r, nx, ny, mems, (kred__dmem)(uintptr_t)cl_mem_out, NULL);
 	kred__free(mems);
 	return s;
 }
@@ -950,7 +855,6 @@ kred_status kred_context_opencl_handles(kred_context *ctx, void **cl_context_out
 					void **cl_queue_out)
 {
 	const struct cl_state *st;
-	int n_dev;
 
 	if (cl_context_out)
 		*cl_context_out = NULL;
@@ -959,14 +863,10 @@ kred_status kred_context_opencl_handles(kred_context *ctx, void **cl_context_out
 	if (!ctx)
 		return KRED_EINVAL;
 	kred__ctx_clear_error(ctx);
-	if (kred__multi_inner(ctx, &n_dev) == &kred__backend_opencl)
-		return kred__ctx_fail(ctx, KRED_EBACKEND, "kred_context_opencl_handles gives one "
-				      "device's handles, not those of opencl:all (%d devices): open "
-				      "opencl:N", n_dev);
-	if (ctx->backend != &kred__backend_opencl)
-		return kred__ctx_fail(ctx, KRED_EBACKEND, "kred_context_opencl_handles needs an "
-				      "opencl context, not %s", kred_context_backend(ctx));
-	st = ctx->bstate;
+	st = (const struct cl_state *)kred__device_of(ctx, &kred__backend_opencl,
+						      "kred_context_opencl_handles", "open opencl:N");
+	if (!st)
+		return kred__ctx_error(ctx)->status;
 	if (cl_context_out)
 		*cl_context_out = st->context;
 	if (cl_queue_out)
@@ -1006,12 +906,12 @@ const struct kred_backend kred__backend_opencl = {
 	.close = cl_close,
 	.describe = cl_describe,
 	.is_gpu = cl_is_gpu,
-	.compile = cl_compile,
-	.run = cl_run,
-	.module_free = cl_module_free,
-	.source = cl_source,
+	.compile = kred__device_compile,
+	.run = kred__device_run,
+	.module_free = kred__device_module_free,
+	.source = kred__device_source,
 	.report = cl_report,
 	.memory = cl_memory,
 	.device_count = cl_device_count,
-	.run_ranged = cl_run_ranged,
+	.run_ranged = kred__device_run_ranged,
 };

@@ -40,6 +40,7 @@ struct scratch {
 };
 
 struct cu_state {
+	struct kred__device layer;	   /* first: what lib/device.c plans runs with */
 	const struct kred__cu_api *cu;	   /* NULL: compile-only */
 	const struct kred__cu_device *dev; /* NULL: compile-only */
 	int ordinal;
@@ -51,7 +52,6 @@ struct cu_state {
 	char why[400];			   /* compile-only: why there is no GPU */
 	char *desc;
 	struct kred__cache cache;
-	struct kred__device layer;	   /* what lib/device.c plans runs with */
 	size_t mem_cap;			   /* bytes the partial states may take */
 	struct scratch scratch[N_SCRATCH];
 	/* The caller's stream during kred_reduction_run_cuda_stream (set under the
@@ -96,15 +96,6 @@ static void leave(const struct cu_state *st)
 	CUcontext c;
 
 	st->cu->CtxPopCurrent(&c);
-}
-
-static int floor_pow2(int n)
-{
-	int p = 1;
-
-	while (p * 2 <= n && p < 1024)
-		p *= 2;
-	return p;
 }
 
 /* ---- opening */
@@ -234,6 +225,7 @@ static kred_status cu_open(kred_context *ctx, const char *device, void **state,
 			kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 			goto fail;
 		}
+		layer_make(st, ctx);
 		*state = st;
 		return KRED_OK;
 	}
@@ -260,6 +252,7 @@ static kred_status cu_open(kred_context *ctx, const char *device, void **state,
 		kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 		goto fail;
 	}
+	layer_make(st, ctx);
 	*state = st;
 	return KRED_OK;
 fail:
@@ -303,9 +296,10 @@ static int cu_device_count(void)
 
 /* The reduction's launch shape: a tile of columns that fits in half the shared memory
  * (the same in a compile-only context, so that its source is the GPU's). */
-static void module_shape(const struct cu_state *st, const struct kred_reduction *r,
-			 const struct kred__layout *l, struct kred__tiled_shape *sh)
+static void cu_shape(void *state, const struct kred_reduction *r, const struct kred__layout *l,
+		     struct kred__tiled_shape *sh)
 {
+	const struct cu_state *st = state;
 	size_t size = r->dtype == KRED_FLOAT64 ? 8 : 4, per_col = (size_t)l->width[KRED__SIDE_COL];
 	size_t room = (size_t)(st->dev && st->dev->shared_mem ? st->dev->shared_mem
 							       : SHARED_MEM) / 2;
@@ -315,7 +309,7 @@ static void module_shape(const struct cu_state *st, const struct kred_reduction 
 	sh->tj = 128;
 	sh->local_tiles = 1;
 	if (st->dev && st->dev->max_threads > 0 && st->dev->max_threads < sh->wg)
-		sh->wg = floor_pow2(st->dev->max_threads);
+		sh->wg = kred__device_pow2(st->dev->max_threads);
 	if (per_col && room / (per_col * size) < (size_t)sh->tj) {
 		size_t cols = room / (per_col * size);
 
@@ -325,8 +319,11 @@ static void module_shape(const struct cu_state *st, const struct kred_reduction 
 	}
 }
 
-static void module_release(const struct cu_state *st, struct cu_module *m)
+static void cu_unload(void *state, void *module)
 {
+	const struct cu_state *st = state;
+	struct cu_module *m = module;
+
 	if (m->mod)
 		st->cu->ModuleUnload(m->mod);
 	m->mod = NULL;
@@ -364,17 +361,16 @@ static kred_status module_load(const struct cu_state *st, kred_context *ctx, str
 	return KRED_OK;
 }
 
-static kred_status module_build(struct cu_state *st, struct kred_reduction *r, struct cu_module *m,
-				struct kred__error *err)
+static kred_status cu_build(void *state, const struct kred_reduction *r, const char *src,
+			    void *module, struct kred__error *err)
 {
-	char *src = NULL, *image = NULL;
+	struct cu_state *st = state;
+	struct cu_module *m = module;
+	char *image = NULL;
 	size_t len = 0;
 	int hit = 0;
 	kred_status s;
 
-	s = kred__tiled_source(&kred__dialect_cuda, r, &m->d.l, &m->d.shape, &src, err);
-	if (s)
-		return s;
 	s = kred__cu_compile(st->nv, r->ctx, &st->cache, 1, st->driver_version, src, &st->target,
 			     &image, &len, &hit, err);
 	if (!s) {
@@ -383,7 +379,7 @@ static kred_status module_build(struct cu_state *st, struct kred_reduction *r, s
 			/* A cached image the driver refuses: compile it again (which replaces
 			 * the file) before giving up. */
 			kred__log("cuda: the cached kernel does not load: compiling it again");
-			module_release(st, m);
+			cu_unload(st, m);
 			kred__free(image);
 			image = NULL;
 			kred__error_clear(err);
@@ -394,108 +390,26 @@ static kred_status module_build(struct cu_state *st, struct kred_reduction *r, s
 		}
 	}
 	kred__free(image);
-	kred__free(src);
 	return s;
 }
 
-static void cu_module_free(void *state, void *module)
-{
-	struct cu_state *st = state;
-	struct cu_module *m = module;
-	struct kred__error e;
-
-	if (!m)
-		return;
-	kred__error_clear(&e);
-	if (m->mod && enter(st, &e) == KRED_OK) {
-		module_release(st, m);
-		leave(st);
-	}
-	kred__layout_free(&m->d.l);
-	kred__free(m);
-}
-
-static kred_status cu_compile(void *state, struct kred_reduction *r, void **module,
-			      struct kred__error *err)
-{
-	struct cu_state *st = state;
-	struct cu_module *m;
-	kred_status s;
-
-	*module = NULL;
-	m = kred__calloc(1, sizeof(*m));
-	if (!m)
-		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-	s = kred__layout_make(r, &m->d.l, err);
-	if (s)
-		goto fail;
-	m->d.nst = kred__emit_nstate(r);
-	m->d.size = r->dtype == KRED_FLOAT64 ? 8 : 4;
-	module_shape(st, r, &m->d.l, &m->d.shape);
-	/* Compile-only: NVRTC runs when kred_reduction_ptx asks for an architecture. */
-	if (!st->cu) {
-		*module = m;
-		return KRED_OK;
-	}
-	s = enter(st, err);
-	if (s)
-		goto fail;
-	for (int tries = 0;; tries++) {
-		int max = 0;
-
-		s = module_build(st, r, m, err);
-		if (s)
-			break;
-		/* The block size that every kernel of the module can run at. */
-		for (int k = 0; k < KRED__N_KERNELS; k++) {
-			int mk = 0;
-
-			if (st->cu->FuncGetAttribute(&mk, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
-						     m->k[k]) == CUDA_SUCCESS && mk > 0 &&
-			    (max == 0 || mk < max))
-				max = mk;
-		}
-		if (max <= 0 || max >= m->d.shape.wg || tries == 2)
-			break;
-		/* Too many registers for this block size on this GPU: smaller blocks. */
-		kred__log("cuda: the kernels fit %d threads per block, not %d: recompiling", max,
-			  m->d.shape.wg);
-		module_release(st, m);
-		m->d.shape.wg = floor_pow2(max);
-		if (m->d.shape.tj > m->d.shape.wg)
-			m->d.shape.tj = m->d.shape.wg;
-	}
-	if (s)
-		module_release(st, m);
-	leave(st);
-	if (s)
-		goto fail;
-	*module = m;
-	return KRED_OK;
-fail:
-	kred__layout_free(&m->d.l);
-	kred__free(m);
-	return s;
-}
-
-static kred_status cu_source(void *state, const struct kred_reduction *r, char **out,
-			     struct kred__error *err)
+/* The largest block every kernel runs at (CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK). */
+static int64_t cu_max_group(void *state, const void *module)
 {
 	const struct cu_state *st = state;
-	const struct cu_module *m = r->module;
-	struct kred__layout l = { 0 };
-	struct kred__tiled_shape sh;
-	kred_status s;
+	const struct cu_module *m = module;
+	int max = 0;
 
-	if (m)
-		return kred__tiled_source(&kred__dialect_cuda, r, &m->d.l, &m->d.shape, out, err);
-	s = kred__layout_make(r, &l, err);
-	if (s)
-		return s;
-	module_shape(st, r, &l, &sh);
-	s = kred__tiled_source(&kred__dialect_cuda, r, &l, &sh, out, err);
-	kred__layout_free(&l);
-	return s;
+	for (int k = 0; k < KRED__N_KERNELS; k++) {
+		int mk = 0;
+
+		if (st->cu->FuncGetAttribute(&mk, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+					     m->k[k]) != CUDA_SUCCESS || mk <= 0)
+			return 0;
+		if (max == 0 || mk < max)
+			max = mk;
+	}
+	return max;
 }
 
 /* ---- the device layer's primitives (lib/device.h) */
@@ -666,6 +580,24 @@ static void cu_queue(void *state, void *queue)
 	((struct cu_state *)state)->stream = (CUstream)queue;
 }
 
+static kred_status no_gpu(const struct cu_state *st, struct kred__error *err)
+{
+	return kred__fail(err, KRED_EBACKEND, -1, "cuda: no GPU to run on (%s): this context "
+			  "only compiles (kred_reduction_source, kred_reduction_ptx)", st->why);
+}
+
+static kred_status cu_begin(void *state, struct kred__error *err)
+{
+	const struct cu_state *st = state;
+
+	return st->cu ? enter(st, err) : no_gpu(st, err);
+}
+
+static void cu_end(void *state)
+{
+	leave(state);
+}
+
 static const struct kred__device_ops cu_ops = {
 	.alloc = cu_alloc,
 	.release = cu_release,
@@ -674,60 +606,35 @@ static const struct kred__device_ops cu_ops = {
 	.check = cu_check,
 	.finish = cu_finish,
 	.queue = cu_queue,
+	.shape = cu_shape,
+	.build = cu_build,
+	.max_group = cu_max_group,
+	.unload = cu_unload,
+	.begin = cu_begin,
+	.end = cu_end,
 };
 
 /* What the device layer plans with: 2D when the row blocks fill under half of eight
- * blocks per multiprocessor; the partial states in a quarter of the memory at most. */
+ * blocks per multiprocessor; the partial states in a quarter of the memory at most. A
+ * compile-only context (no GPU) has the layer too, for its modules' shapes and sources. */
 static void layer_make(struct cu_state *st, const kred_context *ctx)
 {
 	st->layer = (struct kred__device){
 		.ops = &cu_ops,
 		.state = st,
 		.name = "cuda",
+		.dialect = &kred__dialect_cuda,
+		.module_size = sizeof(struct cu_module),
+		.compile_only = !st->cu,
 		.scheme = kred__device_scheme(ctx),
-		.target_groups = (int64_t)(st->dev->sm_count > 0 ? st->dev->sm_count : 1) * 8,
-		.max_grid_y = st->dev->max_grid_y,
+		.target_groups = (int64_t)(st->dev && st->dev->sm_count > 0 ? st->dev->sm_count
+									    : 1) * 8,
+		.max_grid_y = st->dev ? st->dev->max_grid_y : 0,
 		.parts_cap = st->mem_cap,
 		.none = "0",
 		.args_name = "cu_args",
 		.out_name = "cu_out",
 	};
-}
-
-static kred_status no_gpu(const struct cu_state *st, struct kred__error *err)
-{
-	return kred__fail(err, KRED_EBACKEND, -1, "cuda: no GPU to run on (%s): this context "
-			  "only compiles (kred_reduction_source, kred_reduction_ptx)", st->why);
-}
-
-static kred_status cu_call(void *state, void *module, const struct kred_reduction *r, int64_t nx,
-			   int64_t ny, const void *const *args, void *out,
-			   const struct kred__ranges *g, struct kred__error *err)
-{
-	struct cu_state *st = state;
-	kred_status s;
-
-	if (!st->cu)
-		return no_gpu(st, err);
-	s = enter(st, err);
-	if (s)
-		return s;
-	s = kred__device_run(&st->layer, module, r, nx, ny, args, out, g, err);
-	leave(st);
-	return s;
-}
-
-static kred_status cu_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
-			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
-{
-	return cu_call(state, module, r, nx, ny, args, out, NULL, err);
-}
-
-static kred_status cu_run_ranged(void *state, void *module, const struct kred_reduction *r,
-				 int64_t nx, int64_t ny, const void *const *args, void *out,
-				 const struct kred__ranges *g, struct kred__error *err)
-{
-	return cu_call(state, module, r, nx, ny, args, out, g, err);
 }
 
 /* CU_STREAM_LEGACY and CU_STREAM_PER_THREAD: handles of the calling thread's current
@@ -747,37 +654,21 @@ kred_status kred_reduction_run_cuda_stream(kred_reduction *r, int64_t nx, int64_
 	struct cu_state *st;
 	struct kred__error err;
 	kred__dmem *mems = NULL;
-	int n_user, n_dev;
-	kred_status s;
+	int n_user;
+	kred_status s = KRED_OK;
 
 	if (!r)
 		return KRED_EINVAL;
 	kred__ctx_clear_error(r->ctx);
 	kred__error_clear(&err);
-	if (kred__multi_inner(r->ctx, &n_dev) == &kred__backend_cuda)
-		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_run_cuda runs on one "
-				      "GPU, not with cuda:all (%d GPUs): make the reduction on the "
-				      "context of the GPU that holds the pointers (cuda:N)", n_dev);
-	if (r->ctx->backend != &kred__backend_cuda)
-		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_run_cuda needs a "
-				      "reduction made on a cuda context, not %s",
-				      kred_context_backend(r->ctx));
-	st = r->ctx->bstate;
+	st = (struct cu_state *)kred__device_of(r->ctx, &kred__backend_cuda,
+						"kred_reduction_run_cuda",
+						"make the reduction on the context of the GPU that "
+						"holds the pointers (cuda:N)");
+	if (!st)
+		return kred__ctx_error(r->ctx)->status;
 	if (!st->cu) {
 		no_gpu(st, &err);
-		return kred__ctx_set_error(r->ctx, &err, NULL);
-	}
-	n_user = kred_reduction_n_args(r);
-	if (cu_args) {
-		mems = kred__calloc((size_t)n_user + 1, sizeof(*mems));
-		if (!mems)
-			return kred__ctx_fail(r->ctx, KRED_ENOMEM, "out of memory");
-		for (int k = 0; k < n_user; k++)
-			mems[k] = (kred__dmem)cu_args[k];
-	}
-	s = enter(st, &err);
-	if (s) {
-		kred__free(mems);
 		return kred__ctx_set_error(r->ctx, &err, NULL);
 	}
 	if (stream && stream != STREAM_LEGACY && stream != STREAM_PER_THREAD) {
@@ -790,14 +681,18 @@ kred_status kred_reduction_run_cuda_stream(kred_reduction *r, int64_t nx, int64_
 		else if (c != st->context)
 			s = kred__fail(&err, KRED_EINVAL, -1, "the stream belongs to another CUDA "
 				       "context than the primary context of %s", st->dev->name);
-		if (s) {
-			leave(st);
-			kred__free(mems);
+		if (s)
 			return kred__ctx_set_error(r->ctx, &err, NULL);
-		}
+	}
+	n_user = kred_reduction_n_args(r);
+	if (cu_args) {
+		mems = kred__calloc((size_t)n_user + 1, sizeof(*mems));
+		if (!mems)
+			return kred__ctx_fail(r->ctx, KRED_ENOMEM, "out of memory");
+		for (int k = 0; k < n_user; k++)
+			mems[k] = (kred__dmem)cu_args[k];
 	}
 	s = kred__device_run_user(&st->layer, r, nx, ny, mems, (kred__dmem)cu_out, stream);
-	leave(st);
 	kred__free(mems);
 	return s;
 }
@@ -805,7 +700,6 @@ kred_status kred_reduction_run_cuda_stream(kred_reduction *r, int64_t nx, int64_
 kred_status kred_context_cuda_handles(kred_context *ctx, int *device, void **cu_context)
 {
 	const struct cu_state *st;
-	int n_dev;
 
 	if (device)
 		*device = -1;
@@ -814,14 +708,10 @@ kred_status kred_context_cuda_handles(kred_context *ctx, int *device, void **cu_
 	if (!ctx)
 		return KRED_EINVAL;
 	kred__ctx_clear_error(ctx);
-	if (kred__multi_inner(ctx, &n_dev) == &kred__backend_cuda)
-		return kred__ctx_fail(ctx, KRED_EBACKEND, "kred_context_cuda_handles gives one "
-				      "GPU's handles, not those of cuda:all (%d GPUs): open cuda:N",
-				      n_dev);
-	if (ctx->backend != &kred__backend_cuda)
-		return kred__ctx_fail(ctx, KRED_EBACKEND, "kred_context_cuda_handles needs a cuda "
-				      "context, not %s", kred_context_backend(ctx));
-	st = ctx->bstate;
+	st = (const struct cu_state *)kred__device_of(ctx, &kred__backend_cuda,
+						      "kred_context_cuda_handles", "open cuda:N");
+	if (!st)
+		return kred__ctx_error(ctx)->status;
 	if (!st->cu)
 		return kred__ctx_fail(ctx, KRED_EBACKEND, "this cuda context has no GPU (%s)",
 				      st->why);
@@ -853,15 +743,11 @@ kred_status kred_reduction_ptx(kred_reduction *r, const char *arch, char **ptx)
 	kred__error_clear(&err);
 	if (!ptx)
 		return kred__ctx_fail(r->ctx, KRED_EINVAL, "kred_reduction_ptx: NULL ptx");
-	if (kred__multi_inner(r->ctx, NULL) == &kred__backend_cuda)
-		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_ptx compiles for one "
-				      "GPU, not with cuda:all: make the reduction on cuda:N (or "
-				      "cuda:sm_XX, with no GPU)");
-	if (r->ctx->backend != &kred__backend_cuda)
-		return kred__ctx_fail(r->ctx, KRED_EBACKEND, "kred_reduction_ptx needs a reduction "
-				      "made on a cuda context, not %s",
-				      kred_context_backend(r->ctx));
-	st = r->ctx->bstate;
+	st = (struct cu_state *)kred__device_of(r->ctx, &kred__backend_cuda, "kred_reduction_ptx",
+						"make the reduction on cuda:N (or cuda:sm_XX, with "
+						"no GPU)");
+	if (!st)
+		return kred__ctx_error(r->ctx)->status;
 	if (!st->nv) {
 		st->nv = kred__nvrtc_load(why, sizeof(why));
 		if (!st->nv)
@@ -940,12 +826,12 @@ const struct kred_backend kred__backend_cuda = {
 	.close = cu_close,
 	.describe = cu_describe,
 	.is_gpu = cu_is_gpu,
-	.compile = cu_compile,
-	.run = cu_run,
-	.module_free = cu_module_free,
-	.source = cu_source,
+	.compile = kred__device_compile,
+	.run = kred__device_run,
+	.module_free = kred__device_module_free,
+	.source = kred__device_source,
 	.report = cu_report,
 	.memory = cu_memory,
 	.device_count = cu_device_count,
-	.run_ranged = cu_run_ranged,
+	.run_ranged = kred__device_run_ranged,
 };
