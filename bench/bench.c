@@ -17,9 +17,9 @@
 #include "bench_cuda.h"
 #include "bench_opencl.h"
 #include "bench_vulkan.h"
-#include "internal.h" /* node counts of the gradient formula */
 #include "kred.h"
 #include "bench_util.h"
+#include "plain.h"
 
 /*
  * The baselines are bench/baselines.c: each case as a careful user writes it in C with
@@ -64,7 +64,6 @@ static void *fill(int64_t count, int f64, double lo, double hi)
 
 /* ---- the baselines, built here */
 
-extern const char kred__kernel_baselines_c[]; /* bench/baselines.c (meson.build) */
 
 typedef void (*gauss_f32_fn)(int64_t, int64_t, const float *const *, const float *const *,
 			     const float *, float, float *);
@@ -553,15 +552,12 @@ static int grad_cost(const struct opts *o, kred_context *ctx)
 	fwd = make(ctx, "Exp(-G*SqDist(X,Y))*B", "Sum", al, 4, KRED_FLOAT32, 0);
 	if (!fwd || !x || !y || !b || !e || !out)
 		goto done;
-	kred__diff_simplify = 0;
-	if (kred_reduction_grad(fwd, "X", &raw) != KRED_OK)
+	if (kred__reduction_grad_simplify(fwd, "X", 0, &raw) != KRED_OK ||
+	    kred_reduction_grad(fwd, "X", &grad) != KRED_OK)
 		goto fail;
-	kred__diff_simplify = 1;
-	if (kred_reduction_grad(fwd, "X", &grad) != KRED_OK)
-		goto fail;
-	fnodes = kred__node_count(fwd->g, fwd->f);
-	before = kred__node_count(raw->g, raw->f);
-	after = kred__node_count(grad->g, grad->f);
+	fnodes = kred__reduction_nodes(fwd);
+	before = kred__reduction_nodes(raw);
+	after = kred__reduction_nodes(grad);
 	for (int k = 0; k < o->reps; k++) {
 		t0 = now();
 		if (kred_reduction_run(fwd, nx, ny, args, out))
@@ -582,7 +578,6 @@ static int grad_cost(const struct opts *o, kred_context *ctx)
 fail:
 	fprintf(stderr, "kred: error: gradient bench: %s\n", kred_errmsg(ctx));
 done:
-	kred__diff_simplify = 1;
 	kred_reduction_destroy(fwd);
 	kred_reduction_destroy(grad);
 	kred_reduction_destroy(raw);

@@ -7,9 +7,8 @@
 #include <time.h>
 
 #include "bench_cuda.h"
-#include "cuda/compile.h"
-#include "cuda/loader.h"
 #include "kred.h"
+#include "plain.h"
 #include "bench_util.h"
 
 /*

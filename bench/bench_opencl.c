@@ -9,14 +9,9 @@
 #include "bench_opencl.h"
 #include "kred.h"
 
-#if defined(__has_include)
-#if __has_include(<CL/cl.h>)
-#define HAVE_CL 1
-#endif
-#endif
+#include "plain.h"
 
-#ifdef HAVE_CL
-#include "cl/loader.h"
+#ifdef KRED_PLAIN_OPENCL
 #include "bench_util.h"
 
 /*

@@ -1,5 +1,5 @@
 /* Contexts: the chosen backend and its state, the cache directory, and the last error
- * with its message, offset and build log. */
+ * with its message, offset and build log; and the device report. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,4 +384,61 @@ void kred__ctx_set_log(kred_context *ctx, const char *log)
 		return;
 	free(r->log);
 	r->log = log ? strdup(log) : NULL;
+}
+
+/* ---- the device report: every backend's devices, and what auto opens (a context of its
+ * own, which is why it sits here and not in backend.c, below the contexts) */
+
+kred_status kred_devices_report(char **out)
+{
+	struct kred__buf b = { 0 };
+	kred_context *ctx = NULL;
+	kred_status s;
+
+	if (!out)
+		return KRED_EINVAL;
+	*out = NULL;
+	for (int k = 0; kred__backends[k]; k++) {
+		const struct kred_backend *be = kred__backends[k];
+
+		if (be->report) {
+			int n = be->version >= 2 && be->device_count ? be->device_count() : 0;
+
+			be->report(&b);
+			if (n == 1)
+				kred__buf_printf(&b, "  %s:all  the one device above\n", be->name);
+			else if (n > 1)
+				kred__buf_printf(&b, "  %s:all  the %d devices above together (each "
+						 "run's rows split by measured speed)\n", be->name,
+						 n);
+		} else {
+			struct kred__error e;
+			void *state = NULL;
+
+			kred__error_clear(&e);
+			if (be->open(NULL, NULL, &state, &e) == KRED_OK) {
+				kred__buf_printf(&b, "%s: available: %s\n", be->name,
+						 be->describe(state));
+				be->close(state);
+			} else {
+				kred__buf_printf(&b, "%s: not available (%s)\n", be->name, e.msg);
+			}
+		}
+	}
+	s = kred_context_create(NULL, &ctx);
+	if (s == KRED_ENOMEM) {
+		kred__buf_free(&b);
+		return s;
+	}
+	if (s == KRED_OK)
+		kred__buf_printf(&b, "auto: %s (%s)\n", kred_context_backend(ctx),
+				 getenv("KRED_BACKEND") && *getenv("KRED_BACKEND")
+					 ? "set by KRED_BACKEND"
+					 : "the first GPU backend with a GPU, else host, else "
+					   "reference");
+	else
+		kred__buf_printf(&b, "auto: none (%s)\n", kred_errmsg(ctx));
+	kred_context_destroy(ctx);
+	*out = kred__buf_take(&b);
+	return *out ? KRED_OK : KRED_ENOMEM;
 }

@@ -294,6 +294,11 @@ const struct kred__node *kred__grad(struct kred__graph *g, const struct kred__no
 /* Whether diff.c's builders simplify (1, always in the library). Tests and the bench set
  * it to 0 only to count the nodes of a gradient before simplification. */
 extern int kred__diff_simplify;
+/* The nodes of r's formula (its graph below the root); kred_reduction_grad with the
+ * simplification on or off (what `kred bench` reports). */
+int kred__reduction_nodes(const kred_reduction *r);
+kred_status kred__reduction_grad_simplify(const kred_reduction *r, const char *var,
+					  int simplify, kred_reduction **out);
 
 /* ---- the reduction table (reduce.c). One row per reduction:
  *   X(ENUM, "Name", flags)

@@ -381,3 +381,21 @@ kred_status kred_reduction_run_ranges(kred_reduction *r, int64_t nx, int64_t ny,
 		kred__ctx_set_error(r->ctx, &err, NULL);
 	return s;
 }
+
+/* ---- for kred bench (lib/plain.h) */
+
+int kred__reduction_nodes(const kred_reduction *r)
+{
+	return kred__node_count(r->g, r->f);
+}
+
+kred_status kred__reduction_grad_simplify(const kred_reduction *r, const char *var,
+					  int simplify, kred_reduction **out)
+{
+	kred_status s;
+
+	kred__diff_simplify = simplify;
+	s = kred_reduction_grad(r, var, out);
+	kred__diff_simplify = 1;
+	return s;
+}
