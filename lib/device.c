@@ -197,26 +197,12 @@ static kred_status run_ranged(const struct kred__device *d, const struct kred__d
 	return s;
 }
 
-/* The only argument of a side when it fills the side's packed row by itself, else -1. */
-static int alone_on(const struct kred__dmodule *m, const struct kred_reduction *r, int side)
-{
-	int alone = -1, count = 0;
-
-	for (int p = 0; p < m->l.n_args; p++) {
-		if (m->l.side[p] == side) {
-			alone = p;
-			count++;
-		}
-	}
-	return count == 1 && r->args[alone].dim == m->l.width[side] ? alone : -1;
-}
-
 /* The arguments of one side packed rows x width on the host; the argument itself when
  * it is alone there. *owned is what to free. */
 static const void *pack_host(const struct kred__dmodule *m, const struct kred_reduction *r,
 			     int side, int64_t rows, const void *const *args, void **owned)
 {
-	int width = m->l.width[side], alone = alone_on(m, r, side);
+	int width = m->l.width[side], alone = kred__layout_alone(&m->l, r, side);
 	char *dst;
 
 	*owned = NULL;
@@ -225,17 +211,7 @@ static const void *pack_host(const struct kred__dmodule *m, const struct kred_re
 	dst = kred__malloc((size_t)rows * (size_t)width * m->size);
 	if (!dst)
 		return NULL;
-	for (int p = 0; p < m->l.n_args; p++) {
-		const char *src = args[p];
-		size_t dim = (size_t)r->args[p].dim * m->size;
-		size_t off = (size_t)m->l.offset[p] * m->size;
-
-		if (m->l.side[p] != side)
-			continue;
-		for (int64_t i = 0; i < rows; i++)
-			memcpy(dst + (size_t)i * (size_t)width * m->size + off,
-			       src + (size_t)i * dim, dim);
-	}
+	kred__layout_pack(&m->l, r, side, args, 0, rows, width, m->size, dst);
 	*owned = dst;
 	return dst;
 }
@@ -458,7 +434,7 @@ static kred_status pack_device(const struct kred__device *d, const struct kred__
 			       const kred__dmem *mems, kred__dmem *buf, kred__dmem *owned,
 			       struct kred__error *err)
 {
-	int width = m->l.width[side], alone = alone_on(m, r, side);
+	int width = m->l.width[side], alone = kred__layout_alone(&m->l, r, side);
 	kred_status s;
 
 	*buf = *owned = 0;

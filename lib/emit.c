@@ -2543,6 +2543,43 @@ kred_status kred__layout_make(const struct kred_reduction *r, struct kred__layou
 	return KRED_OK;
 }
 
+int kred__layout_alone(const struct kred__layout *l, const struct kred_reduction *r, int side)
+{
+	int alone = -1, count = 0;
+
+	for (int p = 0; p < l->n_args; p++) {
+		if (l->side[p] == side) {
+			alone = p;
+			count++;
+		}
+	}
+	return count == 1 && r->args[alone].dim == l->width[side] ? alone : -1;
+}
+
+void kred__layout_pack(const struct kred__layout *l, const struct kred_reduction *r, int side,
+		       const void *const *args, int64_t r0, int64_t n, int stride, size_t size,
+		       void *dst)
+{
+	const size_t row = (size_t)stride * size;
+
+	if (stride > l->width[side])
+		memset(dst, 0, (size_t)n * row);
+	for (int p = 0; p < l->n_args; p++) {
+		size_t d = (size_t)r->args[p].dim * size, off = (size_t)l->offset[p] * size;
+		const char *src;
+
+		if (l->side[p] != side)
+			continue;
+		src = (const char *)args[p] + (size_t)r0 * d;
+		if (d == row) {
+			memcpy(dst, src, (size_t)n * d);
+			continue;
+		}
+		for (int64_t i = 0; i < n; i++)
+			memcpy((char *)dst + (size_t)i * row + off, src + (size_t)i * d, d);
+	}
+}
+
 void kred__layout_free(struct kred__layout *l)
 {
 	kred__free(l->side);

@@ -83,6 +83,14 @@ struct kred__layout {
 kred_status kred__layout_make(const struct kred_reduction *r, struct kred__layout *l,
 			      struct kred__error *err);
 void kred__layout_free(struct kred__layout *l);
+/* The argument that fills side by itself (its only one, all of its width), else -1: a run
+ * may use that argument's array as the side's packed rows. */
+int kred__layout_alone(const struct kred__layout *l, const struct kred_reduction *r, int side);
+/* Packs the rows [r0, r0 + n) of side's arguments (args, by position, size bytes a value)
+ * into dst, stride values a row (stride >= the side's width; zeros past it). */
+void kred__layout_pack(const struct kred__layout *l, const struct kred_reduction *r, int side,
+		       const void *const *args, int64_t r0, int64_t n, int stride, size_t size,
+		       void *dst);
 
 /* State slots per output row of r's reduction (Kahan compensations included). */
 int kred__emit_nstate(const struct kred_reduction *r);

@@ -502,32 +502,18 @@ static const void *pack(const struct host_module *m, const struct kred_reduction
 			int64_t rows, const void *const *args, size_t size, void **owned)
 {
 	static const double dummy[1];
-	int width = m->l.width[side], alone = -1, count = 0;
+	int width = m->l.width[side], alone = kred__layout_alone(&m->l, r, side);
 	char *dst;
 
 	*owned = NULL;
 	if (width == 0)
 		return dummy;
-	for (int p = 0; p < m->l.n_args; p++) {
-		if (m->l.side[p] == side) {
-			alone = p;
-			count++;
-		}
-	}
-	if (count == 1)
+	if (alone >= 0)
 		return args[alone];
 	dst = kred__malloc((size_t)rows * (size_t)width * size);
 	if (!dst)
 		return NULL;
-	for (int p = 0; p < m->l.n_args; p++) {
-		const char *src = args[p];
-		size_t d = (size_t)r->args[p].dim * size, off = (size_t)m->l.offset[p] * size;
-
-		if (m->l.side[p] != side)
-			continue;
-		for (int64_t i = 0; i < rows; i++)
-			memcpy(dst + (size_t)i * width * size + off, src + (size_t)i * d, d);
-	}
+	kred__layout_pack(&m->l, r, side, args, 0, rows, width, size, dst);
 	*owned = dst;
 	return dst;
 }

@@ -713,33 +713,6 @@ static kred_status make_plan(const struct kred__vk *v, const struct kred__vk_mod
 	return KRED_OK;
 }
 
-/* Copies the arguments of one side, rows [r0, r0 + n), into dst with `stride` values per
- * row (zeros past the side's width). */
-static void pack(const struct kred__vk_module *m, const struct kred_reduction *r, int side,
-		 const void *const *args, int64_t r0, int64_t n, int stride, int size, char *dst)
-{
-	int width = m->l.width[side];
-
-	if (stride > width)
-		memset(dst, 0, (size_t)n * (size_t)stride * (size_t)size);
-	for (int a = 0; a < m->l.n_args; a++) {
-		size_t d = (size_t)r->args[a].dim * (size_t)size;
-		size_t off = (size_t)m->l.offset[a] * (size_t)size;
-		size_t row = (size_t)stride * (size_t)size;
-		const char *src;
-
-		if (m->l.side[a] != side)
-			continue;
-		src = (const char *)args[a] + (size_t)r0 * d;
-		if (d == row) {
-			memcpy(dst, src, (size_t)n * d);
-			continue;
-		}
-		for (int64_t i = 0; i < n; i++)
-			memcpy(dst + (size_t)i * row + off, src + (size_t)i * d, d);
-	}
-}
-
 /* Everything a run creates, freed in one place. */
 struct run {
 	struct kred__vk *v;
@@ -867,7 +840,7 @@ static kred_status setup(struct run *u, const struct kred__vk_module *m,
 		if (s)
 			return s;
 		if (dr)
-			pack(m, r, side_r, args, r0, n, dr, p->size, u->rows[b].map);
+			kred__layout_pack(&m->l, r, side_r, args, r0, n, dr, p->size, u->rows[b].map);
 		s = vbuf_make(v, stateful ? (VkDeviceSize)(n * p->split * m->nst * p->size) : 16,
 			      VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, HOST_NONE, &u->states[b], err);
 		if (s)
@@ -893,7 +866,8 @@ static kred_status setup(struct run *u, const struct kred__vk_module *m,
 		if (s)
 			return s;
 		if (p->tpc)
-			pack(m, r, side_c, args, c0, n, p->tpc * per_texel, p->size, u->cols[b].map);
+			kred__layout_pack(&m->l, r, side_c, args, c0, n, p->tpc * per_texel,
+					  p->size, u->cols[b].map);
 		vi.buffer = u->cols[b].buf;
 		res = a->CreateBufferView(v->device, &vi, NULL, &u->views[b]);
 		if (res != VK_SUCCESS)
@@ -904,7 +878,7 @@ static kred_status setup(struct run *u, const struct kred__vk_module *m,
 	if (s)
 		return s;
 	if (dp && !m->push_dp)
-		pack(m, r, KRED__SIDE_PRM, args, 0, 1, dp, p->size, u->prm.map);
+		kred__layout_pack(&m->l, r, KRED__SIDE_PRM, args, 0, 1, dp, p->size, u->prm.map);
 	s = int_buffer(v, tasks, 4 * n_tasks, &u->tasks, err);
 	if (!s)
 		s = int_buffer(v, red, 2 * n_red, &u->red, err);
@@ -970,7 +944,7 @@ static void push_make(struct push *pu, const struct kred__vk_module *m,
 	memset(pu, 0, sizeof(*pu));
 	pu->size = (uint32_t)(push_header(m->dbl) + dp * size);
 	if (dp)
-		pack(m, r, KRED__SIDE_PRM, args, 0, 1, dp, size,
+		kred__layout_pack(&m->l, r, KRED__SIDE_PRM, args, 0, 1, dp, size,
 		     (char *)pu->bytes + push_header(m->dbl));
 }
 
