@@ -111,6 +111,8 @@ static int64_t splits(const struct kred__device *d, const struct kred__dmodule *
 	}
 	if (s > MAX_SPLITS)
 		s = MAX_SPLITS;
+	if (m->max_splits > 0 && s > m->max_splits)
+		s = m->max_splits;
 	if (d->max_grid_y > 0 && s > d->max_grid_y)
 		s = d->max_grid_y;
 	while (s > 2 && (size_t)s * bytes_per_split > d->parts_cap)
@@ -202,16 +204,16 @@ static kred_status run_ranged(const struct kred__device *d, const struct kred__d
 static const void *pack_host(const struct kred__dmodule *m, const struct kred_reduction *r,
 			     int side, int64_t rows, const void *const *args, void **owned)
 {
-	int width = m->l.width[side], alone = kred__layout_alone(&m->l, r, side);
+	int stride = m->stride[side], alone = kred__layout_alone(&m->l, r, side);
 	char *dst;
 
 	*owned = NULL;
-	if (alone >= 0)
+	if (alone >= 0 && stride == m->l.width[side])
 		return args[alone];
-	dst = kred__malloc((size_t)rows * (size_t)width * m->size);
+	dst = kred__malloc((size_t)rows * (size_t)stride * m->size);
 	if (!dst)
 		return NULL;
-	kred__layout_pack(&m->l, r, side, args, 0, rows, width, m->size, dst);
+	kred__layout_pack(&m->l, r, side, args, 0, rows, stride, m->size, dst);
 	*owned = dst;
 	return dst;
 }
@@ -231,7 +233,7 @@ static kred_status run_host(const struct kred__device *d, const struct kred__dmo
 	if (nr == 0)
 		return KRED_OK;
 	for (int k = 0; k < 3 && !s; k++) {
-		size_t bytes = (size_t)rows[k] * (size_t)m->l.width[k] * m->size;
+		size_t bytes = (size_t)rows[k] * (size_t)m->stride[k] * m->size;
 		void *owned = NULL;
 		const void *host;
 
@@ -249,8 +251,16 @@ static kred_status run_host(const struct kred__device *d, const struct kred__dmo
 	if (!s)
 		s = g ? run_ranged(d, m, nr, side, obuf, g, err)
 		      : run_dense(d, m, nr, nc, side, obuf, err);
-	if (!s)
+	if (!s) {
 		s = d->ops->read(d->state, obuf, out, out_bytes, err);
+	} else {
+		/* What was queued before the failure still runs: wait for it before the
+		 * buffers go (a failure of its own says nothing more). */
+		struct kred__error later;
+
+		kred__error_clear(&later);
+		d->ops->finish(d->state, &later);
+	}
 	for (int k = 0; k < 3; k++)
 		release(d, k, side[k]);
 	release(d, KRED__MEM_OUT, obuf);
@@ -310,6 +320,8 @@ static kred_status module_plan(const struct kred__device *d, const struct kred_r
 		return s;
 	m->nst = kred__emit_nstate(r);
 	m->size = r->dtype == KRED_FLOAT64 ? 8 : 4;
+	for (int k = 0; k < 3; k++)
+		m->stride[k] = m->l.width[k];
 	d->ops->shape(d->state, r, &m->l, &m->shape);
 	return KRED_OK;
 }

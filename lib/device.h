@@ -147,8 +147,11 @@ struct kred__device {
 struct kred__dmodule {
 	struct kred__layout l;
 	struct kred__tiled_shape shape;
-	int nst;     /* state slots per row */
-	size_t size; /* bytes per value */
+	int nst;	/* state slots per row */
+	size_t size;	/* bytes per value */
+	int stride[3];	/* values per packed row of each side: its width, or more (Vulkan
+			 * reads columns as whole texels of 4 floats or 2 doubles) */
+	int max_splits; /* the most column ranges the device merges; 0: no limit of its own */
 };
 
 /* The largest power of two <= n, from 1 to 1024: a group size. */

@@ -4,7 +4,7 @@
 #define KRED_VK_H
 
 #include "cache.h"
-#include "emit.h"
+#include "device.h"
 #include "loader.h"
 
 /* The shape of kernels/tiled.comp: invocations per workgroup and the block-sum tile in
@@ -29,8 +29,12 @@ struct kred__vk_pipe {
 	struct kred__vk_pipe *next;
 };
 
+struct kred__vk_mem;
+struct kred__vk_pools;
+
 /* The backend's state: a logical device with one compute queue. */
 struct kred__vk {
+	struct kred__device layer; /* first: what lib/device.c plans runs with */
 	kred_context *ctx; /* NULL when opened for the device report */
 	const struct kred__vk_api *api;
 	const struct kred__vk_device *dev;
@@ -46,14 +50,26 @@ struct kred__vk {
 	char *desc;
 	struct kred__cache cache;
 	struct kred__vk_pipe *pipes;
+	/* What lib/device.c's calls record between two waits: one command buffer, and
+	 * what it uses that goes once it has run. */
+	VkCommandBuffer cmd;
+	int uploads;		     /* copies recorded that the next dispatch waits for */
+	struct kred__vk_mem *dead;   /* released buffers the recorded work may use */
+	struct kred__vk_pools *pools; /* descriptor pools of the recorded work */
+	VkBufferView *views;	     /* texel views of the recorded work */
+	int n_views, cap_views;
+	struct kred__vk_mem *dummy;  /* bound where a run has no such buffer; kept */
+	VkBufferView dummy_view;
 };
 
 /* What a reduction holds. */
 struct kred__vk_module {
+	struct kred__dmodule d; /* first: what lib/device.c reads (d.shape: groups of
+				 * KRED__VK_WG invocations of shape.rpi rows each) */
 	struct kred__vk_pipe *pipe;
-	struct kred__layout l;
 	int dbl;
-	int nst;
+	int out_dim;
+	int tpc;	  /* texels per column */
 	int push_dp;	  /* parameters passed as push constants (0: in a buffer) */
 	int64_t pass;	  /* columns one invocation folds in one dispatch */
 	int64_t merge_loops; /* loop iterations of one kr_merge and one kr_finalize */

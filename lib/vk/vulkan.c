@@ -8,20 +8,23 @@
 #include "vk.h"
 
 /*
- * A run, for R output rows and C reduced columns:
+ * A run, for R output rows and C reduced columns, is planned by the device layer
+ * (lib/device.c), as OpenCL's and CUDA's are: the sides packed into one buffer each (the
+ * columns at whole texels a row), the split of the columns into ranges (the y dimension
+ * of the grid) when there are too few rows to occupy the device, their merge, and the
+ * tasks of a ranged run. This backend's primitives record it into one command buffer,
+ * submitted with one fence when the output is read:
  * - rows go in row blocks and columns in column blocks small enough for the device's
  *   limits (65,535 workgroups per dimension, maxStorageBufferRange per storage binding,
- *   maxTexelBufferElements per texel view, maxMemoryAllocationSize per buffer); each
- *   (row block, column block) pair has its descriptor set;
- * - the columns of a block are split into `split` ranges (the y dimension of the grid)
- *   when there are too few rows to occupy the device;
+ *   maxTexelBufferElements per texel view), bound at offsets in the sides' buffers, each
+ *   (row block, column block) pair with its descriptor set; chunked runs keep each buffer
+ *   within maxMemoryAllocationSize (vk_memory);
  * - each range is walked in passes of at most `pass` columns per invocation (the module
  *   knows how many its loops allow: llvmpipe ends any invocation's loops after 65,535
  *   iterations in total, silently), the state of each row and range carried from one
  *   dispatch to the next in the state buffer;
- * - when split > 1, a last dispatch merges the ranges' states with the reduction's merge
- *   and finalizes.
- * All of it is one command buffer and one fence.
+ * - when split > 1, the merge launch merges the ranges' states with the reduction's merge
+ *   and finalizes, row block by row block.
  */
 
 /* The bindings of tiled.comp. */
@@ -61,6 +64,19 @@ static int vk_fail_res(struct kred__error *err, VkResult res, const char *what)
 			  res == VK_ERROR_OUT_OF_DEVICE_MEMORY ? " (the inputs do not fit in the "
 								 "device's memory)" : "");
 }
+
+static int64_t min64(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
+static int64_t ceil_div(int64_t a, int64_t b)
+{
+	return (a + b - 1) / b;
+}
+
+static void layer_make(struct kred__vk *v, const kred_context *ctx);
+static void run_state_free(struct kred__vk *v);
 
 /* ---- opening a device */
 
@@ -200,6 +216,7 @@ static void vk_close(void *state)
 	if (v->device) {
 		const struct kred__vk_api *a = v->api;
 
+		run_state_free(v);
 		kred__vk_pipes_free(v);
 		if (v->layout)
 			a->DestroyPipelineLayout(v->device, v->layout, NULL);
@@ -267,6 +284,7 @@ static kred_status vk_open(kred_context *ctx, const char *device, void **state,
 	s = make_device(v, err);
 	if (s)
 		goto fail;
+	layer_make(v, ctx);
 	kred__buf_printf(&b, "vulkan:%s:%s%s%s", v->dev->props.deviceName, v->dev->driver_name,
 			 v->dev->driver_info[0] ? " " : "", v->dev->driver_info);
 	v->desc = kred__buf_take(&b);
@@ -413,7 +431,7 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 	m = kred__calloc(1, sizeof(*m));
 	if (!m)
 		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-	s = kred__layout_make(r, &m->l, err);
+	s = kred__layout_make(r, &m->d.l, err);
 	if (s)
 		goto fail;
 	values = vk_is_gpu(v) ? 0 : formula_values(r);
@@ -431,12 +449,18 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 		goto fail;
 	}
 	m->dbl = dbl;
-	m->nst = kred__emit_nstate(r);
-	m->shape = choose_shape(r, m->nst);
-	s = kred__emit_loops(&kred__dialect_glsl, r, &m->l, &lp, err);
+	m->out_dim = r->out_dim;
+	m->d.nst = kred__emit_nstate(r);
+	m->d.size = dbl ? 8 : 4;
+	m->tpc = (m->d.l.width[KRED__SIDE_COL] + (dbl ? 1 : 3)) / (dbl ? 2 : 4);
+	for (int k = 0; k < 3; k++)
+		m->d.stride[k] = m->d.l.width[k];
+	m->d.stride[KRED__SIDE_COL] = m->tpc * (dbl ? 2 : 4);
+	m->shape = choose_shape(r, m->d.nst);
+	s = kred__emit_loops(&kred__dialect_glsl, r, &m->d.l, &lp, err);
 	if (s)
 		goto fail;
-	m->pass = pass_columns(r, &m->l, m->nst, m->shape, &lp, &m->col_cost, &m->interval_cost);
+	m->pass = pass_columns(r, &m->d.l, m->d.nst, m->shape, &lp, &m->col_cost, &m->interval_cost);
 	if (!m->pass && !vk_is_gpu(v)) {
 		s = kred__fail(err, KRED_EUNSUPPORTED, -1,
 			       "%s: this formula's loops run %lld iterations per column, and llvmpipe "
@@ -448,8 +472,17 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 	if (!m->pass)
 		m->pass = 8; /* a GPU driver has no such budget */
 	m->merge_loops = lp.merge + lp.finalize;
-	m->push_dp = push_params(v, r, &m->l);
-	s = kred__vk_source(v, r, &m->l, m->push_dp, m->shape, &src, err);
+	/* What lib/device.c plans with: groups of KRED__VK_WG invocations of rpi rows; a
+	 * column range of 1,024 columns at least (2 x tj), at most 256 ranges, and no more
+	 * than the merge dispatch's loops leave within the budget. */
+	m->d.shape = (struct kred__tiled_shape){ .wg = KRED__VK_WG, .rpw = m->shape.rpi,
+						 .tj = 512 };
+	m->d.max_splits = (int)min64(256, (LOOP_BUDGET - LOOP_MARGIN) /
+					      (m->shape.rpi * (m->merge_loops + 2 * m->d.nst + 1)));
+	if (m->d.max_splits < 1)
+		m->d.max_splits = 1;
+	m->push_dp = push_params(v, r, &m->d.l);
+	s = kred__vk_source(v, r, &m->d.l, m->push_dp, m->shape, &src, err);
 	if (s)
 		goto fail;
 	s = kred__vk_pipeline(v, src, &m->pipe, err);
@@ -460,7 +493,7 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 	return KRED_OK;
 fail:
 	kred__free(src);
-	kred__layout_free(&m->l);
+	kred__layout_free(&m->d.l);
 	kred__free(m);
 	return s;
 }
@@ -471,7 +504,7 @@ static void vk_module_free(void *state, void *module)
 
 	if (!m)
 		return;
-	kred__layout_free(&m->l);
+	kred__layout_free(&m->d.l);
 	kred__free(m);
 }
 
@@ -601,166 +634,152 @@ static void vbuf_free(struct kred__vk *v, struct vbuf *b)
 	memset(b, 0, sizeof(*b));
 }
 
-/* ---- running */
+/* ---- the device layer's primitives (lib/device.h)
+ *
+ * lib/device.c plans a run as for OpenCL and CUDA: the sides packed (the columns at whole
+ * texels a row), one buffer each, the output's, the column ranges of the 2D scheme and
+ * their merge, the tasks of a ranged run. Here its buffers become storage and texel
+ * buffers, its launches dispatches recorded into one command buffer, which a read or a
+ * finish submits and waits for. A launch of kr_reduce becomes, within the device's limits:
+ * - row blocks and column blocks, bound at offsets in the sides' buffers (65,535
+ *   workgroups per dimension, maxStorageBufferRange per storage binding,
+ *   maxTexelBufferElements per texel view), each pair with its descriptor set;
+ * - passes of at most m->pass columns per invocation (llvmpipe ends any invocation's
+ *   loops after 65,535 iterations in total, silently), the states carried from one
+ *   dispatch to the next in the states buffer: the 2D scheme's, else one of the run's.
+ * A launch of kr_merge_parts is the merge dispatch of each row block.
+ */
 
-struct plan {
-	int64_t rows, cols;
-	int64_t rb, cb;	 /* rows per row block, columns per column block */
-	int nrb, ncb;	 /* blocks */
-	int split;	 /* column ranges per block, merged at the end */
-	int tpc;	 /* texels per column */
-	int carry;	 /* states go from pass to pass (a block-sparse run's passes) */
-	int size;	 /* bytes per value */
+/* A buffer of the device layer. */
+struct kred__vk_mem {
+	struct vbuf b;
+	void *host; /* parameters, tasks, intervals: their values, for push constants and
+		     * a ranged run's passes */
+	struct kred__vk_mem *next;
 };
 
-static int64_t min64(int64_t a, int64_t b)
+/* The descriptor pools of the recorded work. */
+#define POOL_SETS 64
+struct kred__vk_pools {
+	VkDescriptorPool pool;
+	int used;
+	struct kred__vk_pools *next;
+};
+
+static void mem_free(struct kred__vk *v, struct kred__vk_mem *vm)
 {
-	return a < b ? a : b;
+	if (!vm)
+		return;
+	vbuf_free(v, &vm->b);
+	kred__free(vm->host);
+	kred__free(vm);
 }
 
-static int64_t ceil_div(int64_t a, int64_t b)
+static struct kred__vk_mem *as_mem(kred__dmem m)
 {
-	return (a + b - 1) / b;
+	return (struct kred__vk_mem *)(uintptr_t)m;
 }
 
-/* How many column ranges make the device busy when there are few rows: on a CPU device
- * (llvmpipe runs a workgroup per thread), four groups per core; on a GPU, a few thousand
- * groups. A range keeps at least 1024 columns, so that the merge stays cheap. */
-static int choose_split(const struct kred__vk *v, const struct kred__vk_module *m,
-			int64_t rows, int64_t cols)
+/* Frees what the recorded work used, once it has run (or will never run). */
+static void recorded_free(struct kred__vk *v)
 {
-	kred_scheme scheme = v->ctx ? v->ctx->opt.scheme : KRED_SCHEME_AUTO;
-	int64_t groups = ceil_div(rows, KRED__VK_WG * m->shape.rpi), target, split;
-	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	const struct kred__vk_api *a = v->api;
 
-	if (scheme == KRED_SCHEME_1D || cols < 2)
-		return 1;
-	target = v->dev->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU
-			 ? 4 * (cores > 0 ? cores : 1) : 2048;
-	split = ceil_div(target, groups);
-	split = min64(split, cols / 1024);
-	split = min64(split, 256);
-	/* The merge dispatch's loops count against the same budget. */
-	split = min64(split, (LOOP_BUDGET - LOOP_MARGIN) /
-				     (m->shape.rpi * (m->merge_loops + 2 * m->nst + 1)));
-	if (scheme == KRED_SCHEME_2D && split < 2)
-		split = 2;
-	return split < 1 ? 1 : (int)split;
-}
+	while (v->dead) {
+		struct kred__vk_mem *next = v->dead->next;
 
-static kred_status make_plan(const struct kred__vk *v, const struct kred__vk_module *m,
-			     const struct kred_reduction *r, int64_t rows, int64_t cols, int ranged,
-			     struct plan *p, struct kred__error *err)
-{
-	const VkPhysicalDeviceLimits *lim = &v->dev->props.limits;
-	const char *hook = getenv("KRED_VULKAN_TEST_BLOCKS");
-	int dr = m->l.width[KRED__SIDE_ROW], dc = m->l.width[KRED__SIDE_COL];
-	int per_texel = m->dbl ? 2 : 4;
-	int64_t range = lim->maxStorageBufferRange, alloc = (int64_t)v->dev->max_alloc, rb;
-	long long hook_rows = 0, hook_cols = 0;
-
-	if (rows > INT32_MAX || cols > INT32_MAX)
-		return kred__fail(err, KRED_EUNSUPPORTED, -1,
-				  "the Vulkan backend takes at most 2^31 - 1 rows and columns");
-	memset(p, 0, sizeof(*p));
-	p->rows = rows;
-	p->cols = cols;
-	p->size = m->dbl ? 8 : 4;
-	p->tpc = (dc + per_texel - 1) / per_texel;
-	if (range > alloc)
-		range = alloc;
-	/* A block-sparse run's tasks are its parallelism: no column ranges. */
-	p->split = ranged ? 1 : choose_split(v, m, rows, cols);
-	/* Row blocks: a whole number of 256 rows, so that every block's offset is aligned
-	 * for any storage-buffer offset alignment. */
-	rb = (int64_t)lim->maxComputeWorkGroupCount[0] * KRED__VK_WG * m->shape.rpi;
-	if (dr)
-		rb = min64(rb, range / (dr * p->size));
-	rb = min64(rb, range / ((int64_t)p->split * m->nst * p->size));
-	rb = min64(rb, range / ((int64_t)r->out_dim * p->size));
-	/* The shader's indices are ints. */
-	rb = min64(rb, INT32_MAX / ((int64_t)p->split * m->nst + dr + r->out_dim));
-	/* A test hook, "ROWS,COLS": blocks that small, so that the block loops run on
-	 * inputs a test can check. */
-	if (hook && sscanf(hook, "%lld,%lld", &hook_rows, &hook_cols) == 2 && hook_rows > 0)
-		rb = min64(rb, hook_rows);
-	if (rb < rows)
-		rb &= ~(int64_t)255;
-	if (rb < 256 && rb < rows)
-		return kred__fail(err, KRED_EUNSUPPORTED, -1,
-				  "the reduction's state (%d values) does not fit the device's "
-				  "storage buffer limits", m->nst);
-	p->rb = min64(rb, rows);
-	p->nrb = (int)ceil_div(rows, p->rb);
-	/* Column blocks: what one texel view reaches, with room for int32 indices. */
-	p->cb = (int64_t)1 << 30;
-	if (p->tpc) {
-		p->cb = min64(p->cb, (int64_t)lim->maxTexelBufferElements / p->tpc);
-		p->cb = min64(p->cb, INT32_MAX / p->tpc);
-		p->cb = min64(p->cb, alloc / (16 * p->tpc));
+		mem_free(v, v->dead);
+		v->dead = next;
 	}
-	if (p->cb < 1)
-		return kred__fail(err, KRED_EUNSUPPORTED, -1,
-				  "a column of %d values does not fit the device's texel buffers",
-				  dc);
-	if (hook_cols > 0)
-		p->cb = min64(p->cb, hook_cols);
-	p->cb = min64(p->cb, cols > 0 ? cols : 1);
-	p->ncb = cols > 0 ? (int)ceil_div(cols, p->cb) : 1;
-	if ((double)p->nrb * p->ncb > 1e6)
-		return kred__fail(err, KRED_EUNSUPPORTED, -1, "the inputs are too large for this "
-				  "Vulkan device's buffer limits");
+	while (v->pools) {
+		struct kred__vk_pools *next = v->pools->next;
+
+		a->DestroyDescriptorPool(v->device, v->pools->pool, NULL);
+		kred__free(v->pools);
+		v->pools = next;
+	}
+	for (int k = 0; k < v->n_views; k++)
+		a->DestroyBufferView(v->device, v->views[k], NULL);
+	v->n_views = 0;
+	v->uploads = 0;
+}
+
+/* At close: what a failed run left recorded, and the dummy buffer. */
+static void run_state_free(struct kred__vk *v)
+{
+	if (v->cmd)
+		v->api->FreeCommandBuffers(v->device, v->pool, 1, &v->cmd);
+	v->cmd = NULL;
+	recorded_free(v);
+	kred__free(v->views);
+	v->views = NULL;
+	if (v->dummy_view)
+		v->api->DestroyBufferView(v->device, v->dummy_view, NULL);
+	mem_free(v, v->dummy);
+	v->dummy = NULL;
+}
+
+static kred_status record_begin(struct kred__vk *v, struct kred__error *err)
+{
+	const struct kred__vk_api *a = v->api;
+	VkCommandBufferAllocateInfo ci = {
+		.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+		.commandPool = v->pool,
+		.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+		.commandBufferCount = 1,
+	};
+	VkCommandBufferBeginInfo bi = {
+		.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+		.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+	};
+	VkResult res;
+
+	if (v->cmd)
+		return KRED_OK;
+	res = a->AllocateCommandBuffers(v->device, &ci, &v->cmd);
+	if (res != VK_SUCCESS) {
+		v->cmd = NULL;
+		return vk_fail_res(err, res, "vkAllocateCommandBuffers");
+	}
+	res = a->BeginCommandBuffer(v->cmd, &bi);
+	if (res != VK_SUCCESS) {
+		a->FreeCommandBuffers(v->device, v->pool, 1, &v->cmd);
+		v->cmd = NULL;
+		return vk_fail_res(err, res, "vkBeginCommandBuffer");
+	}
 	return KRED_OK;
 }
 
-/* Everything a run creates, freed in one place. */
-struct run {
-	struct kred__vk *v;
-	int nrb, ncb;
-	struct vbuf *rows, *states, *outs; /* by row block */
-	struct vbuf *cols;		   /* by column block */
-	VkBufferView *views;
-	struct vbuf prm;
-	struct vbuf tasks, red; /* a block-sparse run's; 16 unused bytes otherwise */
-	VkDescriptorPool dpool;
-	VkDescriptorSet *sets;		   /* by row block * ncb + column block */
-	VkCommandBuffer cmd;
-	VkFence fence;
-};
-
-static void run_free(struct run *u)
+/* Submits the recorded work and waits for it; then frees what it used. */
+static kred_status record_run(struct kred__vk *v, struct kred__error *err)
 {
-	struct kred__vk *v = u->v;
 	const struct kred__vk_api *a = v->api;
+	VkFenceCreateInfo fi = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+	VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1 };
+	VkFence fence = VK_NULL_HANDLE;
+	VkResult res;
+	kred_status s = KRED_OK;
 
-	if (u->fence)
-		a->DestroyFence(v->device, u->fence, NULL);
-	if (u->cmd)
-		a->FreeCommandBuffers(v->device, v->pool, 1, &u->cmd);
-	if (u->dpool)
-		a->DestroyDescriptorPool(v->device, u->dpool, NULL); /* frees the sets */
-	for (int k = 0; u->views && k < u->ncb; k++)
-		if (u->views[k])
-			a->DestroyBufferView(v->device, u->views[k], NULL);
-	for (int k = 0; u->cols && k < u->ncb; k++)
-		vbuf_free(v, &u->cols[k]);
-	for (int k = 0; k < u->nrb; k++) {
-		if (u->rows)
-			vbuf_free(v, &u->rows[k]);
-		if (u->states)
-			vbuf_free(v, &u->states[k]);
-		if (u->outs)
-			vbuf_free(v, &u->outs[k]);
+	if (!v->cmd) {
+		recorded_free(v);
+		return KRED_OK;
 	}
-	vbuf_free(v, &u->prm);
-	vbuf_free(v, &u->tasks);
-	vbuf_free(v, &u->red);
-	kred__free(u->rows);
-	kred__free(u->states);
-	kred__free(u->outs);
-	kred__free(u->cols);
-	kred__free(u->views);
-	kred__free(u->sets);
+	res = a->EndCommandBuffer(v->cmd);
+	if (res != VK_SUCCESS)
+		s = vk_fail_res(err, res, "vkEndCommandBuffer");
+	if (!s && (res = a->CreateFence(v->device, &fi, NULL, &fence)) != VK_SUCCESS)
+		s = vk_fail_res(err, res, "vkCreateFence");
+	si.pCommandBuffers = &v->cmd;
+	if (!s && (res = a->QueueSubmit(v->queue, 1, &si, fence)) != VK_SUCCESS)
+		s = vk_fail_res(err, res, "vkQueueSubmit");
+	if (!s && (res = a->WaitForFences(v->device, 1, &fence, VK_TRUE, UINT64_MAX)) != VK_SUCCESS)
+		s = vk_fail_res(err, res, "vkWaitForFences");
+	if (fence)
+		a->DestroyFence(v->device, fence, NULL);
+	a->FreeCommandBuffers(v->device, v->pool, 1, &v->cmd);
+	v->cmd = NULL;
+	recorded_free(v);
+	return s;
 }
 
 static void barrier(const struct kred__vk_api *a, VkCommandBuffer cmd, VkPipelineStageFlags src,
@@ -783,150 +802,261 @@ static void copy(const struct kred__vk_api *a, VkCommandBuffer cmd, VkBuffer fro
 	a->CmdCopyBuffer(cmd, from, to, 1, &c);
 }
 
-/* Writes n int32 values (none: 16 unused bytes) into a new storage buffer. */
-static kred_status int_buffer(struct kred__vk *v, const int32_t *src, int64_t n, struct vbuf *b,
-			      struct kred__error *err)
+static kred_status mem_make(struct kred__vk *v, int role, size_t bytes, const void *init,
+			    struct kred__vk_mem **out, struct kred__error *err)
 {
-	kred_status s = vbuf_make(v, (VkDeviceSize)(n * 4), VK_BUFFER_USAGE_STORAGE_BUFFER_BIT,
-				  HOST_UP, b, err);
+	struct kred__vk_mem *vm = kred__calloc(1, sizeof(*vm));
+	int host = init ? HOST_UP : role == KRED__MEM_OUT ? HOST_DOWN : HOST_NONE;
+	kred_status s;
 
-	if (!s && n)
-		memcpy(b->map, src, (size_t)n * 4);
+	*out = NULL;
+	if (!vm)
+		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+	s = vbuf_make(v, (VkDeviceSize)bytes,
+		      role == KRED__MEM_COL ? VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT
+					    : VK_BUFFER_USAGE_STORAGE_BUFFER_BIT,
+		      host, &vm->b, err);
+	if (!s && init) {
+		memcpy(vm->b.map, init, bytes);
+		if (role == KRED__MEM_PRM || role == KRED__MEM_TASKS || role == KRED__MEM_RED) {
+			vm->host = kred__malloc(bytes);
+			if (vm->host)
+				memcpy(vm->host, init, bytes);
+			else
+				s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+		}
+		if (!s && v->staging) {
+			s = record_begin(v, err);
+			if (!s)
+				copy(v->api, v->cmd, vm->b.hbuf, vm->b.buf, vm->b.size);
+			v->uploads = 1;
+		}
+	}
+	if (s) {
+		mem_free(v, vm);
+		return s;
+	}
+	*out = vm;
+	return KRED_OK;
+}
+
+static kred_status vk_alloc(void *state, int role, size_t bytes, const void *init, int read_only,
+			    kred__dmem *out, struct kred__error *err)
+{
+	struct kred__vk_mem *vm;
+	kred_status s = mem_make(state, role, bytes, init, &vm, err);
+
+	*out = s ? 0 : (kred__dmem)(uintptr_t)vm;
 	return s;
 }
 
-/* Buffers, views and descriptor sets for the plan, with the inputs written; for a
- * block-sparse run, its n_tasks tasks and n_red intervals too. */
-static kred_status setup(struct run *u, const struct kred__vk_module *m,
-			 const struct kred_reduction *r, const struct plan *p,
-			 const void *const *args, const int32_t *tasks, int64_t n_tasks,
-			 const int32_t *red, int64_t n_red, struct kred__error *err)
+/* Freed at once when no recorded work may use it, else once that work has run. */
+static void vk_release(void *state, int role, kred__dmem m)
 {
-	struct kred__vk *v = u->v;
+	struct kred__vk *v = state;
+	struct kred__vk_mem *vm = as_mem(m);
+
+	if (!v->cmd) {
+		mem_free(v, vm);
+		return;
+	}
+	vm->next = v->dead;
+	v->dead = vm;
+}
+
+static kred_status vk_read(void *state, kred__dmem m, void *host, size_t bytes,
+			   struct kred__error *err)
+{
+	struct kred__vk *v = state;
 	const struct kred__vk_api *a = v->api;
-	int side_r = KRED__SIDE_ROW, side_c = KRED__SIDE_COL;
-	int dr = m->l.width[side_r], dp = m->l.width[KRED__SIDE_PRM];
-	int per_texel = m->dbl ? 2 : 4, nsets = p->nrb * p->ncb;
-	int stateful = p->carry || p->split > 1 || p->ncb > 1 ||
-		       ceil_div(ceil_div(p->cb, p->split), m->pass) > 1;
+	struct kred__vk_mem *vm = as_mem(m);
+	const VkPipelineStageFlags cs = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
+	kred_status s = record_begin(v, err);
+
+	if (s)
+		return s;
+	if (v->staging) {
+		barrier(a, v->cmd, cs, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+			VK_ACCESS_TRANSFER_READ_BIT);
+		copy(a, v->cmd, vm->b.buf, vm->b.hbuf, vm->b.size);
+		barrier(a, v->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+			VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+	} else {
+		barrier(a, v->cmd, cs, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
+			VK_ACCESS_HOST_READ_BIT);
+	}
+	s = record_run(v, err);
+	if (!s)
+		memcpy(host, vm->b.map, bytes);
+	return s;
+}
+
+static kred_status vk_finish(void *state, struct kred__error *err)
+{
+	return record_run(state, err);
+}
+
+/* Vulkan takes no buffers of the user's (there is no kred_reduction_run_vulkan). */
+static kred_status vk_check(void *state, kred__dmem m, int64_t need, const char *what,
+			    struct kred__error *err)
+{
+	return kred__fail(err, KRED_EUNSUPPORTED, -1, "vulkan: %s: the Vulkan backend runs on "
+			  "host arrays only", what);
+}
+
+/* A descriptor set of the recorded work. */
+static kred_status set_make(struct kred__vk *v, VkDescriptorSet *set, struct kred__error *err)
+{
+	const struct kred__vk_api *a = v->api;
 	VkDescriptorPoolSize sizes[2] = {
-		{ VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, (N_BINDINGS - 1) * (uint32_t)nsets },
-		{ VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, (uint32_t)nsets },
+		{ VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, (N_BINDINGS - 1) * POOL_SETS },
+		{ VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, POOL_SETS },
 	};
 	VkDescriptorPoolCreateInfo dpi = {
 		.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-		.maxSets = (uint32_t)nsets,
+		.maxSets = POOL_SETS,
 		.poolSizeCount = 2,
 		.pPoolSizes = sizes,
 	};
+	VkDescriptorSetAllocateInfo ai = {
+		.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+		.descriptorSetCount = 1,
+		.pSetLayouts = &v->set_layout,
+	};
 	VkResult res;
-	kred_status s;
 
-	u->nrb = p->nrb;
-	u->ncb = p->ncb;
-	u->rows = kred__calloc((size_t)p->nrb, sizeof(*u->rows));
-	u->states = kred__calloc((size_t)p->nrb, sizeof(*u->states));
-	u->outs = kred__calloc((size_t)p->nrb, sizeof(*u->outs));
-	u->cols = kred__calloc((size_t)p->ncb, sizeof(*u->cols));
-	u->views = kred__calloc((size_t)p->ncb, sizeof(*u->views));
-	u->sets = kred__calloc((size_t)nsets, sizeof(*u->sets));
-	if (!u->rows || !u->states || !u->outs || !u->cols || !u->views || !u->sets)
-		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-	for (int b = 0; b < p->nrb; b++) {
-		int64_t r0 = b * p->rb, n = min64(p->rb, p->rows - r0);
+	if (!v->pools || v->pools->used == POOL_SETS) {
+		struct kred__vk_pools *p = kred__calloc(1, sizeof(*p));
 
-		s = vbuf_make(v, (VkDeviceSize)(n * dr * p->size), VK_BUFFER_USAGE_STORAGE_BUFFER_BIT,
-			      HOST_UP, &u->rows[b], err);
-		if (s)
-			return s;
-		if (dr)
-			kred__layout_pack(&m->l, r, side_r, args, r0, n, dr, p->size, u->rows[b].map);
-		s = vbuf_make(v, stateful ? (VkDeviceSize)(n * p->split * m->nst * p->size) : 16,
-			      VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, HOST_NONE, &u->states[b], err);
-		if (s)
-			return s;
-		s = vbuf_make(v, (VkDeviceSize)(n * r->out_dim * p->size),
-			      VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, HOST_DOWN, &u->outs[b], err);
-		if (s)
-			return s;
-	}
-	for (int b = 0; b < p->ncb; b++) {
-		int64_t c0 = b * p->cb, n = min64(p->cb, p->cols - c0);
-		VkBufferViewCreateInfo vi = {
-			.sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
-			.format = m->dbl ? VK_FORMAT_R32G32B32A32_UINT
-					 : VK_FORMAT_R32G32B32A32_SFLOAT,
-			.range = VK_WHOLE_SIZE,
-		};
-
-		if (n < 0)
-			n = 0;
-		s = vbuf_make(v, (VkDeviceSize)(n * p->tpc * 16), VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT,
-			      HOST_UP, &u->cols[b], err);
-		if (s)
-			return s;
-		if (p->tpc)
-			kred__layout_pack(&m->l, r, side_c, args, c0, n, p->tpc * per_texel,
-					  p->size, u->cols[b].map);
-		vi.buffer = u->cols[b].buf;
-		res = a->CreateBufferView(v->device, &vi, NULL, &u->views[b]);
-		if (res != VK_SUCCESS)
-			return vk_fail_res(err, res, "vkCreateBufferView");
-	}
-	s = vbuf_make(v, (VkDeviceSize)(m->push_dp ? 0 : dp * p->size),
-		      VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, HOST_UP, &u->prm, err);
-	if (s)
-		return s;
-	if (dp && !m->push_dp)
-		kred__layout_pack(&m->l, r, KRED__SIDE_PRM, args, 0, 1, dp, p->size, u->prm.map);
-	s = int_buffer(v, tasks, 4 * n_tasks, &u->tasks, err);
-	if (!s)
-		s = int_buffer(v, red, 2 * n_red, &u->red, err);
-	if (s)
-		return s;
-
-	res = a->CreateDescriptorPool(v->device, &dpi, NULL, &u->dpool);
-	if (res != VK_SUCCESS)
-		return vk_fail_res(err, res, "vkCreateDescriptorPool");
-	for (int k = 0; k < nsets; k++) {
-		int rb = k / p->ncb, cb = k % p->ncb;
-		VkDescriptorSetAllocateInfo ai = {
-			.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-			.descriptorPool = u->dpool,
-			.descriptorSetCount = 1,
-			.pSetLayouts = &v->set_layout,
-		};
-		/* by binding, past the texels of binding 1 */
-		VkDescriptorBufferInfo bi[N_BINDINGS - 1] = {
-			{ u->rows[rb].buf, 0, VK_WHOLE_SIZE },
-			{ u->prm.buf, 0, VK_WHOLE_SIZE },
-			{ u->states[rb].buf, 0, VK_WHOLE_SIZE },
-			{ u->outs[rb].buf, 0, VK_WHOLE_SIZE },
-			{ u->tasks.buf, 0, VK_WHOLE_SIZE },
-			{ u->red.buf, 0, VK_WHOLE_SIZE },
-		};
-		VkWriteDescriptorSet w[N_BINDINGS];
-
-		res = a->AllocateDescriptorSets(v->device, &ai, &u->sets[k]);
-		if (res != VK_SUCCESS)
-			return vk_fail_res(err, res, "vkAllocateDescriptorSets");
-		for (uint32_t b = 0; b < N_BINDINGS; b++) {
-			w[b] = (VkWriteDescriptorSet){
-				.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-				.dstSet = u->sets[k],
-				.dstBinding = b,
-				.descriptorCount = 1,
-				.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-			};
-			if (b == 1) {
-				w[b].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
-				w[b].pTexelBufferView = &u->views[cb];
-			} else {
-				w[b].pBufferInfo = &bi[b == 0 ? 0 : b - 1];
-			}
+		if (!p)
+			return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+		res = a->CreateDescriptorPool(v->device, &dpi, NULL, &p->pool);
+		if (res != VK_SUCCESS) {
+			kred__free(p);
+			return vk_fail_res(err, res, "vkCreateDescriptorPool");
 		}
-		a->UpdateDescriptorSets(v->device, N_BINDINGS, w, 0, NULL);
+		p->next = v->pools;
+		v->pools = p;
 	}
+	ai.descriptorPool = v->pools->pool;
+	res = a->AllocateDescriptorSets(v->device, &ai, set);
+	if (res != VK_SUCCESS)
+		return vk_fail_res(err, res, "vkAllocateDescriptorSets");
+	v->pools->used++;
+	return KRED_OK;
+}
+
+/* A texel view of bytes [off, off + range) of b, destroyed with the recorded work. */
+static kred_status view_make(struct kred__vk *v, const struct kred__vk_module *m, VkBuffer b,
+			     VkDeviceSize off, VkDeviceSize range, VkBufferView *out,
+			     struct kred__error *err)
+{
+	VkBufferViewCreateInfo vi = {
+		.sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+		.buffer = b,
+		.format = m->dbl ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32G32B32A32_SFLOAT,
+		.offset = off,
+		.range = range,
+	};
+	VkResult res;
+
+	if (v->n_views == v->cap_views) {
+		int cap = v->cap_views ? 2 * v->cap_views : 16;
+		VkBufferView *n = kred__realloc(v->views, (size_t)cap * sizeof(*n));
+
+		if (!n)
+			return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+		v->views = n;
+		v->cap_views = cap;
+	}
+	res = v->api->CreateBufferView(v->device, &vi, NULL, out);
+	if (res != VK_SUCCESS)
+		return vk_fail_res(err, res, "vkCreateBufferView");
+	v->views[v->n_views++] = *out;
+	return KRED_OK;
+}
+
+/* The 16 bytes bound where a run has no such buffer, and their texel view. */
+static kred_status dummy_make(struct kred__vk *v, struct kred__error *err)
+{
+	VkBufferViewCreateInfo vi = {
+		.sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+		.format = VK_FORMAT_R32G32B32A32_SFLOAT,
+		.range = VK_WHOLE_SIZE,
+	};
+	kred_status s;
+	VkResult res;
+
+	if (v->dummy)
+		return KRED_OK;
+	s = mem_make(v, KRED__MEM_OWN, 16, NULL, &v->dummy, err);
+	if (s)
+		return s;
+	/* a storage buffer cannot be a texel view's: a texel buffer of its own */
+	vbuf_free(v, &v->dummy->b);
+	s = vbuf_make(v, 16, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
+				     VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT,
+		      HOST_NONE, &v->dummy->b, err);
+	if (s)
+		return s;
+	vi.buffer = v->dummy->b.buf;
+	res = v->api->CreateBufferView(v->device, &vi, NULL, &v->dummy_view);
+	if (res != VK_SUCCESS) {
+		v->dummy_view = VK_NULL_HANDLE;
+		return vk_fail_res(err, res, "vkCreateBufferView");
+	}
+	return KRED_OK;
+}
+
+/* Where a binding reads: a buffer and its bytes [off, off + range). */
+struct bind {
+	VkBuffer buf;
+	VkDeviceSize off, range;
+};
+
+static struct bind bind_of(const struct kred__vk *v, kred__dmem m, VkDeviceSize off,
+			   VkDeviceSize range)
+{
+	const struct kred__vk_mem *vm = as_mem(m);
+
+	if (!vm || range == 0)
+		return (struct bind){ v->dummy->b.buf, 0, VK_WHOLE_SIZE };
+	return (struct bind){ vm->b.buf, off, range };
+}
+
+/* Binds a descriptor set of rows, columns (a view), parameters, states, outputs, tasks
+ * and intervals, by tiled.comp's bindings. */
+static kred_status set_bind(struct kred__vk *v, const struct bind b[N_BINDINGS - 1],
+			    VkBufferView cols, struct kred__error *err)
+{
+	const struct kred__vk_api *a = v->api;
+	VkDescriptorBufferInfo bi[N_BINDINGS - 1];
+	VkWriteDescriptorSet w[N_BINDINGS];
+	VkDescriptorSet set;
+	kred_status s = set_make(v, &set, err);
+
+	if (s)
+		return s;
+	for (int k = 0; k < N_BINDINGS - 1; k++)
+		bi[k] = (VkDescriptorBufferInfo){ b[k].buf, b[k].off, b[k].range };
+	for (uint32_t k = 0; k < N_BINDINGS; k++) {
+		w[k] = (VkWriteDescriptorSet){
+			.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+			.dstSet = set,
+			.dstBinding = k,
+			.descriptorCount = 1,
+			.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+		};
+		if (k == 1) {
+			w[k].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
+			w[k].pTexelBufferView = cols ? &cols : &v->dummy_view;
+		} else {
+			w[k].pBufferInfo = &bi[k == 0 ? 0 : k - 1];
+		}
+	}
+	a->UpdateDescriptorSets(v->device, N_BINDINGS, w, 0, NULL);
+	a->CmdBindDescriptorSets(v->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, v->layout, 0, 1, &set, 0,
+				 NULL);
 	return KRED_OK;
 }
 
@@ -936,19 +1066,18 @@ struct push {
 	uint32_t size;
 };
 
-static void push_make(struct push *pu, const struct kred__vk_module *m,
-		      const struct kred_reduction *r, const void *const *args)
+static void push_make(struct push *pu, const struct kred__vk_module *m, kred__dmem prm)
 {
 	int dp = m->push_dp, size = m->dbl ? 8 : 4;
 
 	memset(pu, 0, sizeof(*pu));
 	pu->size = (uint32_t)(push_header(m->dbl) + dp * size);
-	if (dp)
-		kred__layout_pack(&m->l, r, KRED__SIDE_PRM, args, 0, 1, dp, size,
-		     (char *)pu->bytes + push_header(m->dbl));
+	if (dp && prm)
+		memcpy(pu->bytes + push_header(m->dbl), as_mem(prm)->host, (size_t)(dp * size));
 }
 
-static void push_set(struct push *pu, int dbl, const int32_t ints[PUSH_INTS], int64_t jbase)
+static void push_set(struct kred__vk *v, struct push *pu, int dbl,
+		     const int32_t ints[PUSH_INTS], int64_t jbase)
 {
 	memcpy(pu->bytes, ints, 4 * PUSH_INTS);
 	if (dbl) {
@@ -960,196 +1089,343 @@ static void push_set(struct push *pu, int dbl, const int32_t ints[PUSH_INTS], in
 
 		memcpy(pu->bytes + push_header(0) - 4, &j, 4);
 	}
+	v->api->CmdPushConstants(v->cmd, v->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, pu->size,
+				 pu->bytes);
 }
 
-/* The passes of a block-sparse run: n_tasks workgroups, each pass folding the columns at
- * [t * count, (t + 1) * count) of each task's intervals laid end to end. */
-struct ranged_plan {
-	int64_t n_tasks, count, passes;
+/* Row blocks of rb rows and column blocks of cb columns within the device's limits, for
+ * rows x cols with split column ranges. */
+struct blocks {
+	int64_t rb, cb;
+	int64_t nrb, ncb;
 };
 
-/* The dispatches of a block-sparse run (one row block, one column block). */
-static void record_ranged(struct run *u, const struct kred__vk_module *m, const struct plan *p,
-			  const struct ranged_plan *rp, struct push *pu)
+static kred_status blocks_make(const struct kred__vk *v, const struct kred__vk_module *m,
+			       int64_t rows, int64_t cols, int64_t split, struct blocks *p,
+			       struct kred__error *err)
 {
-	struct kred__vk *v = u->v;
-	const struct kred__vk_api *a = v->api;
+	const VkPhysicalDeviceLimits *lim = &v->dev->props.limits;
+	const char *hook = getenv("KRED_VULKAN_TEST_BLOCKS");
+	int64_t dr = m->d.l.width[KRED__SIDE_ROW], size = (int64_t)m->d.size, nst = m->d.nst;
+	int64_t range = lim->maxStorageBufferRange, rb;
+	long long hook_rows = 0, hook_cols = 0;
+
+	if (rows > INT32_MAX || cols > INT32_MAX)
+		return kred__fail(err, KRED_EUNSUPPORTED, -1,
+				  "the Vulkan backend takes at most 2^31 - 1 rows and columns");
+	/* Row blocks: a whole number of 256 rows, so that every block's offset is aligned
+	 * for any storage-buffer offset alignment. */
+	rb = (int64_t)lim->maxComputeWorkGroupCount[0] * KRED__VK_WG * m->shape.rpi;
+	if (dr)
+		rb = min64(rb, range / (dr * size));
+	rb = min64(rb, range / (split * nst * size));
+	rb = min64(rb, range / (m->out_dim * size));
+	/* The shader's indices are ints. */
+	rb = min64(rb, INT32_MAX / (split * nst + dr + m->out_dim));
+	/* A test hook, "ROWS,COLS": blocks that small, so that the block loops run on
+	 * inputs a test can check. */
+	if (hook && sscanf(hook, "%lld,%lld", &hook_rows, &hook_cols) == 2 && hook_rows > 0)
+		rb = min64(rb, hook_rows);
+	if (rb < rows)
+		rb &= ~(int64_t)255;
+	if (rb < 256 && rb < rows)
+		return kred__fail(err, KRED_EUNSUPPORTED, -1,
+				  "the reduction's state (%d values) does not fit the device's "
+				  "storage buffer limits", m->d.nst);
+	p->rb = rows > 0 ? min64(rb, rows) : 1;
+	p->nrb = rows > 0 ? ceil_div(rows, p->rb) : 0;
+	/* Column blocks: what one texel view reaches, with room for int32 indices, 16
+	 * columns at a time (256 bytes or more: any texel offset alignment). */
+	p->cb = (int64_t)1 << 30;
+	if (m->tpc) {
+		p->cb = min64(p->cb, (int64_t)lim->maxTexelBufferElements / m->tpc);
+		p->cb = min64(p->cb, INT32_MAX / m->tpc);
+	}
+	if (hook_cols > 0)
+		p->cb = min64(p->cb, hook_cols);
+	if (p->cb < cols)
+		p->cb &= ~(int64_t)15;
+	if (p->cb < 16 && p->cb < cols)
+		return kred__fail(err, KRED_EUNSUPPORTED, -1,
+				  "a column of %d values does not fit the device's texel buffers",
+				  m->d.l.width[KRED__SIDE_COL]);
+	p->cb = cols > 0 ? min64(p->cb, cols) : 1;
+	p->ncb = cols > 0 ? ceil_div(cols, p->cb) : 1;
+	if ((double)p->nrb * (double)p->ncb > 1e6)
+		return kred__fail(err, KRED_EUNSUPPORTED, -1, "the inputs are too large for this "
+				  "Vulkan device's buffer limits");
+	return KRED_OK;
+}
+
+/* The passes of a block-sparse run over tasks (kred__range_tasks) and intervals red:
+ * columns per pass (0: too many intervals in a task for a pass) and passes. */
+static void ranged_passes(const struct kred__vk_module *m, const int32_t *tasks, int64_t n_tasks,
+			  const int32_t *red, int64_t *count, int64_t *passes)
+{
+	const char *hook = getenv("KRED_VULKAN_TEST_PASS");
+	int64_t most_cols = 0, most_ints = 0;
+
+	for (int64_t t = 0; t < n_tasks; t++) {
+		int64_t c = 0;
+
+		for (int32_t k = tasks[4 * t + 2]; k < tasks[4 * t + 3]; k++)
+			c += red[2 * k + 1] - red[2 * k];
+		most_cols = c > most_cols ? c : most_cols;
+		if (tasks[4 * t + 3] - tasks[4 * t + 2] > most_ints)
+			most_ints = tasks[4 * t + 3] - tasks[4 * t + 2];
+	}
+	/* the columns that fit a pass beside the walk over the intervals */
+	*count = m->pass - (int64_t)((double)most_ints * m->interval_cost / m->col_cost + 1);
+	*count &= ~(int64_t)7;
+	/* A test hook: passes of that many columns, so that intervals cross passes. */
+	if (hook && atoll(hook) > 0 && atoll(hook) < *count)
+		*count = atoll(hook);
+	if (*count < (hook ? 1 : 64))
+		*count = 0;
+	*passes = *count > 0 && most_cols > 0 ? ceil_div(most_cols, *count) : 1;
+}
+
+/* A buffer of states for rows x split ranges when the device layer gave none: the run's,
+ * freed with the recorded work. */
+static kred_status states_of(struct kred__vk *v, const struct kred__vk_module *m, kred__dmem parts,
+			     int64_t rows, int need, kred__dmem *out, struct kred__error *err)
+{
+	struct kred__vk_mem *vm;
+	kred_status s;
+
+	*out = parts;
+	if (parts || !need)
+		return KRED_OK;
+	s = mem_make(v, KRED__MEM_OWN, (size_t)rows * (size_t)m->d.nst * m->d.size, NULL, &vm,
+		     err);
+	if (s)
+		return s;
+	vm->next = v->dead;
+	v->dead = vm;
+	*out = (kred__dmem)(uintptr_t)vm;
+	return KRED_OK;
+}
+
+/* kr_reduce's arguments (lib/device.c): the sides, the output, the 2D scheme's states,
+ * rows, columns, and a ranged run's tasks and intervals. */
+enum { A_ROW, A_COL, A_PRM, A_OUT, A_PARTS, A_NR, A_NC, A_TASKS, A_RED };
+
+/* A block-sparse run: one workgroup per task, every row and column in one block (vk_run_ranged
+ * checked it), in passes over the columns of each task's intervals laid end to end. */
+static kred_status launch_ranged(struct kred__vk *v, const struct kred__vk_module *m,
+				 int64_t n_tasks, const struct kred__karg *a, struct push *pu,
+				 struct kred__error *err)
+{
+	const struct kred__vk_mem *tasks = as_mem(a[A_TASKS].v.mem), *red = as_mem(a[A_RED].v.mem);
 	const VkPipelineStageFlags cs = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
 	const VkAccessFlags rw = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+	int64_t nr = a[A_NR].v.l, count, passes, size = (int64_t)m->d.size;
+	kred__dmem states;
+	VkBufferView cols = VK_NULL_HANDLE;
+	kred_status s;
 
-	a->CmdBindDescriptorSets(u->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, v->layout, 0, 1,
-				 &u->sets[0], 0, NULL);
-	for (int64_t t = 0; t < rp->passes; t++) {
-		int32_t ints[PUSH_INTS] = {
-			(int32_t)p->rows, (int32_t)p->cols, 0, (int32_t)(t * rp->count),
-			(int32_t)rp->count, 1, KR_RANGED,
+	ranged_passes(m, tasks->host, n_tasks, red->host, &count, &passes);
+	if (count == 0)
+		return kred__fail(err, KRED_EUNSUPPORTED, -1, "vulkan: too many intervals in a "
+				  "task for one pass");
+	s = states_of(v, m, 0, nr, passes > 1, &states, err);
+	if (!s && a[A_COL].v.mem)
+		s = view_make(v, m, as_mem(a[A_COL].v.mem)->b.buf, 0, VK_WHOLE_SIZE, &cols, err);
+	if (!s) {
+		const struct bind b[N_BINDINGS - 1] = {
+			bind_of(v, a[A_ROW].v.mem, 0, VK_WHOLE_SIZE),
+			bind_of(v, m->push_dp ? 0 : a[A_PRM].v.mem, 0, VK_WHOLE_SIZE),
+			bind_of(v, states, 0, VK_WHOLE_SIZE),
+			bind_of(v, a[A_OUT].v.mem, 0, (VkDeviceSize)(nr * m->out_dim * size)),
+			bind_of(v, a[A_TASKS].v.mem, 0, VK_WHOLE_SIZE),
+			bind_of(v, a[A_RED].v.mem, 0, VK_WHOLE_SIZE),
 		};
+
+		s = set_bind(v, b, cols, err);
+	}
+	for (int64_t t = 0; !s && t < passes; t++) {
+		int32_t ints[PUSH_INTS] = { (int32_t)nr, 0, 0, (int32_t)(t * count), (int32_t)count,
+					    1, KR_RANGED };
 
 		if (t == 0)
 			ints[6] |= KR_INIT;
-		if (t == rp->passes - 1)
+		if (t == passes - 1)
 			ints[6] |= KR_FINAL;
-		push_set(pu, m->dbl, ints, 0);
-		a->CmdPushConstants(u->cmd, v->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, pu->size,
-				    pu->bytes);
-		a->CmdDispatch(u->cmd, (uint32_t)rp->n_tasks, 1, 1);
-		barrier(a, u->cmd, cs, VK_ACCESS_SHADER_WRITE_BIT, cs, rw);
+		push_set(v, pu, m->dbl, ints, 0);
+		v->api->CmdDispatch(v->cmd, (uint32_t)n_tasks, 1, 1);
+		barrier(v->api, v->cmd, cs, VK_ACCESS_SHADER_WRITE_BIT, cs, rw);
 	}
+	if (!s)
+		kred__log("vulkan: %lld tasks in %lld passes of %lld columns", (long long)n_tasks,
+			  (long long)passes, (long long)count);
+	return s;
 }
 
-/* The command buffer of a run: copies in (staging), dispatches (rp: a block-sparse
- * run's), copies out. */
-static void record(struct run *u, const struct kred__vk_module *m, const struct plan *p,
-		   const struct ranged_plan *rp, struct push *pu)
+/* The dense run: for each row block and column block, the passes over each of the split
+ * column ranges; the states in the 2D scheme's buffer, else in one of the run's when the
+ * columns take more than one dispatch. */
+static kred_status launch_dense(struct kred__vk *v, const struct kred__vk_module *m, int64_t split,
+				const struct kred__karg *a, struct push *pu,
+				struct kred__error *err)
 {
-	struct kred__vk *v = u->v;
-	const struct kred__vk_api *a = v->api;
-	VkCommandBuffer cmd = u->cmd;
 	const VkPipelineStageFlags cs = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
 	const VkAccessFlags rw = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+	int64_t nr = a[A_NR].v.l, nc = a[A_NC].v.l, size = (int64_t)m->d.size;
+	int64_t dr = m->d.l.width[KRED__SIDE_ROW], nst = m->d.nst;
+	struct blocks p;
+	kred__dmem states;
+	kred_status s = blocks_make(v, m, nr, nc, split, &p, err);
 
-	if (v->staging) {
-		for (int b = 0; b < p->nrb; b++)
-			copy(a, cmd, u->rows[b].hbuf, u->rows[b].buf, u->rows[b].size);
-		for (int b = 0; b < p->ncb; b++)
-			copy(a, cmd, u->cols[b].hbuf, u->cols[b].buf, u->cols[b].size);
-		copy(a, cmd, u->prm.hbuf, u->prm.buf, u->prm.size);
-		copy(a, cmd, u->tasks.hbuf, u->tasks.buf, u->tasks.size);
-		copy(a, cmd, u->red.hbuf, u->red.buf, u->red.size);
-		barrier(a, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, cs,
-			VK_ACCESS_SHADER_READ_BIT);
-	}
-	a->CmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, m->pipe->pipeline);
-	if (rp)
-		record_ranged(u, m, p, rp, pu);
-	for (int rb = 0; !rp && rb < p->nrb; rb++) {
-		int64_t nr = min64(p->rb, p->rows - rb * p->rb);
-		uint32_t gx = (uint32_t)ceil_div(nr, KRED__VK_WG * m->shape.rpi);
+	if (s)
+		return s;
+	s = states_of(v, m, a[A_PARTS].v.mem, nr,
+		      split > 1 || p.ncb > 1 || ceil_div(ceil_div(p.cb, split), m->pass) > 1,
+		      &states, err);
+	for (int64_t cb = 0; !s && cb < p.ncb; cb++) {
+		int64_t c0 = cb * p.cb, ncb = nc > 0 ? min64(p.cb, nc - c0) : 0;
+		int64_t span = ceil_div(ncb, split), passes = span > 0 ? ceil_div(span, m->pass) : 1;
+		VkBufferView cols = VK_NULL_HANDLE;
 
-		for (int cb = 0; cb < p->ncb; cb++) {
-			int64_t c0 = cb * p->cb, nc = p->cols > 0 ? min64(p->cb, p->cols - c0) : 0;
-			int64_t span = ceil_div(nc, p->split);
-			int64_t passes = span > 0 ? ceil_div(span, m->pass) : 1;
+		if (a[A_COL].v.mem && ncb > 0)
+			s = view_make(v, m, as_mem(a[A_COL].v.mem)->b.buf,
+				      (VkDeviceSize)(c0 * m->tpc * 16),
+				      (VkDeviceSize)(ncb * m->tpc * 16), &cols, err);
+		for (int64_t rb = 0; !s && rb < p.nrb; rb++) {
+			int64_t r0 = rb * p.rb, nb = min64(p.rb, nr - r0);
+			const struct bind b[N_BINDINGS - 1] = {
+				bind_of(v, a[A_ROW].v.mem, (VkDeviceSize)(r0 * dr * size),
+					(VkDeviceSize)(nb * dr * size)),
+				bind_of(v, m->push_dp ? 0 : a[A_PRM].v.mem, 0, VK_WHOLE_SIZE),
+				bind_of(v, states, (VkDeviceSize)(r0 * split * nst * size),
+					(VkDeviceSize)(nb * split * nst * size)),
+				bind_of(v, a[A_OUT].v.mem, (VkDeviceSize)(r0 * m->out_dim * size),
+					(VkDeviceSize)(nb * m->out_dim * size)),
+				bind_of(v, 0, 0, 0),
+				bind_of(v, 0, 0, 0),
+			};
+			uint32_t gx = (uint32_t)ceil_div(nb, KRED__VK_WG * m->shape.rpi);
 
-			a->CmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, v->layout, 0,
-						 1, &u->sets[rb * p->ncb + cb], 0, NULL);
-			for (int64_t t = 0; t < passes; t++) {
+			s = set_bind(v, b, cols, err);
+			for (int64_t t = 0; !s && t < passes; t++) {
 				int32_t ints[PUSH_INTS] = {
-					(int32_t)nr, (int32_t)nc, (int32_t)span,
-					(int32_t)(t * m->pass), (int32_t)m->pass, p->split, 0,
+					(int32_t)nb, (int32_t)ncb, (int32_t)span,
+					(int32_t)(t * m->pass), (int32_t)m->pass, (int32_t)split, 0,
 				};
 
 				if (cb == 0 && t == 0)
 					ints[6] |= KR_INIT;
-				if (p->split == 1 && cb == p->ncb - 1 && t == passes - 1)
+				if (split == 1 && cb == p.ncb - 1 && t == passes - 1)
 					ints[6] |= KR_FINAL;
-				push_set(pu, m->dbl, ints, c0);
-				a->CmdPushConstants(cmd, v->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0,
-						    pu->size, pu->bytes);
-				a->CmdDispatch(cmd, gx, (uint32_t)p->split, 1);
-				barrier(a, cmd, cs, VK_ACCESS_SHADER_WRITE_BIT, cs, rw);
+				push_set(v, pu, m->dbl, ints, c0);
+				v->api->CmdDispatch(v->cmd, gx, (uint32_t)split, 1);
+				barrier(v->api, v->cmd, cs, VK_ACCESS_SHADER_WRITE_BIT, cs, rw);
 			}
 		}
-		if (p->split > 1) {
-			int32_t ints[PUSH_INTS] = { (int32_t)nr, 0, 0, 0, 0, p->split, KR_MERGE };
-
-			push_set(pu, m->dbl, ints, 0);
-			a->CmdPushConstants(cmd, v->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, pu->size,
-					    pu->bytes);
-			a->CmdDispatch(cmd, gx, 1, 1);
-		}
 	}
-	if (v->staging) {
-		barrier(a, cmd, cs, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
-			VK_ACCESS_TRANSFER_READ_BIT);
-		for (int b = 0; b < p->nrb; b++)
-			copy(a, cmd, u->outs[b].buf, u->outs[b].hbuf, u->outs[b].size);
-		barrier(a, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-			VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
-	} else {
-		barrier(a, cmd, cs, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-			VK_ACCESS_HOST_READ_BIT);
-	}
+	if (!s && (p.nrb > 1 || p.ncb > 1))
+		kred__log("vulkan: %lld x %lld blocks of %lld x %lld", (long long)p.nrb,
+			  (long long)p.ncb, (long long)p.rb, (long long)p.cb);
+	return s;
 }
 
-/* Records, submits and waits for the run u was set up for, then copies its output. */
-static kred_status execute(struct run *u, const struct kred__vk_module *m,
-			   const struct kred_reduction *r, const struct plan *p,
-			   const void *const *args, const struct ranged_plan *rp, void *out,
-			   struct kred__error *err)
+/* kr_merge_parts: the merge dispatch of each row block, over its split ranges' states. */
+static kred_status launch_merge(struct kred__vk *v, const struct kred__vk_module *m,
+				const struct kred__karg *a, struct push *pu,
+				struct kred__error *err)
 {
-	struct kred__vk *v = u->v;
-	const struct kred__vk_api *a = v->api;
-	struct push pu;
-	VkCommandBufferAllocateInfo ci = {
-		.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-		.commandPool = v->pool,
-		.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-		.commandBufferCount = 1,
-	};
-	VkCommandBufferBeginInfo bi = {
-		.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
-		.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
-	};
-	VkFenceCreateInfo fi = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
-	VkSubmitInfo si = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1 };
-	VkResult res;
+	const VkPipelineStageFlags cs = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT;
+	const VkAccessFlags rw = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
+	int64_t nr = a[2].v.l, split = a[3].v.l, size = (int64_t)m->d.size, nst = m->d.nst;
+	struct blocks p;
+	kred_status s = blocks_make(v, m, nr, 0, split, &p, err);
 
-	push_make(&pu, m, r, args);
-	res = a->AllocateCommandBuffers(v->device, &ci, &u->cmd);
-	if (res != VK_SUCCESS)
-		return vk_fail_res(err, res, "vkAllocateCommandBuffers");
-	res = a->BeginCommandBuffer(u->cmd, &bi);
-	if (res != VK_SUCCESS)
-		return vk_fail_res(err, res, "vkBeginCommandBuffer");
-	record(u, m, p, rp, &pu);
-	res = a->EndCommandBuffer(u->cmd);
-	if (res != VK_SUCCESS)
-		return vk_fail_res(err, res, "vkEndCommandBuffer");
-	res = a->CreateFence(v->device, &fi, NULL, &u->fence);
-	if (res != VK_SUCCESS)
-		return vk_fail_res(err, res, "vkCreateFence");
-	si.pCommandBuffers = &u->cmd;
-	res = a->QueueSubmit(v->queue, 1, &si, u->fence);
-	if (res != VK_SUCCESS)
-		return vk_fail_res(err, res, "vkQueueSubmit");
-	res = a->WaitForFences(v->device, 1, &u->fence, VK_TRUE, UINT64_MAX);
-	if (res != VK_SUCCESS)
-		return vk_fail_res(err, res, "vkWaitForFences");
-	for (int b = 0; b < p->nrb; b++) {
-		int64_t r0 = b * p->rb, n = min64(p->rb, p->rows - r0);
-		size_t row = (size_t)r->out_dim * (size_t)p->size;
+	for (int64_t rb = 0; !s && rb < p.nrb; rb++) {
+		int64_t r0 = rb * p.rb, nb = min64(p.rb, nr - r0);
+		const struct bind b[N_BINDINGS - 1] = {
+			bind_of(v, 0, 0, 0),
+			bind_of(v, 0, 0, 0),
+			bind_of(v, a[0].v.mem, (VkDeviceSize)(r0 * split * nst * size),
+				(VkDeviceSize)(nb * split * nst * size)),
+			bind_of(v, a[1].v.mem, (VkDeviceSize)(r0 * m->out_dim * size),
+				(VkDeviceSize)(nb * m->out_dim * size)),
+			bind_of(v, 0, 0, 0),
+			bind_of(v, 0, 0, 0),
+		};
+		int32_t ints[PUSH_INTS] = { (int32_t)nb, 0, 0, 0, 0, (int32_t)split, KR_MERGE };
 
-		memcpy((char *)out + (size_t)r0 * row, u->outs[b].map, (size_t)n * row);
+		s = set_bind(v, b, VK_NULL_HANDLE, err);
+		if (s)
+			break;
+		push_set(v, pu, m->dbl, ints, 0);
+		v->api->CmdDispatch(v->cmd, (uint32_t)ceil_div(nb, KRED__VK_WG * m->shape.rpi), 1, 1);
+		barrier(v->api, v->cmd, cs, VK_ACCESS_SHADER_WRITE_BIT, cs, rw);
 	}
-	return KRED_OK;
+	return s;
 }
 
-static kred_status vk_run(void *state, void *module, const struct kred_reduction *r, int64_t nx,
-			  int64_t ny, const void *const *args, void *out, struct kred__error *err)
+static kred_status vk_launch(void *state, const void *module, enum kred__kernel k, int64_t gx,
+			     int64_t gy, int n, const struct kred__karg *a,
+			     struct kred__error *err)
 {
 	struct kred__vk *v = state;
 	const struct kred__vk_module *m = module;
-	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny, cols = r->axis == KRED_REDUCE_J ? ny : nx;
-	struct run u = { .v = v };
-	struct plan p;
-	double t0 = kred__now();
+	struct push pu;
 	kred_status s;
 
-	if (rows == 0)
-		return KRED_OK;
-	s = make_plan(v, m, r, rows, cols, 0, &p, err);
+	if (k != KRED__K_REDUCE && k != KRED__K_MERGE)
+		return kred__fail(err, KRED_EUNSUPPORTED, -1, "vulkan: tiled.comp has no %s",
+				  kred__kernel_names[k]);
+	s = dummy_make(v, err);
+	if (!s)
+		s = record_begin(v, err);
 	if (s)
 		return s;
-	s = setup(&u, m, r, &p, args, NULL, 0, NULL, 0, err);
-	if (!s)
-		s = execute(&u, m, r, &p, args, NULL, out, err);
-	if (!s)
-		kred__log("vulkan: ran %lld x %lld in %.2f ms (%d x %d blocks, %d ranges, passes "
-			  "of %lld columns)", (long long)rows, (long long)cols,
-			  1e3 * (kred__now() - t0), p.nrb, p.ncb, p.split, (long long)m->pass);
-	run_free(&u);
-	return s;
+	if (v->uploads) {
+		barrier(v->api, v->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
+			VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+			VK_ACCESS_SHADER_READ_BIT);
+		v->uploads = 0;
+	}
+	v->api->CmdBindPipeline(v->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, m->pipe->pipeline);
+	if (k == KRED__K_MERGE) {
+		push_make(&pu, m, 0);
+		return launch_merge(v, m, a, &pu, err);
+	}
+	push_make(&pu, m, a[A_PRM].v.mem);
+	return a[A_TASKS].v.mem ? launch_ranged(v, m, gx, a, &pu, err)
+				: launch_dense(v, m, gy, a, &pu, err);
+}
+
+static const struct kred__device_ops vk_ops = {
+	.alloc = vk_alloc,
+	.release = vk_release,
+	.read = vk_read,
+	.launch = vk_launch,
+	.check = vk_check,
+	.finish = vk_finish,
+};
+
+/* What the device layer plans with: 2D when the row groups fill under half of four
+ * groups per core (llvmpipe runs a workgroup per thread) or 2,048 groups (a GPU); the
+ * partial states in half the largest allocation at most. */
+static void layer_make(struct kred__vk *v, const kred_context *ctx)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+	v->layer = (struct kred__device){
+		.ops = &vk_ops,
+		.state = v,
+		.name = "vulkan",
+		.dialect = &kred__dialect_glsl,
+		.module_size = sizeof(struct kred__vk_module),
+		.scheme = ctx ? ctx->opt.scheme : KRED_SCHEME_AUTO,
+		.target_groups = vk_is_gpu(v) ? 2048 : 4 * (cores > 0 ? cores : 1),
+		.max_grid_y = v->dev->props.limits.maxComputeWorkGroupCount[1],
+		.parts_cap = (size_t)v->dev->max_alloc / 2,
+		.none = "NULL",
+		.args_name = "args",
+		.out_name = "out",
+	};
 }
 
 /*
@@ -1167,65 +1443,33 @@ static kred_status vk_run_ranged(void *state, void *module, const struct kred_re
 	struct kred__vk *v = state;
 	const struct kred__vk_module *m = module;
 	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny, cols = r->axis == KRED_REDUCE_J ? ny : nx;
-	int64_t n_red = g->nb ? g->slc[g->nb - 1] : 0, most_cols = 0, most_ints = 0;
-	struct run u = { .v = v };
-	struct ranged_plan rp = { 0 };
-	struct plan p;
+	int64_t n_tasks = 0, count = 0, passes = 0;
 	int32_t *tasks = NULL;
-	const char *hook = getenv("KRED_VULKAN_TEST_PASS");
-	double t0 = kred__now();
+	struct blocks p;
 	kred_status s;
 
 	if (rows == 0)
 		return KRED_OK;
-	s = make_plan(v, m, r, rows, cols, 1, &p, err);
+	s = blocks_make(v, m, rows, cols, 1, &p, err);
 	if (!s)
-		s = kred__range_tasks(g, rows, KRED__VK_WG * m->shape.rpi, &tasks, &rp.n_tasks, err);
+		s = kred__range_tasks(g, rows, KRED__VK_WG * m->shape.rpi, &tasks, &n_tasks, err);
 	if (s)
 		return s;
-	for (int64_t t = 0; t < rp.n_tasks; t++) {
-		int64_t c = 0;
-
-		for (int32_t k = tasks[4 * t + 2]; k < tasks[4 * t + 3]; k++)
-			c += g->red[2 * k + 1] - g->red[2 * k];
-		most_cols = c > most_cols ? c : most_cols;
-		if (tasks[4 * t + 3] - tasks[4 * t + 2] > most_ints)
-			most_ints = tasks[4 * t + 3] - tasks[4 * t + 2];
-	}
-	/* the columns that fit a pass beside the walk over the intervals */
-	rp.count = m->pass - (int64_t)(most_ints * m->interval_cost / m->col_cost + 1);
-	rp.count &= ~(int64_t)7;
-	/* A test hook: passes of that many columns, so that intervals cross passes. */
-	if (hook && atoll(hook) > 0 && atoll(hook) < rp.count)
-		rp.count = atoll(hook);
-	if (p.nrb != 1 || p.ncb != 1 || rp.count < (hook ? 1 : 64) ||
-	    rp.n_tasks > v->dev->props.limits.maxComputeWorkGroupCount[0]) {
-		kred__log("vulkan: ranges block by block (%d x %d blocks, %lld tasks, %lld "
-			  "intervals in one)", p.nrb, p.ncb, (long long)rp.n_tasks,
-			  (long long)most_ints);
-		kred__free(tasks);
+	ranged_passes(m, tasks, n_tasks, g->red, &count, &passes);
+	kred__free(tasks);
+	if (p.nrb != 1 || p.ncb != 1 || count == 0 ||
+	    n_tasks > v->dev->props.limits.maxComputeWorkGroupCount[0]) {
+		kred__log("vulkan: ranges block by block (%lld x %lld blocks, %lld tasks)",
+			  (long long)p.nrb, (long long)p.ncb, (long long)n_tasks);
 		/* the library made r; only this call is const */
 		return kred__run_ranged_blocks((kred_reduction *)r, nx, ny, args, out, g, err);
 	}
-	rp.passes = most_cols > 0 ? ceil_div(most_cols, rp.count) : 1;
-	p.carry = rp.passes > 1;
-	s = setup(&u, m, r, &p, args, tasks, rp.n_tasks, g->red, n_red, err);
-	kred__free(tasks);
-	if (!s)
-		s = execute(&u, m, r, &p, args, &rp, out, err);
-	if (!s)
-		kred__log("vulkan: ranged %lld x %lld in %.2f ms (%lld tasks, %lld passes of %lld "
-			  "columns)", (long long)rows, (long long)cols, 1e3 * (kred__now() - t0),
-			  (long long)rp.n_tasks, (long long)rp.passes, (long long)rp.count);
-	run_free(&u);
-	return s;
+	return kred__device_run_ranged(state, module, r, nx, ny, args, out, g, err);
 }
 
 /* ---- memory, devices and the device report */
 
-/* The largest device-local heap: where a run's buffers go (on lavapipe, the host's RAM).
- * One allocation may hold maxMemoryAllocationSize at most, but a run splits its buffers
- * into blocks that fit it (make_plan), so only the heap bounds a run. */
+/* The largest device-local heap: where a run's buffers go (on lavapipe, the host's RAM). */
 static VkDeviceSize local_heap(const struct kred__vk_device *d)
 {
 	VkDeviceSize heap = 0;
@@ -1237,9 +1481,17 @@ static VkDeviceSize local_heap(const struct kred__vk_device *d)
 	return heap;
 }
 
+/* What a run may use: the heap, but no more than maxMemoryAllocationSize, the most one
+ * buffer may hold: each side of a run (its arguments packed) and its output are one
+ * buffer each, and the chunked runs keep all of them together within half of what this
+ * returns. */
 static int64_t vk_memory(void *state)
 {
-	VkDeviceSize heap = local_heap(((struct kred__vk *)state)->dev);
+	const struct kred__vk_device *d = ((struct kred__vk *)state)->dev;
+	VkDeviceSize heap = local_heap(d);
+
+	if (d->max_alloc && d->max_alloc < heap)
+		heap = d->max_alloc;
 
 	return heap > (VkDeviceSize)INT64_MAX ? INT64_MAX : (int64_t)heap;
 }
@@ -1308,7 +1560,7 @@ const struct kred_backend kred__backend_vulkan = {
 	.describe = vk_describe,
 	.is_gpu = vk_is_gpu,
 	.compile = vk_compile,
-	.run = vk_run,
+	.run = kred__device_run,
 	.module_free = vk_module_free,
 	.source = vk_source,
 	.report = vk_report,
