@@ -672,6 +672,39 @@ kred_status kred__cache_publish(const char *tmp, const char *final, struct kred_
 	return KRED_OK;
 }
 
+char *kred__cache_store(struct kred__cache *c, const char *key, const char *suffix,
+			const void *data, size_t len, uint64_t identity)
+{
+	struct kred__error e;
+	struct kred__buf b = { 0 };
+	char *tmp = NULL, *path = NULL;
+	const char *dir;
+	FILE *f;
+
+	kred__error_clear(&e);
+	if (kred__cache_tmpfile(c, key, suffix, &tmp, &dir, &e))
+		return NULL;
+	f = fopen(tmp, "wb");
+	if (!f || fwrite(data, 1, len, f) != len) {
+		if (f)
+			fclose(f);
+		goto done;
+	}
+	if (fclose(f) != 0 || kred__cache_seal(tmp, identity, &e))
+		goto done;
+	kred__buf_printf(&b, "%s/%s%s", dir, key, suffix);
+	path = kred__buf_take(&b);
+	if (path && kred__cache_publish(tmp, path, &e) == KRED_OK) {
+		kred__free(tmp);
+		return path;
+	}
+done:
+	unlink(tmp);
+	kred__free(tmp);
+	kred__free(path);
+	return NULL;
+}
+
 /* ---- the size bound */
 
 #define CACHE_MAX_DEFAULT ((int64_t)1 << 30)

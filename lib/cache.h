@@ -97,6 +97,11 @@ int kred__cache_check(const char *path, uint64_t identity);
 /* rename(tmp, final): atomic, so readers see the old file or the whole new one. Then the
  * directory is trimmed to its size bound (kred__cache_trim). */
 kred_status kred__cache_publish(const char *tmp, const char *final, struct kred__error *err);
+/* Stores len bytes of data as the sealed entry "<dir>/<key><suffix>" of c, written to a
+ * temporary file and published: the entry's path (caller frees), or NULL when it could not
+ * be stored (a failure only costs a rebuild next time). */
+char *kred__cache_store(struct kred__cache *c, const char *key, const char *suffix,
+			const void *data, size_t len, uint64_t identity);
 /* Bounds the entries of dir (its regular files, but those being written: ".tmp." in their
  * name) to $KRED_CACHE_MAX bytes (default 1 GiB; K, M and G suffixes), removing the least
  * recently used first, down to 90% of the bound; keep (may be NULL) is never removed.

@@ -490,41 +490,19 @@ static cl_program program_from_cache(struct cl_state *st, const char *key, const
 static void program_to_cache(struct cl_state *st, cl_program prog, const char *key,
 			     const char *opts)
 {
-	struct kred__error e;
 	unsigned char *bin = NULL;
-	char *tmp = NULL, *path = NULL;
-	const char *dir;
+	char *path = NULL;
 	size_t len = 0;
-	FILE *f;
 
-	kred__error_clear(&e);
-	if (st->cl->GetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof(len), &len, NULL) !=
-		    CL_SUCCESS ||
-	    len == 0 || !(bin = kred__malloc(len)))
-		goto done;
-	if (st->cl->GetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof(bin), &bin, NULL) !=
-	    CL_SUCCESS)
-		goto done;
-	if (kred__cache_tmpfile(&st->cache, key, ".clbin", &tmp, &dir, &e))
-		goto done;
-	f = fopen(tmp, "wb");
-	if (!f || fwrite(bin, 1, len, f) != len) {
-		if (f)
-			fclose(f);
-		goto done;
-	}
-	if (fclose(f) != 0 || kred__cache_seal(tmp, program_identity(st, opts), &e) ||
-	    !(path = clbin_path(dir, key)))
-		goto done;
-	if (kred__cache_publish(tmp, path, &e) == KRED_OK) {
+	if (st->cl->GetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof(len), &len, NULL) ==
+		    CL_SUCCESS &&
+	    len > 0 && (bin = kred__malloc(len)) &&
+	    st->cl->GetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof(bin), &bin, NULL) ==
+		    CL_SUCCESS)
+		path = kred__cache_store(&st->cache, key, ".clbin", bin, len,
+					 program_identity(st, opts));
+	if (path)
 		kred__log("opencl: cached %s", path);
-		kred__free(tmp);
-		tmp = NULL;
-	}
-done:
-	if (tmp)
-		unlink(tmp);
-	kred__free(tmp);
 	kred__free(path);
 	kred__free(bin);
 }

@@ -239,32 +239,11 @@ static char *cache_read(const char *path, uint64_t identity, size_t *len)
 static void cache_write(struct kred__cache *cache, const char *key, uint64_t identity, int cubin,
 			const char *image, size_t len)
 {
-	struct kred__error e;
-	char *tmp = NULL, *path = NULL;
-	const char *dir;
-	FILE *f;
+	char *path = kred__cache_store(cache, key, cubin ? ".cubin" : ".ptx", image, len,
+				       identity);
 
-	kred__error_clear(&e);
-	if (kred__cache_tmpfile(cache, key, cubin ? ".cubin" : ".ptx", &tmp, &dir, &e))
-		return;
-	f = fopen(tmp, "wb");
-	if (!f || fwrite(image, 1, len, f) != len) {
-		if (f)
-			fclose(f);
-		goto done;
-	}
-	if (fclose(f) != 0 || kred__cache_seal(tmp, identity, &e) ||
-	    !(path = image_path(dir, key, cubin)))
-		goto done;
-	if (kred__cache_publish(tmp, path, &e) == KRED_OK) {
+	if (path)
 		kred__log("cuda: cached %s", path);
-		kred__free(tmp);
-		tmp = NULL;
-	}
-done:
-	if (tmp)
-		unlink(tmp);
-	kred__free(tmp);
 	kred__free(path);
 }
 
