@@ -79,6 +79,51 @@ struct kred__vk_module {
 	struct kred__vk_shape shape;
 };
 
+/* The bindings of tiled.comp. */
+#define N_BINDINGS 7
+
+/* Push constants: seven ints, then jbase and the parameters (std430). */
+#define PUSH_INTS 7
+#define MAX_PUSH 128
+
+/* The flags of kernels/tiled.comp. */
+#define KR_INIT 1
+#define KR_FINAL 2
+#define KR_MERGE 4
+#define KR_RANGED 8
+
+static inline int64_t kred__vk_min64(int64_t a, int64_t b)
+{
+	return a < b ? a : b;
+}
+
+static inline int64_t kred__vk_ceil_div(int64_t a, int64_t b)
+{
+	return (a + b - 1) / b;
+}
+
+/* Bytes of the push constants before the parameters: seven ints, then jbase aligned to
+ * its size. */
+static inline int kred__vk_push_header(int dbl)
+{
+	return dbl ? 8 * ((4 * PUSH_INTS + 7) / 8) + 8 : 4 * PUSH_INTS + 4;
+}
+
+/* err filled for a Vulkan call that returned res; the status. */
+int kred__vk_fail(struct kred__error *err, VkResult res, const char *what);
+
+/* ---- runs (lib/vk/run.c) */
+
+/* v's struct kred__device, the table of its primitives: is_gpu, a GPU (else llvmpipe). */
+void kred__vk_layer_make(struct kred__vk *v, const kred_context *ctx, int is_gpu);
+/* Frees, at close, what a failed run left recorded and the buffers kept for binding. */
+void kred__vk_run_free(struct kred__vk *v);
+/* The backend table's run_ranged: through the device layer when the run fits one block
+ * and its tasks' intervals fit a pass, else block by block (lib/ranges.c). */
+kred_status kred__vk_run_ranged(void *state, void *module, const struct kred_reduction *r,
+				int64_t nx, int64_t ny, const void *const *args, void *out,
+				const struct kred__ranges *g, struct kred__error *err);
+
 /* The GLSL source of r for this device (with its #version line); *out is the caller's. */
 kred_status kred__vk_source(struct kred__vk *v, const struct kred_reduction *r,
 			    const struct kred__layout *l, int push_dp, struct kred__vk_shape shape,
