@@ -226,8 +226,9 @@ void kred__vk_run_free(struct kred__vk *v)
 	recorded_free(v);
 	kred__free(v->views);
 	v->views = NULL;
-	if (v->dummy_view)
-		v->api->DestroyBufferView(v->device, v->dummy_view, NULL);
+	for (int k = 0; k < 2; k++)
+		if (v->dummy_view[k])
+			v->api->DestroyBufferView(v->device, v->dummy_view[k], NULL);
 	mem_free(v, v->dummy);
 	v->dummy = NULL;
 }
@@ -489,34 +490,42 @@ static kred_status view_make(struct kred__vk *v, const struct kred__vk_module *m
 	return KRED_OK;
 }
 
-/* The 16 bytes bound where a run has no such buffer, and their texel view. */
+/* The 16 bytes bound where a run has no such buffer, and their texel views (float and
+ * uint texels: the columns of float32 and of float64 modules). */
 static kred_status dummy_make(struct kred__vk *v, struct kred__error *err)
 {
 	VkBufferViewCreateInfo vi = {
 		.sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
-		.format = VK_FORMAT_R32G32B32A32_SFLOAT,
 		.range = VK_WHOLE_SIZE,
 	};
-	kred_status s;
-	VkResult res;
 
-	if (v->dummy)
-		return KRED_OK;
-	s = mem_make(v, KRED__MEM_OWN, 16, NULL, &v->dummy, err);
-	if (s)
-		return s;
-	/* a storage buffer cannot be a texel view's: a texel buffer of its own */
-	vbuf_free(v, &v->dummy->b);
-	s = vbuf_make(v, 16, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
-				     VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT,
-		      HOST_NONE, &v->dummy->b, err);
-	if (s)
-		return s;
+	if (!v->dummy) {
+		struct kred__vk_mem *vm = kred__calloc(1, sizeof(*vm));
+		kred_status s;
+
+		if (!vm)
+			return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+		s = vbuf_make(v, 16, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
+					     VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT,
+			      HOST_NONE, &vm->b, err);
+		if (s) {
+			mem_free(v, vm);
+			return s;
+		}
+		v->dummy = vm;
+	}
 	vi.buffer = v->dummy->b.buf;
-	res = v->api->CreateBufferView(v->device, &vi, NULL, &v->dummy_view);
-	if (res != VK_SUCCESS) {
-		v->dummy_view = VK_NULL_HANDLE;
-		return kred__vk_fail(err, res, "vkCreateBufferView");
+	for (int k = 0; k < 2; k++) {
+		VkResult res;
+
+		if (v->dummy_view[k])
+			continue;
+		vi.format = k ? VK_FORMAT_R32G32B32A32_UINT : VK_FORMAT_R32G32B32A32_SFLOAT;
+		res = v->api->CreateBufferView(v->device, &vi, NULL, &v->dummy_view[k]);
+		if (res != VK_SUCCESS) {
+			v->dummy_view[k] = VK_NULL_HANDLE;
+			return kred__vk_fail(err, res, "vkCreateBufferView");
+		}
 	}
 	return KRED_OK;
 }
@@ -539,8 +548,9 @@ static struct bind bind_of(const struct kred__vk *v, kred__dmem m, VkDeviceSize 
 
 /* Binds a descriptor set of rows, columns (a view), parameters, states, outputs, tasks
  * and intervals, by tiled.comp's bindings. */
-static kred_status set_bind(struct kred__vk *v, const struct bind b[N_BINDINGS - 1],
-			    VkBufferView cols, struct kred__error *err)
+static kred_status set_bind(struct kred__vk *v, const struct kred__vk_module *m,
+			    const struct bind b[N_BINDINGS - 1], VkBufferView cols,
+			    struct kred__error *err)
 {
 	const struct kred__vk_api *a = v->api;
 	VkDescriptorBufferInfo bi[N_BINDINGS - 1];
@@ -562,7 +572,7 @@ static kred_status set_bind(struct kred__vk *v, const struct bind b[N_BINDINGS -
 		};
 		if (k == 1) {
 			w[k].descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER;
-			w[k].pTexelBufferView = cols ? &cols : &v->dummy_view;
+			w[k].pTexelBufferView = cols ? &cols : &v->dummy_view[m->dbl];
 		} else {
 			w[k].pBufferInfo = &bi[k == 0 ? 0 : k - 1];
 		}
@@ -754,7 +764,7 @@ static kred_status launch_ranged(struct kred__vk *v, const struct kred__vk_modul
 			bind_of(v, a[A_RED].v.mem, 0, VK_WHOLE_SIZE),
 		};
 
-		s = set_bind(v, b, cols, err);
+		s = set_bind(v, m, b, cols, err);
 	}
 	for (int64_t t = 0; !s && t < passes; t++) {
 		int32_t ints[PUSH_INTS] = { (int32_t)nr, 0, 0, (int32_t)(t * count), (int32_t)count,
@@ -818,7 +828,7 @@ static kred_status launch_dense(struct kred__vk *v, const struct kred__vk_module
 			};
 			uint32_t gx = (uint32_t)kred__vk_ceil_div(nb, KRED__VK_WG * m->shape.rpi);
 
-			s = set_bind(v, b, cols, err);
+			s = set_bind(v, m, b, cols, err);
 			for (int64_t t = 0; !s && t < passes; t++) {
 				int32_t ints[PUSH_INTS] = {
 					(int32_t)nb, (int32_t)ncb, (int32_t)span,
@@ -866,7 +876,7 @@ static kred_status launch_merge(struct kred__vk *v, const struct kred__vk_module
 		};
 		int32_t ints[PUSH_INTS] = { (int32_t)nb, 0, 0, 0, 0, (int32_t)split, KR_MERGE };
 
-		s = set_bind(v, b, VK_NULL_HANDLE, err);
+		s = set_bind(v, m, b, VK_NULL_HANDLE, err);
 		if (s)
 			break;
 		push_set(v, pu, m->dbl, ints, 0);

@@ -59,7 +59,7 @@ struct kred__vk {
 	VkBufferView *views;	     /* texel views of the recorded work */
 	int n_views, cap_views;
 	struct kred__vk_mem *dummy;  /* bound where a run has no such buffer; kept */
-	VkBufferView dummy_view;
+	VkBufferView dummy_view[2];  /* its float and uint texel views */
 };
 
 /* What a reduction holds. */
