@@ -672,6 +672,108 @@ kred_status kred__cache_publish(const char *tmp, const char *final, struct kred_
 	return KRED_OK;
 }
 
+/* kred__cache_compile once; on a failure for want of room in the cache directory, *full
+ * receives that directory. */
+static kred_status compile_once(struct kred__cache *c, kred_context *ctx,
+				const struct kred__compile_job *job, const char *key,
+				uint64_t identity, const char *src, char **path, const char **full,
+				struct kred__error *err)
+{
+	char *out = NULL, *src_path = NULL, *store = NULL, *log = NULL, **argv = NULL;
+	struct kred__buf cmd = { 0 };
+	const char *dir, *src_dir;
+	double t0 = kred__now();
+	kred_status s;
+	int rc;
+
+	*path = NULL;
+	/* The output is renamed within dir, so it is made there; the source may go anywhere. */
+	s = kred__cache_tmpfile(c, key, job->out_suffix, &out, &dir, err);
+	if (s)
+		return s;
+	s = kred__cache_tmpfile(c, key, job->src_suffix, &src_path, &src_dir, err);
+	if (s)
+		goto done;
+	if (kred__cache_write_text(c, src_dir, src_path, src) != 0) {
+		int e = errno;
+
+		if (e == ENOSPC || e == EDQUOT || e == EFBIG)
+			*full = src_dir;
+		s = kred__fail(err, KRED_EIO, -1, "cannot write %s: %s", src_path, strerror(e));
+		goto done;
+	}
+	argv = job->argv(job->arg, out, src_path, &store);
+	if (!argv) {
+		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+		goto done;
+	}
+	if (kred__verbose()) {
+		for (int k = 0; argv[k]; k++)
+			kred__buf_printf(&cmd, "%s%s", k ? " " : "", argv[k]);
+		kred__log("%s: compiling: %s", job->who, cmd.p ? cmd.p : "");
+	}
+	rc = kred__spawn(argv, &log);
+	if (rc != 0) {
+		if (rc > 0 && kred__log_says_full(log))
+			*full = dir;
+		if (ctx)
+			kred__ctx_set_log(ctx, log ? log : "");
+		s = kred__fail(err, KRED_EBUILD, -1,
+			       rc < 0 ? "the %s '%s' could not be run (see the build log)"
+				      : "the %s '%s' failed (see the build log)",
+			       job->tool, job->cmd);
+		goto done;
+	}
+	s = kred__cache_seal(out, identity, err);
+	if (s)
+		goto done;
+	kred__buf_free(&cmd);
+	kred__buf_printf(&cmd, "%s/%s%s", dir, key, job->out_suffix);
+	*path = kred__buf_take(&cmd);
+	if (!*path) {
+		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+		goto done;
+	}
+	s = kred__cache_publish(out, *path, err);
+	if (s == KRED_OK) {
+		kred__free(out);
+		out = NULL;
+		kred__log("%s: compiled in %.3f s: %s", job->who, kred__now() - t0, *path);
+	}
+done:
+	if (out)
+		unlink(out);
+	if (src_path)
+		unlink(src_path);
+	if (s) {
+		kred__free(*path);
+		*path = NULL;
+	}
+	kred__buf_free(&cmd);
+	kred__free(out);
+	kred__free(src_path);
+	kred__free(store);
+	kred__free(argv);
+	kred__free(log);
+	return s;
+}
+
+kred_status kred__cache_compile(struct kred__cache *c, kred_context *ctx,
+				const struct kred__compile_job *job, const char *key,
+				uint64_t identity, const char *src, char **path,
+				struct kred__error *err)
+{
+	const char *full = NULL;
+	kred_status s = compile_once(c, ctx, job, key, identity, src, path, &full, err);
+
+	if (s && full && kred__cache_full(c, full, ENOSPC)) {
+		kred__error_clear(err);
+		full = NULL;
+		s = compile_once(c, ctx, job, key, identity, src, path, &full, err);
+	}
+	return s;
+}
+
 char *kred__cache_store(struct kred__cache *c, const char *key, const char *suffix,
 			const void *data, size_t len, uint64_t identity)
 {

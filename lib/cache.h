@@ -102,6 +102,26 @@ kred_status kred__cache_publish(const char *tmp, const char *final, struct kred_
  * be stored (a failure only costs a rebuild next time). */
 char *kred__cache_store(struct kred__cache *c, const char *key, const char *suffix,
 			const void *data, size_t len, uint64_t identity);
+/* A compiler that turns a source into a cache entry (the host's C compiler, glslc). */
+struct kred__compile_job {
+	const char *who;		     /* in logs: "host", "vulkan" */
+	const char *tool;		     /* in messages: "host compiler" */
+	const char *cmd;		     /* its command, in messages */
+	const char *src_suffix, *out_suffix; /* ".c", ".so" */
+	/* Its argument list (NULL-terminated) to compile src into out; what it allocates
+	 * is *store, freed with the list by the caller. NULL: out of memory. */
+	char **(*argv)(const void *arg, const char *out, const char *src, char **store);
+	const void *arg;
+};
+/* Writes src to a temporary file, runs the job's compiler on it into a temporary file of
+ * the cache directory, seals that with identity and publishes it as
+ * "<dir>/<key><out_suffix>" (*path, caller frees); when the directory turns out to be
+ * full, once more in the private one (kred__cache_full). A failing compiler:
+ * KRED_EBUILD, with its output as ctx's build log. */
+kred_status kred__cache_compile(struct kred__cache *c, kred_context *ctx,
+				const struct kred__compile_job *job, const char *key,
+				uint64_t identity, const char *src, char **path,
+				struct kred__error *err);
 /* Bounds the entries of dir (its regular files, but those being written: ".tmp." in their
  * name) to $KRED_CACHE_MAX bytes (default 1 GiB; K, M and G suffixes), removing the least
  * recently used first, down to 90% of the bound; keep (may be NULL) is never removed.

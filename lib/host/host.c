@@ -248,104 +248,27 @@ static char **compile_argv(const char *cc, const char *flags, const char *out, c
 	return argv;
 }
 
-/* Compiles src into a module sealed with identity and published at <dir>/<key>.so;
- * *path is where. On a failure for want of room in the cache directory, *full receives
- * that directory (kred__cache_full decides whether to try elsewhere). */
-static kred_status build_once(struct host *h, const char *key, uint64_t identity,
-			      const char *src, const char *flags, char **path, const char **full,
-			      struct kred__error *err)
+struct cc_job {
+	const char *cc, *flags;
+};
+
+static char **cc_argv(const void *arg, const char *out, const char *src, char **store)
 {
-	char *so = NULL, *c_src = NULL, *store = NULL, *log = NULL, **argv = NULL;
-	struct kred__buf cmd = { 0 };
-	const char *dir, *c_dir;
-	double t0 = kred__now();
-	kred_status s;
-	int rc;
+	const struct cc_job *j = arg;
 
-	*path = NULL;
-	/* The module is renamed within dir, so it is made there; the source may go anywhere. */
-	s = kred__cache_tmpfile(&h->cache, key, ".so", &so, &dir, err);
-	if (s)
-		return s;
-	s = kred__cache_tmpfile(&h->cache, key, ".c", &c_src, &c_dir, err);
-	if (s)
-		goto done;
-	if (kred__cache_write_text(&h->cache, c_dir, c_src, src) != 0) {
-		int e = errno;
-
-		if (e == ENOSPC || e == EDQUOT || e == EFBIG)
-			*full = c_dir;
-		s = kred__fail(err, KRED_EIO, -1, "cannot write %s: %s", c_src, strerror(e));
-		goto done;
-	}
-	argv = compile_argv(h->cc, flags, so, c_src, &store);
-	if (!argv) {
-		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-		goto done;
-	}
-	if (kred__verbose()) {
-		for (int k = 0; argv[k]; k++)
-			kred__buf_printf(&cmd, "%s%s", k ? " " : "", argv[k]);
-		kred__log("host: compiling: %s", cmd.p ? cmd.p : "");
-	}
-	rc = kred__spawn(argv, &log);
-	if (rc != 0) {
-		if (rc > 0 && kred__log_says_full(log))
-			*full = dir;
-		if (h->ctx)
-			kred__ctx_set_log(h->ctx, log ? log : "");
-		s = kred__fail(err, KRED_EBUILD, -1,
-			       rc < 0 ? "the host compiler '%s' could not be run (see the build "
-					"log)"
-				      : "the host compiler '%s' failed (see the build log)",
-			       h->cc);
-		goto done;
-	}
-	s = kred__cache_seal(so, identity, err);
-	if (s)
-		goto done;
-	*path = path_of(dir, key);
-	if (!*path) {
-		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-		goto done;
-	}
-	s = kred__cache_publish(so, *path, err);
-	if (s == KRED_OK) {
-		kred__free(so);
-		so = NULL;
-		kred__log("host: compiled in %.3f s: %s", kred__now() - t0, *path);
-	}
-done:
-	if (so)
-		unlink(so);
-	if (c_src)
-		unlink(c_src);
-	if (s) {
-		kred__free(*path);
-		*path = NULL;
-	}
-	kred__buf_free(&cmd);
-	kred__free(so);
-	kred__free(c_src);
-	kred__free(store);
-	kred__free(argv);
-	kred__free(log);
-	return s;
+	return compile_argv(j->cc, j->flags, out, src, store);
 }
 
-/* build_once, and once more in the private directory when the cache directory is full. */
+/* Compiles src into a module sealed with identity and published at <dir>/<key>.so;
+ * *path is where. */
 static kred_status build(struct host *h, const char *key, uint64_t identity, const char *src,
 			 const char *flags, char **path, struct kred__error *err)
 {
-	const char *full = NULL;
-	kred_status s = build_once(h, key, identity, src, flags, path, &full, err);
+	const struct cc_job cj = { h->cc, flags };
+	const struct kred__compile_job job = { "host", "host compiler", h->cc, ".c", ".so",
+					       cc_argv, &cj };
 
-	if (s && full && kred__cache_full(&h->cache, full, ENOSPC)) {
-		kred__error_clear(err);
-		full = NULL;
-		s = build_once(h, key, identity, src, flags, path, &full, err);
-	}
-	return s;
+	return kred__cache_compile(&h->cache, h->ctx, &job, key, identity, src, path, err);
 }
 
 /* The module with this key: from the context's memory, else from the disk cache (when

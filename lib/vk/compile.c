@@ -120,99 +120,33 @@ fail:
 	return s;
 }
 
-/* Compiles src with glslc into a module sealed with identity and published at
- * <dir>/<key>.spv. On a failure for want of room in the cache directory, *full receives
- * that directory. */
-static kred_status build_once(struct kred__vk *v, const char *key, uint64_t identity,
-			      const char *src, char **path, const char **full,
-			      struct kred__error *err)
+static char **glslc_argv(const void *arg, const char *out, const char *src, char **store)
 {
-	char *spv = NULL, *comp = NULL, *log = NULL;
-	char *argv[N_FLAGS + 5];
-	const char *dir, *comp_dir;
-	double t0 = kred__now();
-	kred_status s;
+	char **argv = kred__calloc(N_FLAGS + 5, sizeof(*argv));
 	size_t n = 0;
-	int rc;
 
-	*path = NULL;
-	s = kred__cache_tmpfile(&v->cache, key, ".spv", &spv, &dir, err);
-	if (s)
-		return s;
-	s = kred__cache_tmpfile(&v->cache, key, ".comp", &comp, &comp_dir, err);
-	if (s)
-		goto done;
-	if (kred__cache_write_text(&v->cache, comp_dir, comp, src) != 0) {
-		int e = errno;
-
-		if (e == ENOSPC || e == EDQUOT || e == EFBIG)
-			*full = comp_dir;
-		s = kred__fail(err, KRED_EIO, -1, "cannot write %s: %s", comp, strerror(e));
-		goto done;
-	}
-	argv[n++] = v->glslc;
+	*store = NULL;
+	if (!argv)
+		return NULL;
+	argv[n++] = (char *)arg;
 	for (size_t k = 0; k < N_FLAGS; k++)
 		argv[n++] = (char *)glslc_flags[k];
 	argv[n++] = "-o";
-	argv[n++] = spv;
-	argv[n++] = comp;
+	argv[n++] = (char *)out;
+	argv[n++] = (char *)src;
 	argv[n] = NULL;
-	kred__log("vulkan: compiling: %s ... -o %s %s", v->glslc, spv, comp);
-	rc = kred__spawn(argv, &log);
-	if (rc != 0) {
-		if (rc > 0 && kred__log_says_full(log))
-			*full = dir;
-		if (v->ctx)
-			kred__ctx_set_log(v->ctx, log ? log : "");
-		s = kred__fail(err, KRED_EBUILD, -1,
-			       rc < 0 ? "the GLSL compiler '%s' could not be run (see the build "
-					"log)"
-				      : "the GLSL compiler '%s' failed (see the build log)",
-			       v->glslc);
-		goto done;
-	}
-	s = kred__cache_seal(spv, identity, err);
-	if (s)
-		goto done;
-	*path = path_of(dir, key);
-	if (!*path) {
-		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-		goto done;
-	}
-	s = kred__cache_publish(spv, *path, err);
-	if (s == KRED_OK) {
-		kred__free(spv);
-		spv = NULL;
-		kred__log("vulkan: compiled in %.3f s: %s", kred__now() - t0, *path);
-	}
-done:
-	if (spv)
-		unlink(spv);
-	if (comp)
-		unlink(comp);
-	if (s) {
-		kred__free(*path);
-		*path = NULL;
-	}
-	kred__free(spv);
-	kred__free(comp);
-	kred__free(log);
-	return s;
+	return argv;
 }
 
-/* build_once, and once more in the private directory when the cache directory is full. */
+/* Compiles src with glslc into a module sealed with identity and published at
+ * <dir>/<key>.spv. */
 static kred_status build(struct kred__vk *v, const char *key, uint64_t identity, const char *src,
 			 char **path, struct kred__error *err)
 {
-	const char *full = NULL;
-	kred_status s = build_once(v, key, identity, src, path, &full, err);
+	const struct kred__compile_job job = { "vulkan", "GLSL compiler", v->glslc, ".comp",
+					       ".spv", glslc_argv, v->glslc };
 
-	if (s && full && kred__cache_full(&v->cache, full, ENOSPC)) {
-		kred__error_clear(err);
-		full = NULL;
-		s = build_once(v, key, identity, src, path, &full, err);
-	}
-	return s;
+	return kred__cache_compile(&v->cache, v->ctx, &job, key, identity, src, path, err);
 }
 
 static kred_status make_pipeline(struct kred__vk *v, const uint32_t *code, size_t words,
