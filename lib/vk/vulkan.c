@@ -239,6 +239,9 @@ static kred_status vk_open(kred_context *ctx, const char *device, void **state,
 	s = make_device(v, err);
 	if (s)
 		goto fail;
+	if (v->staging)
+		kred__log("vulkan: %s: inputs and outputs go through host buffers and copies",
+			  v->dev->props.deviceName);
 	kred__vk_layer_make(v, ctx, vk_is_gpu(v));
 	kred__buf_printf(&b, "vulkan:%s:%s%s%s", v->dev->props.deviceName, v->dev->driver_name,
 			 v->dev->driver_info[0] ? " " : "", v->dev->driver_info);
