@@ -341,7 +341,17 @@ static kred_status module_build(const struct kred__device *d, struct kred_reduct
 		kred__free(src);
 		if (s)
 			return s;
-		max = d->ops->max_group(d->state, m);
+		/* the group size every kernel of the module can run at */
+		max = 0;
+		for (int k = 0; k < KRED__N_KERNELS; k++) {
+			int64_t mk = d->ops->max_group(d->state, m, (enum kred__kernel)k);
+
+			if (mk <= 0) {
+				max = 0;
+				break;
+			}
+			max = max == 0 || mk < max ? mk : max;
+		}
 		if (max <= 0 || max >= m->shape.wg || tries == 2)
 			return KRED_OK;
 		kred__log("%s: the kernels run %lld work-items per group, not %d: building "

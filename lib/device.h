@@ -112,9 +112,9 @@ struct kred__device_ops {
 	 * struct kred__dmodule already filled); the build log goes to r->ctx. */
 	kred_status (*build)(void *state, const struct kred_reduction *r, const char *src,
 			     void *module, struct kred__error *err);
-	/* The largest group every kernel of a built module runs at (fewer than the shape's
-	 * when they need many registers); 0 when the device does not say. */
-	int64_t (*max_group)(void *state, const void *module);
+	/* The largest group kernel k of a built module runs at (fewer than the shape's when
+	 * it needs many registers); 0 when the device does not say. */
+	int64_t (*max_group)(void *state, const void *module, enum kred__kernel k);
 	/* Frees what build made in module (not the module itself). */
 	void (*unload)(void *state, void *module);
 	/* Optional: makes the device current for the calling thread (CUDA's primary

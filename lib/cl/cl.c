@@ -620,23 +620,17 @@ static void cl_unload(void *state, void *module)
 	m->program = NULL;
 }
 
-/* The largest group every kernel runs at (CL_KERNEL_WORK_GROUP_SIZE). */
-static int64_t cl_max_group(void *state, const void *module)
+/* The largest group kernel k runs at (CL_KERNEL_WORK_GROUP_SIZE); 0 when unknown. */
+static int64_t cl_max_group(void *state, const void *module, enum kred__kernel k)
 {
 	const struct cl_state *st = state;
 	const struct cl_module *m = module;
-	int64_t max = 0;
+	size_t n = 0;
 
-	for (int k = 0; k < KRED__N_KERNELS; k++) {
-		size_t n = 0;
-
-		if (st->cl->GetKernelWorkGroupInfo(m->k[k], st->dev->id, CL_KERNEL_WORK_GROUP_SIZE,
-						   sizeof(n), &n, NULL) != CL_SUCCESS || !n)
-			return 0;
-		if (max == 0 || (int64_t)n < max)
-			max = (int64_t)n;
-	}
-	return max;
+	if (st->cl->GetKernelWorkGroupInfo(m->k[k], st->dev->id, CL_KERNEL_WORK_GROUP_SIZE,
+					   sizeof(n), &n, NULL) != CL_SUCCESS)
+		return 0;
+	return (int64_t)n;
 }
 
 /* ---- the device layer's primitives (lib/device.h) */

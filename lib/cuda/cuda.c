@@ -393,23 +393,18 @@ static kred_status cu_build(void *state, const struct kred_reduction *r, const c
 	return s;
 }
 
-/* The largest block every kernel runs at (CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK). */
-static int64_t cu_max_group(void *state, const void *module)
+/* The largest block kernel k runs at (CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK); 0 when
+ * unknown. */
+static int64_t cu_max_group(void *state, const void *module, enum kred__kernel k)
 {
 	const struct cu_state *st = state;
 	const struct cu_module *m = module;
-	int max = 0;
+	int n = 0;
 
-	for (int k = 0; k < KRED__N_KERNELS; k++) {
-		int mk = 0;
-
-		if (st->cu->FuncGetAttribute(&mk, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
-					     m->k[k]) != CUDA_SUCCESS || mk <= 0)
-			return 0;
-		if (max == 0 || mk < max)
-			max = mk;
-	}
-	return max;
+	if (st->cu->FuncGetAttribute(&n, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, m->k[k]) !=
+	    CUDA_SUCCESS)
+		return 0;
+	return n > 0 ? n : 0;
 }
 
 /* ---- the device layer's primitives (lib/device.h) */
