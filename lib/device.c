@@ -1,7 +1,8 @@
-/* The run planning of kernels/tiled.cl, once for OpenCL and CUDA (device.h): each backend
- * gives its primitives (buffers, copies, launches, checks) and the figures the plan
- * needs; everything between the library's call and a launch is here, so that the runs
- * POCL does in CI go through the code a GPU runs. */
+/* The run planning of the GPU backends, once for OpenCL, CUDA and Vulkan (device.h), and
+ * the making of kernels/tiled.cl's modules for the first two: each backend gives its
+ * primitives (buffers, copies, launches, checks, builds) and the figures the plan needs;
+ * everything between the library's call and a launch is here, so that the runs POCL and
+ * lavapipe do in CI go through the code a GPU runs. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

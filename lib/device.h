@@ -1,7 +1,8 @@
-/* The device layer: kernels/tiled.cl's sources in its two dialects, and the planning of
- * its runs (packing, buffers, the 1D and 2D schemes, ranges, auxiliary reductions and
- * argument checks), written once over a table of primitives per backend, so that what
- * CI runs on POCL is what runs on a GPU. */
+/* The device layer: kernels/tiled.cl's sources in its two dialects, the making of its
+ * modules, and the planning of the GPU backends' runs (packing, buffers, the 1D and 2D
+ * schemes, ranges, auxiliary reductions and argument checks), written once over a table
+ * of primitives per backend (OpenCL, CUDA, and Vulkan with its own template), so that
+ * what CI runs on POCL and lavapipe is what runs on a GPU. */
 #ifndef KRED_DEVICE_H
 #define KRED_DEVICE_H
 
