@@ -596,7 +596,8 @@ static void push_make(struct push *pu, const struct kred__vk_module *m, kred__dm
 	memset(pu, 0, sizeof(*pu));
 	pu->size = (uint32_t)(kred__vk_push_header(m->dbl) + dp * size);
 	if (dp && prm)
-		memcpy(pu->bytes + kred__vk_push_header(m->dbl), as_mem(prm)->host, (size_t)(dp * size));
+		memcpy(pu->bytes + kred__vk_push_header(m->dbl), as_mem(prm)->host,
+		       (size_t)(dp * size));
 }
 
 static void push_set(struct kred__vk *v, struct push *pu, int dbl,
@@ -797,16 +798,20 @@ static kred_status launch_dense(struct kred__vk *v, const struct kred__vk_module
 	int64_t dr = m->d.l.width[KRED__SIDE_ROW], nst = m->d.nst;
 	struct blocks p;
 	kred__dmem states;
+	int stateful;
 	kred_status s = blocks_make(v, m, nr, nc, split, &p, err);
 
 	if (s)
 		return s;
-	s = states_of(v, m, a[A_PARTS].v.mem, nr,
-		      split > 1 || p.ncb > 1 || kred__vk_ceil_div(kred__vk_ceil_div(p.cb, split), m->pass) > 1,
-		      &states, err);
+	/* the states go from dispatch to dispatch when there are ranges, column blocks or
+	 * passes */
+	stateful = split > 1 || p.ncb > 1 ||
+		   kred__vk_ceil_div(kred__vk_ceil_div(p.cb, split), m->pass) > 1;
+	s = states_of(v, m, a[A_PARTS].v.mem, nr, stateful, &states, err);
 	for (int64_t cb = 0; !s && cb < p.ncb; cb++) {
 		int64_t c0 = cb * p.cb, ncb = nc > 0 ? kred__vk_min64(p.cb, nc - c0) : 0;
-		int64_t span = kred__vk_ceil_div(ncb, split), passes = span > 0 ? kred__vk_ceil_div(span, m->pass) : 1;
+		int64_t span = kred__vk_ceil_div(ncb, split);
+		int64_t passes = span > 0 ? kred__vk_ceil_div(span, m->pass) : 1;
 		VkBufferView cols = VK_NULL_HANDLE;
 
 		if (a[A_COL].v.mem && ncb > 0)
@@ -875,12 +880,14 @@ static kred_status launch_merge(struct kred__vk *v, const struct kred__vk_module
 			bind_of(v, 0, 0, 0),
 		};
 		int32_t ints[PUSH_INTS] = { (int32_t)nb, 0, 0, 0, 0, (int32_t)split, KR_MERGE };
+		uint32_t gx;
 
 		s = set_bind(v, m, b, VK_NULL_HANDLE, err);
 		if (s)
 			break;
 		push_set(v, pu, m->dbl, ints, 0);
-		v->api->CmdDispatch(v->cmd, (uint32_t)kred__vk_ceil_div(nb, KRED__VK_WG * m->shape.rpi), 1, 1);
+		gx = (uint32_t)kred__vk_ceil_div(nb, KRED__VK_WG * m->shape.rpi);
+		v->api->CmdDispatch(v->cmd, gx, 1, 1);
 		barrier(v->api, v->cmd, cs, VK_ACCESS_SHADER_WRITE_BIT, cs, rw);
 	}
 	return s;
@@ -965,7 +972,8 @@ kred_status kred__vk_run_ranged(void *state, void *module, const struct kred_red
 {
 	struct kred__vk *v = state;
 	const struct kred__vk_module *m = module;
-	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny, cols = r->axis == KRED_REDUCE_J ? ny : nx;
+	int64_t rows = r->axis == KRED_REDUCE_J ? nx : ny;
+	int64_t cols = r->axis == KRED_REDUCE_J ? ny : nx;
 	int64_t n_tasks = 0, count = 0, passes = 0;
 	int32_t *tasks = NULL;
 	struct blocks p;

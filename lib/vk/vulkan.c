@@ -404,7 +404,8 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 	s = kred__emit_loops(&kred__dialect_glsl, r, &m->d.l, &lp, err);
 	if (s)
 		goto fail;
-	m->pass = pass_columns(r, &m->d.l, m->d.nst, m->shape, &lp, &m->col_cost, &m->interval_cost);
+	m->pass = pass_columns(r, &m->d.l, m->d.nst, m->shape, &lp, &m->col_cost,
+			       &m->interval_cost);
 	if (!m->pass && !vk_is_gpu(v)) {
 		s = kred__fail(err, KRED_EUNSUPPORTED, -1,
 			       "%s: this formula's loops run %lld iterations per column, and llvmpipe "
