@@ -1,5 +1,10 @@
 /* The host backend: reductions emitted as C, built by the system's C compiler ($KRED_CC)
- * into OpenMP shared objects, cached in memory and on disk, and loaded with dlopen. */
+ * into OpenMP shared objects, cached in memory and on disk, and loaded with dlopen.
+ * It is not a device of lib/device.c's layer, for a reason: its kernel (kernels/host.c)
+ * plans its own run inside the compiled module (threads, row blocks, column tiles, the
+ * ranged tasks) on the caller's arrays, so there is nothing to allocate, copy or launch;
+ * it shares the packing of a side's arguments (kred__layout_pack) and the cache's
+ * compile step (kred__cache_compile) with the others. */
 #define _GNU_SOURCE /* sched_getaffinity */
 #include <dlfcn.h>
 #include <sched.h>
