@@ -62,3 +62,4 @@ typedef long long kr_long;
 #define KR_LID() ((int)threadIdx.x)
 #define KR_GROUP(d) ((kr_long)((d) == 0 ? blockIdx.x : blockIdx.y))
 #define KR_NGROUPS(d) ((kr_long)((d) == 0 ? gridDim.x : gridDim.y))
+#define KR_UNROLL _Pragma("unroll")

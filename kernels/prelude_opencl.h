@@ -17,6 +17,8 @@
  *   KR_LID()            the work-item's index in its group (dimension 0), an int
  *   KR_GROUP(d), KR_NGROUPS(d)   the group's index and the number of groups in
  *                       dimension d (0 or 1), as kr_long
+ *   KR_UNROLL           before a loop of constant count that should be unrolled (its
+ *                       array of sums then stays in registers)
  *   kr_exp ... kr_pow   the math functions the emitter's generated code calls
  *
  * Pointers without an address space are private in OpenCL C 1.2: the generated functions
@@ -52,6 +54,7 @@ typedef long kr_long;
 #define KR_LID() ((int)get_local_id(0))
 #define KR_GROUP(d) ((kr_long)get_group_id(d))
 #define KR_NGROUPS(d) ((kr_long)get_num_groups(d))
+#define KR_UNROLL _Pragma("unroll")
 
 /* OpenCL C's built-ins are overloaded on float and double. No -cl-fast-relaxed-math:
  * LogSumExp starts from -inf, Min from +inf, and NaN must stay NaN. */

@@ -19,6 +19,8 @@ struct kred__tiled_shape {
 	int rpw;	 /* KR_RPW: rows per work-item */
 	int tj;		 /* KR_TJ: columns per tile */
 	int local_tiles; /* KR_LOCAL_TILES */
+	int room;	 /* KR_ROOM: bytes of shared memory a group may take (gram tiles); 0:
+			  * none, the device's shared memory is ordinary memory */
 };
 
 /* The whole source of r for kernels/tiled.cl in dialect d with the given shape: the

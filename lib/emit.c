@@ -59,6 +59,9 @@
  * against 0.442 at D = 64), ArgKMin(10) from D = 24 (0.086 against 0.099).) */
 #define GRAM_MIN_DIM 20
 #define MAX_GRAM 8
+/* The most parts of a side's packed row listed as read (put_read); past them the last
+ * part takes in the rest. */
+#define MAX_READ_PARTS 8
 
 /* How a node's values are held: by id. Variables and constants are used in place. */
 enum { CL_SMALL, CL_STREAM, CL_ARRAY };
@@ -92,6 +95,8 @@ struct emit {
 	int ngram;
 	int grams[MAX_GRAM][4]; /* by slot: squared distance (1) or scalar product (0), the
 				 * row variable's offset, the column variable's, the dimension */
+	int *read;	  /* by argument position: its values that the functions read
+			   * themselves (not through a gram slot), where the dialect has grams */
 };
 
 /* Counting loop iterations (kred__emit_loops): a loop of n written inside others runs n
@@ -171,11 +176,14 @@ static void put_index(struct emit *e, const char *fmt, int i)
 	kred__buf_printf(e->b, fmt, s);
 }
 
-/* The printf format of variable n's accesses: its side's (one %s, the index). */
-static const char *var_fmt(const struct emit *e, const struct kred__node *n)
+/* The printf format of variable n's accesses: its side's (one %s, the index). Counts
+ * the variable as read by the generated code. */
+static const char *var_fmt(struct emit *e, const struct kred__node *n)
 {
 	int side = e->l->side[n->ints[0]];
 
+	if (e->read && e->read[n->ints[0]] < n->dim)
+		e->read[n->ints[0]] = n->dim;
 	return side == KRED__SIDE_ROW ? e->d->row_fmt
 	       : side == KRED__SIDE_COL ? e->d->col_fmt : e->d->prm_fmt;
 }
@@ -1515,6 +1523,39 @@ static int classify(struct emit *e, const unsigned char *mark)
  * distance is |x|^2 + |y|^2 - 2 x.y there, recomputed as the sum of squared differences
  * where that cancels (kernels/host.c). Same slot for the same (kind, offsets, dimension).
  */
+/* Whether node n is a gram node for dialect d under layout l, and its slot's key: kind
+ * (squared distance 1, scalar product 0), row offset, column offset, dimension. */
+static int gram_key(const struct kred_dialect *d, const struct kred__layout *l,
+		    const struct kred__node *n, int key[4])
+{
+	const struct kred__node *a, *b;
+	int side_a, side_b;
+
+	if (n->op != KRED__OP_SQDIST && n->op != KRED__OP_SCALPROD)
+		return 0;
+	a = n->arg[0];
+	b = n->arg[1];
+	if (a->op != KRED__OP_VAR || b->op != KRED__OP_VAR || a->dim != b->dim ||
+	    a->dim <= (d->gram_min_dim ? d->gram_min_dim : GRAM_MIN_DIM) ||
+	    a->ints[0] >= l->n_args || b->ints[0] >= l->n_args)
+		return 0;
+	side_a = l->side[a->ints[0]];
+	side_b = l->side[b->ints[0]];
+	if (side_a == KRED__SIDE_COL && side_b == KRED__SIDE_ROW) {
+		const struct kred__node *t = a;
+
+		a = b;
+		b = t;
+	} else if (side_a != KRED__SIDE_ROW || side_b != KRED__SIDE_COL) {
+		return 0;
+	}
+	key[0] = n->op == KRED__OP_SQDIST;
+	key[1] = l->offset[a->ints[0]];
+	key[2] = l->offset[b->ints[0]];
+	key[3] = a->dim;
+	return 1;
+}
+
 static int find_grams(struct emit *e, const unsigned char *mark)
 {
 	const struct kred__graph *g = e->r->g;
@@ -1528,32 +1569,11 @@ static int find_grams(struct emit *e, const unsigned char *mark)
 	}
 	e->ngram = 0;
 	for (int id = 0; id < g->n_nodes; id++) {
-		const struct kred__node *n = g->nodes[id], *a, *b;
-		int side_a, side_b, key[4], slot;
+		int key[4], slot;
 
 		e->gram[id] = -1;
-		if (!mark[id] || (n->op != KRED__OP_SQDIST && n->op != KRED__OP_SCALPROD))
+		if (!mark[id] || !gram_key(e->d, e->l, g->nodes[id], key))
 			continue;
-		a = n->arg[0];
-		b = n->arg[1];
-		if (a->op != KRED__OP_VAR || b->op != KRED__OP_VAR || a->dim != b->dim ||
-		    a->dim <= GRAM_MIN_DIM || a->ints[0] >= e->l->n_args ||
-		    b->ints[0] >= e->l->n_args)
-			continue;
-		side_a = e->l->side[a->ints[0]];
-		side_b = e->l->side[b->ints[0]];
-		if (side_a == KRED__SIDE_COL && side_b == KRED__SIDE_ROW) {
-			const struct kred__node *t = a;
-
-			a = b;
-			b = t;
-		} else if (side_a != KRED__SIDE_ROW || side_b != KRED__SIDE_COL) {
-			continue;
-		}
-		key[0] = n->op == KRED__OP_SQDIST;
-		key[1] = e->l->offset[a->ints[0]];
-		key[2] = e->l->offset[b->ints[0]];
-		key[3] = a->dim;
 		for (slot = 0; slot < e->ngram; slot++)
 			if (!memcmp(e->grams[slot], key, sizeof(key)))
 				break;
@@ -1563,6 +1583,19 @@ static int find_grams(struct emit *e, const unsigned char *mark)
 			memcpy(e->grams[e->ngram++], key, sizeof(key));
 		e->gram[id] = slot;
 	}
+	return 0;
+}
+
+int kred__emit_has_grams(const struct kred_dialect *d, const struct kred_reduction *r,
+			 const struct kred__layout *l)
+{
+	int key[4];
+
+	if (!d->gram_fmt)
+		return 0;
+	for (int id = 0; id < r->g->n_nodes; id++)
+		if (gram_key(d, l, r->g->nodes[id], key))
+			return 1;
 	return 0;
 }
 
@@ -2315,8 +2348,9 @@ static void emit_free(struct emit *e)
 	kred__free(e->seen);
 	kred__free(e->stack);
 	kred__free(e->gram);
+	kred__free(e->read);
 	e->cls = e->seen = NULL;
-	e->stack = e->gram = NULL;
+	e->stack = e->gram = e->read = NULL;
 }
 
 int kred__emit_nstate(const struct kred_reduction *r)
@@ -2325,6 +2359,44 @@ int kred__emit_nstate(const struct kred_reduction *r)
 
 	setup(&e, &kred__dialect_c, r, NULL, NULL);
 	return e.nst0 + (e.comp ? e.nsum : 0);
+}
+
+/* The parts of side's packed row that the generated functions read themselves, as
+ * "#define KR_N<name> n" and "#define KR_<name> { { offset, length }, ... }", in
+ * offset order, touching parts joined (one part, { 0, 0 }, when there is none). */
+static void put_read(struct kred__buf *b, const struct emit *e, int side, const char *name)
+{
+	int parts[2 * MAX_READ_PARTS], n = 0, at = 0;
+
+	for (;;) {
+		int next = -1, end;
+
+		/* The read variable of this side that starts first at or after at. */
+		for (int a = 0; a < e->l->n_args; a++)
+			if (e->read[a] > 0 && e->l->side[a] == side && e->l->offset[a] >= at &&
+			    (next < 0 || e->l->offset[a] < e->l->offset[next]))
+				next = a;
+		if (next < 0)
+			break;
+		end = e->l->offset[next] + e->read[next];
+		if (n > 0 && e->l->offset[next] <= parts[2 * n - 1]) {
+			if (end > parts[2 * n - 1])
+				parts[2 * n - 1] = end;
+		} else if (n < MAX_READ_PARTS) {
+			parts[2 * n] = e->l->offset[next];
+			parts[2 * n + 1] = end;
+			n++;
+		} else {
+			/* too many parts to list: the last one reaches to the end */
+			parts[2 * n - 1] = end;
+		}
+		at = e->l->offset[next] + 1;
+	}
+	kred__buf_printf(b, "#define KR_N%s %d\n#define KR_%s {", name, n, name);
+	for (int q = 0; q < n; q++)
+		kred__buf_printf(b, "%s{ %d, %d }", q ? ", " : " ", parts[2 * q],
+				 parts[2 * q + 1] - parts[2 * q]);
+	kred__buf_puts(b, n ? " }\n" : " { 0, 0 } }\n");
 }
 
 /* The longest kr_update (bytes of source) that gets a fast-path copy (KR_GUARD). */
@@ -2352,6 +2424,11 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 	if (out)
 		*out = NULL;
 	setup(&e, d, r, l, &b);
+	if (d->gram_fmt && l) {
+		e.read = kred__calloc((size_t)(l->n_args > 0 ? l->n_args : 1), sizeof(*e.read));
+		if (!e.read)
+			return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
+	}
 	kred__buf_printf(&b, "/* Generated by kred %s (%s dialect): %s of ", kred_version(),
 			 d->name, kred__reds[r->red].name);
 	/* The formula text inside a comment: no "*" "/" may close it early. */
@@ -2448,7 +2525,10 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 			kred__buf_printf(&b, "%s{ %d, %d, %d, %d }", g ? ", " : " ",
 					 e.grams[g][0], e.grams[g][1], e.grams[g][2],
 					 e.grams[g][3]);
-		kred__buf_puts(&b, e.ngram ? " }\n\n" : "}\n\n");
+		kred__buf_puts(&b, e.ngram ? " }\n" : "}\n");
+		put_read(&b, &e, KRED__SIDE_ROW, "XR");
+		put_read(&b, &e, KRED__SIDE_COL, "YR");
+		kred__buf_puts(&b, "\n");
 	}
 	kred__buf_puts(&b, tmpl);
 	if (e.bug) {

@@ -57,8 +57,13 @@ struct kred_dialect {
 	/* Where the template computes the squared distances and scalar products of a row
 	 * and a column variable of many values as matrix products (lib/emit.c, find_grams),
 	 * the format of gram slot g's value in kr_update and kr_eval; NULL: computed in the
-	 * formula. The template then gets KR_NG and KR_GRAMS. */
+	 * formula. The template then gets KR_NG and KR_GRAMS, and the parts of each side's
+	 * packed row that the generated functions read themselves (KR_NXR, KR_XR, KR_NYR,
+	 * KR_YR: a variable read only through gram slots need not be copied). */
 	const char *gram_fmt;
+	/* The least dimension a gram slot takes (its vectors have more values); 0: lib/emit.c's
+	 * GRAM_MIN_DIM, measured for the host template. */
+	int gram_min_dim;
 	/* Where the template has a fast path for sums (the C dialect's host template,
 	 * KR_GUARD): the exp that flags the arguments it does not take, called as
 	 * name(x, kr_bad), for a second copy of kr_update (kr_update_g); NULL: none. A
@@ -94,6 +99,11 @@ void kred__layout_pack(const struct kred__layout *l, const struct kred_reduction
 
 /* State slots per output row of r's reduction (Kahan compensations included). */
 int kred__emit_nstate(const struct kred_reduction *r);
+/* Whether d's source of r under layout l may have gram slots (KR_NG > 0): a squared
+ * distance or scalar product that find_grams takes is in r's graph, if not always under F
+ * (the backends size their launch for the slots' tiles by it). */
+int kred__emit_has_grams(const struct kred_dialect *d, const struct kred_reduction *r,
+			 const struct kred__layout *l);
 
 /*
  * The whole kernel source of r in dialect d: "#define KR_..." lines for the sizes, the

@@ -13,6 +13,10 @@
  * pointers carry no address space: in OpenCL C 1.2 they are then private, which is all
  * the template ever passes.
  */
+/* Gram slots (kernels/tiled.cl computes them a tile at a time) from this dimension up:
+ * below it the formula is unrolled and a work-item holds its rows in registers. */
+#define KRED__TILED_GRAM_MIN_DIM 64
+
 #define KRED__TILED_DIALECT(dname, dprelude)                                            \
 	{                                                                                \
 		.name = dname,                                                           \
@@ -39,7 +43,8 @@
 		.init_params = "real *KR_RESTRICT st, int sst",                          \
 		.update_params = "real *KR_RESTRICT st, int sst, const real *KR_RESTRICT xi, " \
 				 "int sxi,\n\tconst real *KR_RESTRICT yj, "              \
-				 "const real *KR_RESTRICT p, real jr",                   \
+				 "const real *KR_RESTRICT p, real jr,\n\t"               \
+				 "const real *KR_RESTRICT gm, int sgm",                  \
 		.merge_params = "real *KR_RESTRICT st, int sst, "                        \
 				"const real *KR_RESTRICT ot, int sot",                   \
 		.finalize_params = "const real *KR_RESTRICT st, int sst, "               \
@@ -51,8 +56,10 @@
 		.col_fmt = "yj[%s]",                                                     \
 		.prm_fmt = "p[%s]",                                                      \
 		.update_unused = "\t(void)xi;\n\t(void)sxi;\n\t(void)yj;\n\t(void)p;\n"  \
-				 "\t(void)jr;\n",                                        \
+				 "\t(void)jr;\n\t(void)gm;\n\t(void)sgm;\n",              \
 		.prelude = dprelude,                                                     \
+		.gram_fmt = "gm[%s * sgm]",                                              \
+		.gram_min_dim = KRED__TILED_GRAM_MIN_DIM,                                \
 	}
 
 const struct kred_dialect kred__dialect_opencl =
@@ -72,8 +79,8 @@ kred_status kred__tiled_source(const struct kred_dialect *d, const struct kred_r
 
 	*out = NULL;
 	kred__buf_printf(&tmpl, "\n/* The launch shape. */\n#define KR_WG %d\n#define KR_RPW %d\n"
-			 "#define KR_TJ %d\n#define KR_LOCAL_TILES %d\n\n", sh->wg, sh->rpw, sh->tj,
-			 sh->local_tiles);
+			 "#define KR_TJ %d\n#define KR_LOCAL_TILES %d\n#define KR_ROOM %d\n\n",
+			 sh->wg, sh->rpw, sh->tj, sh->local_tiles, sh->room);
 	kred__buf_puts(&tmpl, kred__kernel_tiled_cl);
 	t = kred__buf_take(&tmpl);
 	if (!t)

@@ -1736,6 +1736,9 @@ int main(int argc, char **argv)
 	if (strcmp(backend, "reference"))
 		tcase_add_test(tc, test_sum_accuracy);
 	tcase_add_test(tc, test_widest);
+	suite_add_tcase(s, tc);
+	/* its own case, which meson's gram-opencl-global runs alone (CK_RUN_CASE=gram) */
+	tc = tcase_create("gram");
 	tcase_add_loop_test(tc, test_gram, 0, 14);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("cache");

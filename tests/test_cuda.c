@@ -472,7 +472,7 @@ START_TEST(test_template_shared)
 
 	for (int k = 0; k < N_ROWS; k += 7) {
 		kred_reduction *r = make_row(ctx, &rows[k]);
-		const struct kred__tiled_shape sh = { 128, 1, 128, 1 };
+		const struct kred__tiled_shape sh = { 128, 1, 128, 1, 24576 };
 		struct kred__layout l = { 0 };
 		struct kred__error err;
 		char *src[2];

@@ -308,6 +308,7 @@ static void cu_shape(void *state, const struct kred_reduction *r, const struct k
 	sh->rpw = 1;
 	sh->tj = 128;
 	sh->local_tiles = 1;
+	sh->room = (int)room;
 	if (st->dev && st->dev->max_threads > 0 && st->dev->max_threads < sh->wg)
 		sh->wg = kred__device_pow2(st->dev->max_threads);
 	if (per_col && room / (per_col * size) < (size_t)sh->tj) {
