@@ -13,8 +13,9 @@
  * pointers carry no address space: in OpenCL C 1.2 they are then private, which is all
  * the template ever passes.
  */
-/* Gram slots (kernels/tiled.cl computes them a tile at a time) from this dimension up:
- * below it the formula is unrolled and a work-item holds its rows in registers. */
+/* Gram slots (kernels/tiled.cl computes them a tile at a time) past this dimension:
+ * up to it the formula is unrolled and a work-item holds its rows in registers (POCL,
+ * Gaussian sum at D = 64, 20,000 x 20,000 float32: 1.5 s unrolled, 2.1 s as a slot). */
 #define KRED__TILED_GRAM_MIN_DIM 64
 
 #define KRED__TILED_DIALECT(dname, dprelude)                                            \
