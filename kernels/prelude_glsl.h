@@ -17,6 +17,8 @@
  *   KR_DRA, KR_DCA, KR_DPA   sizes of the row, column and parameter arrays that the
  *                      generated functions take: GLSL has no arrays of size 0, and a
  *                      column is read as whole texels (KR_TPC per column)
+ *   KR_GMA             size of the gram slots' array (gm) that kr_update takes: the
+ *                      most slots a source has (lib/emit.h KRED__EMIT_MAX_GRAM)
  */
 #ifndef KR_DOUBLE
 #define KR_DOUBLE 0
@@ -38,6 +40,7 @@
 #define KR_DRA (KR_DR > 0 ? KR_DR : 1)
 #define KR_DCA (KR_TPC > 0 ? KR_TPC * KR_PER_TEXEL : 1)
 #define KR_DPA (KR_DP > 0 ? KR_DP : 1)
+#define KR_GMA 8
 
 #if KR_DOUBLE
 

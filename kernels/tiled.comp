@@ -42,7 +42,7 @@ void kr_init(inout real st[KR_NST])
 	st[0] = real(0);
 }
 void kr_update(inout real st[KR_NST], in real xi[KR_DRA], in real yj[KR_DCA],
-	       in real p[KR_DPA], real jr)
+	       in real p[KR_DPA], real jr, in real gm[KR_GMA])
 {
 	st[0] += kr_exp(-(xi[0] - yj[0]) * (xi[0] - yj[0]));
 }
@@ -70,6 +70,13 @@ void kr_finalize(in real st[KR_NST], out real o[KR_OUT])
 #endif
 #ifndef KR_PUSH_DP
 #define KR_PUSH_DP 0
+#endif
+/* Gram slots (lib/emit.c find_grams): KR_NG squared distances or scalar products of a row
+ * and a column variable past 64 values, KR_GRAMS (kind, row offset, column offset,
+ * dimension), which the formula reads as gm[g]; KR_XR and KR_YR list the parts of a row
+ * and of a column that the formula reads itself. */
+#ifndef KR_NG
+#define KR_NG 0
 #endif
 
 /* flags */
@@ -153,6 +160,129 @@ void kr_write(int i, in real st[KR_NST])
 	}
 #endif
 
+#if KR_NG > 0
+/* Value c of column j. */
+real kr_col_value(int j, int c)
+{
+#if KR_DOUBLE
+	uvec4 v = texelFetch(kr_cols, j * KR_TPC + c / 2);
+
+	return packDouble2x32((c & 1) != 0 ? v.zw : v.xy);
+#else
+	return texelFetch(kr_cols, j * KR_TPC + c / 4)[c & 3];
+#endif
+}
+
+/* The values of column j that the formula reads itself: its gram slots read the rest in
+ * place (kr_gram). */
+void kr_column(int j, out real y[KR_DCA])
+{
+	const int part[KR_NYR > 0 ? KR_NYR : 1][2] = KR_YR;
+
+	y[0] = real(0);
+	for (int q = 0; q < KR_NYR; q++)
+		for (int c = part[q][0]; c < part[q][0] + part[q][1]; c++)
+			y[c] = kr_col_value(j, c);
+}
+
+/* Value q of the texel (v), at c of the slot, into row k's sum (a[k]). */
+#define KR_GROW(q, k)                                                                     \
+	{                                                                                 \
+		real xv = kr_rows[ir[k] * KR_DR + xo + c];                                \
+		a[k] += sq ? (xv - v[q]) * (xv - v[q]) : xv * v[q];                       \
+	}
+#if KR_RPI == 1
+#define KR_GROWS(q) KR_GROW(q, 0)
+#elif KR_RPI == 2
+#define KR_GROWS(q) KR_GROW(q, 0) KR_GROW(q, 1)
+#else
+#define KR_GROWS(q) KR_GROW(q, 0) KR_GROW(q, 1) KR_GROW(q, 2) KR_GROW(q, 3)
+#endif
+#define KR_GVAL(q)                                                                        \
+	{                                                                                 \
+		int c = t * KR_PER_TEXEL + (q) - yo;                                      \
+		if (c >= 0 && c < dim) {                                                  \
+			KR_GROWS(q)                                                       \
+		}                                                                         \
+	}
+
+/* Gram slot g (a constant, so that its kind and offsets fold) of the invocation's rows
+ * ir against column j, into a: one loop over the column's texels, each value of a texel
+ * taken by every row, read from the rows' buffer. No local array is indexed by a loop's
+ * variable (Mesa would select over all of it: lib/vk/glsl.c), and the loops over a
+ * texel's values and the rows are written out, since llvmpipe's loop budget counts every
+ * iteration that its compiler leaves (lib/vk/vulkan.c counts the texels' and the
+ * two loops of KR_RPI). */
+void kr_gram_slot(int j, in int ir[KR_RPI], int g, out real a[KR_RPI])
+{
+	const int slot[KR_NG][4] = KR_GRAMS;
+	bool sq = slot[g][0] != 0;
+	int xo = slot[g][1], yo = slot[g][2], dim = slot[g][3];
+	int t1 = (yo + dim + KR_PER_TEXEL - 1) / KR_PER_TEXEL;
+
+	for (int k = 0; k < KR_RPI; k++)
+		a[k] = real(0);
+	for (int t = yo / KR_PER_TEXEL; t < t1; t++) {
+		real v[KR_PER_TEXEL];
+#if KR_DOUBLE
+		uvec4 w = texelFetch(kr_cols, j * KR_TPC + t);
+
+		v[0] = packDouble2x32(w.xy);
+		v[1] = packDouble2x32(w.zw);
+		KR_GVAL(0)
+		KR_GVAL(1)
+#else
+		vec4 w = texelFetch(kr_cols, j * KR_TPC + t);
+
+		v[0] = w.x;
+		v[1] = w.y;
+		v[2] = w.z;
+		v[3] = w.w;
+		KR_GVAL(0)
+		KR_GVAL(1)
+		KR_GVAL(2)
+		KR_GVAL(3)
+#endif
+	}
+}
+
+#define KR_GSLOT(g)                                                                       \
+	{                                                                                 \
+		real a[KR_RPI];                                                           \
+		kr_gram_slot(j, ir, g, a);                                                \
+		for (int k = 0; k < KR_RPI; k++)                                          \
+			gm[k][g] = a[k];                                                  \
+	}
+
+/* The gram slots of the invocation's rows against column j. */
+void kr_gram(int j, in int ir[KR_RPI], out real gm[KR_RPI][KR_GMA])
+{
+	KR_GSLOT(0)
+#if KR_NG > 1
+	KR_GSLOT(1)
+#endif
+#if KR_NG > 2
+	KR_GSLOT(2)
+#endif
+#if KR_NG > 3
+	KR_GSLOT(3)
+#endif
+#if KR_NG > 4
+	KR_GSLOT(4)
+#endif
+#if KR_NG > 5
+	KR_GSLOT(5)
+#endif
+#if KR_NG > 6
+	KR_GSLOT(6)
+#endif
+#if KR_NG > 7
+	KR_GSLOT(7)
+#endif
+}
+#endif
+
+#if KR_NG == 0
 void kr_column(int j, out real y[KR_DCA])
 {
 #if KR_TPC == 0
@@ -188,9 +318,10 @@ void kr_column(int j, out real y[KR_DCA])
 		KR_FETCH(t)
 #endif
 }
+#endif
 
 /* Row k of the invocation's rows takes column y. */
-#define KR_ROW(k) kr_update(st[k], x[k], y, p, jr);
+#define KR_ROW(k) kr_update(st[k], x[k], y, p, jr, gm[k]);
 #if KR_RPI == 1
 #define KR_ROWS KR_ROW(0)
 #elif KR_RPI == 2
@@ -201,18 +332,26 @@ void kr_column(int j, out real y[KR_DCA])
 #error KR_RPI must be 1, 2 or 4
 #endif
 
+#if KR_NG > 0
+#define KR_GRAM_OF(j) kr_gram(j, ir, gm);
+#else
+#define KR_GRAM_OF(j)
+#endif
+
 /* One column folded into the states of the invocation's rows. */
 #define KR_STEP(u)                                                                        \
 	{                                                                                 \
 		real y[KR_DCA];                                                           \
+		real gm[KR_RPI][KR_GMA];                                                  \
 		real jr = pc.jbase + real(j + u);                                         \
 		kr_column(j + u, y);                                                      \
+		KR_GRAM_OF(j + u)                                                         \
 		KR_ROWS                                                                   \
 	}
 
 /* Columns [j0, j1) of the bound block folded into st. */
 void kr_fold(inout real st[KR_RPI][KR_NST], in real x[KR_RPI][KR_DRA], in real p[KR_DPA],
-	     int j0, int j1)
+	     in int ir[KR_RPI], int j0, int j1)
 {
 	int j = j0;
 
@@ -263,14 +402,26 @@ void main()
 	/* Dense: one interval, this range's columns of this pass. */
 	const int k0 = ranged ? kr_tasks[4 * g + 2] : 0, k1 = ranged ? kr_tasks[4 * g + 3] : 1;
 	real x[KR_RPI][KR_DRA], p[KR_DPA];
+	int ir[KR_RPI];
 	int pos = 0; /* where interval k starts in the task's columns laid end to end */
 
 	for (int k = 0; k < KR_RPI; k++) {
 		/* Rows past the end compute on the last row; their results are dropped. */
 		int i = min(i0 + k, end - 1);
 
+		ir[k] = i;
+#if KR_NG > 0
+		/* what the formula reads itself: its gram slots read the rows in place */
+		const int part[KR_NXR > 0 ? KR_NXR : 1][2] = KR_XR;
+
+		x[k][0] = real(0);
+		for (int q = 0; q < KR_NXR; q++)
+			for (int c = part[q][0]; c < part[q][0] + part[q][1]; c++)
+				x[k][c] = kr_rows[i * KR_DR + c];
+#else
 		for (int c = 0; c < KR_DR; c++)
 			x[k][c] = kr_rows[i * KR_DR + c];
+#endif
 #if KR_DR == 0
 		x[k][0] = real(0);
 #endif
@@ -310,12 +461,12 @@ void main()
 
 			for (int k = 0; k < KR_RPI; k++)
 				kr_init(acc[k]);
-			kr_fold(acc, x, p, t0, min(t0 + KR_T, j1));
+			kr_fold(acc, x, p, ir, t0, min(t0 + KR_T, j1));
 			for (int k = 0; k < KR_RPI; k++)
 				kr_merge(st[k], acc[k]);
 		}
 #else
-		kr_fold(st, x, p, j0, j1);
+		kr_fold(st, x, p, ir, j0, j1);
 #endif
 	}
 	for (int k = 0; k < KR_RPI && i0 + k < end; k++) {

@@ -58,7 +58,7 @@
  * sum ran faster as a gram slot from D = 17 (0.059 s against 0.088 s unrolled; 0.103
  * against 0.442 at D = 64), ArgKMin(10) from D = 24 (0.086 against 0.099).) */
 #define GRAM_MIN_DIM 20
-#define MAX_GRAM 8
+#define MAX_GRAM KRED__EMIT_MAX_GRAM
 /* The most parts of a side's packed row listed as read (put_read); past them the last
  * part takes in the rest. */
 #define MAX_READ_PARTS 8
@@ -1586,17 +1586,33 @@ static int find_grams(struct emit *e, const unsigned char *mark)
 	return 0;
 }
 
-int kred__emit_has_grams(const struct kred_dialect *d, const struct kred_reduction *r,
-			 const struct kred__layout *l)
+int kred__emit_gram_slots(const struct kred_dialect *d, const struct kred_reduction *r,
+			  const struct kred__layout *l, int slots[][4])
 {
-	int key[4];
+	int n = 0;
 
 	if (!d->gram_fmt)
 		return 0;
-	for (int id = 0; id < r->g->n_nodes; id++)
-		if (gram_key(d, l, r->g->nodes[id], key))
-			return 1;
-	return 0;
+	for (int id = 0; id < r->g->n_nodes; id++) {
+		int key[4], k;
+
+		if (!gram_key(d, l, r->g->nodes[id], key))
+			continue;
+		for (k = 0; k < n; k++)
+			if (!memcmp(slots[k], key, sizeof(key)))
+				break;
+		if (k == n && n < MAX_GRAM)
+			memcpy(slots[n++], key, sizeof(key));
+	}
+	return n;
+}
+
+int kred__emit_gram_node(const struct kred_dialect *d, const struct kred__layout *l,
+			 const struct kred__node *n)
+{
+	int key[4];
+
+	return d->gram_fmt && gram_key(d, l, n, key);
 }
 
 /* Every node under F and G, once, in id order. */
@@ -2543,6 +2559,10 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 			       b.len >> 20);
 		goto fail;
 	}
+	memset(n.read, 0, sizeof(n.read));
+	for (int a = 0; e.read && a < l->n_args; a++)
+		if (l->side[a] >= 0 && l->side[a] < 3)
+			n.read[l->side[a]] += e.read[a];
 	emit_free(&e);
 	if (loops)
 		*loops = n;

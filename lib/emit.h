@@ -99,11 +99,18 @@ void kred__layout_pack(const struct kred__layout *l, const struct kred_reduction
 
 /* State slots per output row of r's reduction (Kahan compensations included). */
 int kred__emit_nstate(const struct kred_reduction *r);
-/* Whether d's source of r under layout l may have gram slots (KR_NG > 0): a squared
- * distance or scalar product that find_grams takes is in r's graph, if not always under F
- * (the backends size their launch for the slots' tiles by it). */
-int kred__emit_has_grams(const struct kred_dialect *d, const struct kred_reduction *r,
-			 const struct kred__layout *l);
+/* The most gram slots a source has (KR_NG; kernels/prelude_glsl.h's KR_GMA). */
+#define KRED__EMIT_MAX_GRAM 8
+/* The gram slots that d's source of r under layout l may have, into slots (at most
+ * KRED__EMIT_MAX_GRAM, as KR_GRAMS lists them: kind, row offset, column offset,
+ * dimension), and their count: every squared distance or scalar product of r's graph that
+ * the emitter would take, whether under F or not, so at least KR_NG. The backends size
+ * their launches and budgets by them. */
+int kred__emit_gram_slots(const struct kred_dialect *d, const struct kred_reduction *r,
+			  const struct kred__layout *l, int slots[][4]);
+/* Whether node n is one that d's source under layout l reads from a gram slot. */
+int kred__emit_gram_node(const struct kred_dialect *d, const struct kred__layout *l,
+			 const struct kred__node *n);
 
 /*
  * The whole kernel source of r in dialect d: "#define KR_..." lines for the sizes, the
@@ -121,6 +128,9 @@ kred_status kred__emit_source(const struct kred_dialect *d, const struct kred_re
  * invocation's loops after 65,535 iterations in all, which the Vulkan backend plans by. */
 struct kred__emit_loops {
 	int64_t init, update, merge, finalize;
+	/* where the dialect has gram slots: the values of each side that the generated
+	 * functions read themselves (KR_XR, KR_YR: the template copies them) */
+	int64_t read[3];
 };
 kred_status kred__emit_loops(const struct kred_dialect *d, const struct kred_reduction *r,
 			     const struct kred__layout *l, struct kred__emit_loops *loops,

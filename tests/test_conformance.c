@@ -674,8 +674,9 @@ END_TEST
  * 1e17 (column 3 is row 3 scaled by 1 + 2^-20: a distance 2^-40 of the squared norms;
  * larger values would overflow float32 in the reference's sums too), row 4 is column 5 but
  * for one value 2^-10 off (a distance 2^-20, against squared norms near 60). NX > 32 rows
- * and NY > 256 columns make several blocks and tiles on the host. */
-#define GRAM_D 100
+ * and NY > 256 columns make several blocks and tiles on the host; D = 101 is no multiple
+ * of a chunk (32 on OpenCL and CUDA) or of a texel (4 or 2 values on Vulkan). */
+#define GRAM_D 101
 #define GRAM_NX 40
 #define GRAM_NY 300
 
@@ -716,11 +717,11 @@ START_TEST(test_gram)
 		{ "SqDist(X,Y)/100 + (X|Z)", "Sum", NULL, KRED_REDUCE_J, 0 },
 		{ "SqDist(X,Y)", "ArgKMin(3)", NULL, KRED_REDUCE_J, 1 },
 	};
-	static const char *al[4] = { "X=Vi(100)", "Y=Vj(100)", "Z=Vj(100)", "B=Vj(1)" };
+	static const char *al[4] = { "X=Vi(101)", "Y=Vj(101)", "Z=Vj(101)", "B=Vj(1)" };
 	const int c = _i / 2;
 	const kred_dtype dt = _i % 2 ? KRED_FLOAT64 : KRED_FLOAT32;
 	/* The expansion's error is at most (D + 2) ulps of |x|^2 + |y|^2, which is at most
-	 * 8 times the result where it is kept (KR_GRAM_CUT): 8 * 102 * 2^-24 = 4.9e-5 in
+	 * 8 times the result where it is kept (KR_GRAM_CUT): 8 * 103 * 2^-24 = 4.9e-5 in
 	 * float32, 9.1e-14 in float64; the reference's direct sum is within D ulps. */
 	const double rtol = dt == KRED_FLOAT64 ? 2e-13 : 1e-4;
 	const int size = dt == KRED_FLOAT64 ? 8 : 4;

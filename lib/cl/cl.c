@@ -351,7 +351,8 @@ static void cl_shape(void *state, const struct kred_reduction *r, const struct k
 	size_t size = r->dtype == KRED_FLOAT64 ? 8 : 4, per_col = (size_t)l->width[KRED__SIDE_COL];
 	size_t nst = (size_t)kred__emit_nstate(r);
 
-	int grams = kred__emit_has_grams(&kred__dialect_opencl, r, l);
+	int slots[KRED__EMIT_MAX_GRAM][4];
+	int grams = kred__emit_gram_slots(&kred__dialect_opencl, r, l, slots);
 
 	*sh = st->shape;
 	if (grams && !sh->local_tiles && sh->room) {

@@ -11,7 +11,9 @@
  * So the emitter unrolls vectors of every size here (.unroll_all): Mesa lowers an access
  * at a variable index into such an array to a select over all of it, and a loop over a
  * Vi(300) took llvmpipe 47 s to compile against 3.7 s unrolled (vulkan.c refuses the
- * widest formulas there).
+ * widest formulas there). The exception is the gram slots (.gram_fmt): a squared
+ * distance or a scalar product of a row and a column variable past 64 values is a loop
+ * of the template over the buffers themselves, and the formula reads its value.
  */
 const struct kred_dialect kred__dialect_glsl = {
 	.name = "GLSL",
@@ -41,7 +43,7 @@ const struct kred_dialect kred__dialect_glsl = {
 	},
 	.init_params = "inout real st[KR_NST]",
 	.update_params = "inout real st[KR_NST], in real xi[KR_DRA], in real yj[KR_DCA],\n\t"
-			 "in real p[KR_DPA], real jr",
+			 "in real p[KR_DPA], real jr, in real gm[KR_GMA]",
 	.merge_params = "inout real st[KR_NST], in real ot[KR_NST]",
 	.finalize_params = "in real st[KR_NST], out real o[KR_OUT]",
 	.st_fmt = "st[%s]",
@@ -52,4 +54,8 @@ const struct kred_dialect kred__dialect_glsl = {
 	.prm_fmt = "p[%s]",
 	.update_unused = "",
 	.prelude = kred__kernel_prelude_glsl_h,
+	/* Squared distances and scalar products past 64 values: loops of the template that
+	 * read the rows' buffer and the columns' texels, not local arrays (tiled.comp). */
+	.gram_fmt = "gm[%s]",
+	.gram_min_dim = 64,
 };

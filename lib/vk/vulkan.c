@@ -20,7 +20,8 @@
  * distance of 64 values, 3.7 s at 300, 23 s at 784; 83 s for SumSoftMaxWeight with a
  * weight of 300 (603 state values); 276 s for KMin(3) of 70 values (420 state values,
  * whose loops index the state, which Mesa lowers to selects over all of it). Past this
- * many values (computed and held) it refuses, rather than compile for minutes. */
+ * many values (computed and held) it refuses, rather than compile for minutes; the
+ * vectors of a gram slot (lib/vk/glsl.c) do not count: the template loops over them. */
 #define LLVMPIPE_MAX_VALUES 512
 
 
@@ -279,7 +280,7 @@ static int tile_merge(const struct kred_reduction *r)
  * its arithmetic, not by its fetches. So those take 1 x 1: a formula is long when its
  * nodes compute more than SHAPE_MAX_VALUES values (the emitter writes one line per
  * value). KRED_VULKAN_SHAPE=RPIxUNROLL forces a shape (for benchmarks). */
-static int formula_values(const struct kred_reduction *r)
+static int formula_values(const struct kred_reduction *r, const struct kred__layout *l)
 {
 	const struct kred__graph *g = r->g;
 	unsigned char *used = kred__calloc((size_t)g->n_nodes, 1);
@@ -294,6 +295,9 @@ static int formula_values(const struct kred_reduction *r)
 		if (!used[id])
 			continue;
 		values += g->nodes[id]->dim;
+		/* a gram slot: its vectors are read in place, by the template's loops */
+		if (kred__emit_gram_node(&kred__dialect_glsl, l, g->nodes[id]))
+			continue;
 		for (int k = 0; k < g->nodes[id]->nargs; k++)
 			used[g->nodes[id]->arg[k]->id] = 1;
 	}
@@ -301,7 +305,8 @@ static int formula_values(const struct kred_reduction *r)
 	return values;
 }
 
-static struct kred__vk_shape choose_shape(const struct kred_reduction *r, int nst)
+static struct kred__vk_shape choose_shape(const struct kred_reduction *r,
+					  const struct kred__layout *l, int nst)
 {
 	struct kred__vk_shape sh = { 4, 2 };
 	const char *env = getenv("KRED_VULKAN_SHAPE");
@@ -311,7 +316,7 @@ static struct kred__vk_shape choose_shape(const struct kred_reduction *r, int ns
 	    unroll >= 1 && unroll <= 8) {
 		sh.rpi = rpi;
 		sh.unroll = unroll;
-	} else if (nst > SHAPE_MAX_STATE || formula_values(r) > SHAPE_MAX_VALUES) {
+	} else if (nst > SHAPE_MAX_STATE || formula_values(r, l) > SHAPE_MAX_VALUES) {
 		sh.rpi = 1;
 		sh.unroll = 1;
 	}
@@ -322,7 +327,9 @@ static struct kred__vk_shape choose_shape(const struct kred_reduction *r, int ns
  * unrolled loop takes one iteration per shape.unroll columns, the block-sum tiles one
  * per tile and their kr_init and kr_merge in each row, wide columns one per texel past 8,
  * and the emitter's own loops (lp, counted as it writes them) what they take in each of
- * the invocation's rows. The loops over states, rows and parameters, kr_init and
+ * the invocation's rows. With gram slots a column takes instead one iteration per value
+ * the formula reads itself (and one per part of those) and, per slot, one per texel and
+ * two loops over the rows. The loops over states, rows and parameters, kr_init and
  * kr_finalize run once per invocation and row. 0 when not even 8 columns fit. */
 static int64_t pass_columns(const struct kred_reduction *r, const struct kred__layout *l,
 			    int nst, struct kred__vk_shape shape, const struct kred__emit_loops *lp,
@@ -332,7 +339,16 @@ static int64_t pass_columns(const struct kred_reduction *r, const struct kred__l
 	int tpc = (l->width[KRED__SIDE_COL] + per_texel - 1) / per_texel;
 	double rpi = shape.rpi;
 	double tile = tile_merge(r) ? (1 + rpi * (2 + lp->init + lp->merge)) / KRED__VK_TILE : 0;
-	double per = 1.0 / shape.unroll + tile + rpi * (double)lp->update + (tpc > 8 ? tpc - 8 : 0);
+	int slots[KRED__EMIT_MAX_GRAM][4];
+	int ng = kred__emit_gram_slots(&kred__dialect_glsl, r, l, slots);
+	double fetch = ng ? (double)lp->read[KRED__SIDE_COL] + KRED__EMIT_MAX_GRAM
+			  : (tpc > 8 ? tpc - 8 : 0);
+	double per;
+
+	for (int g = 0; g < ng; g++)
+		fetch += (slots[g][2] + slots[g][3] + per_texel - 1) / per_texel -
+			 slots[g][2] / per_texel + 2 * rpi;
+	per = 1.0 / shape.unroll + tile + rpi * (double)lp->update + fetch;
 	double budget = LOOP_BUDGET - LOOP_MARGIN - l->width[KRED__SIDE_PRM] -
 			rpi * (3.0 * nst + l->width[KRED__SIDE_ROW] + r->out_dim + 2 +
 			       (double)lp->init + (double)lp->finalize);
@@ -378,7 +394,7 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 	s = kred__layout_make(r, &m->d.l, err);
 	if (s)
 		goto fail;
-	values = vk_is_gpu(v) ? 0 : formula_values(r);
+	values = vk_is_gpu(v) ? 0 : formula_values(r, &m->d.l);
 	if (values == INT32_MAX) {
 		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
 		goto fail;
@@ -400,7 +416,7 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 	for (int k = 0; k < 3; k++)
 		m->d.stride[k] = m->d.l.width[k];
 	m->d.stride[KRED__SIDE_COL] = m->tpc * (dbl ? 2 : 4);
-	m->shape = choose_shape(r, m->d.nst);
+	m->shape = choose_shape(r, &m->d.l, m->d.nst);
 	s = kred__emit_loops(&kred__dialect_glsl, r, &m->d.l, &lp, err);
 	if (s)
 		goto fail;
@@ -463,7 +479,7 @@ static kred_status vk_source(void *state, const struct kred_reduction *r, char *
 	if (s)
 		return s;
 	s = kred__vk_source(v, r, &l, push_params(v, r, &l),
-			    choose_shape(r, kred__emit_nstate(r)), out, err);
+			    choose_shape(r, &l, kred__emit_nstate(r)), out, err);
 	kred__layout_free(&l);
 	return s;
 }
