@@ -2560,6 +2560,8 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 		goto fail;
 	}
 	memset(n.read, 0, sizeof(n.read));
+	n.ngram = e.ngram;
+	memcpy(n.grams, e.grams, sizeof(n.grams));
 	for (int a = 0; e.read && a < l->n_args; a++)
 		if (l->side[a] >= 0 && l->side[a] < 3)
 			n.read[l->side[a]] += e.read[a];

@@ -131,6 +131,9 @@ struct kred__emit_loops {
 	/* where the dialect has gram slots: the values of each side that the generated
 	 * functions read themselves (KR_XR, KR_YR: the template copies them) */
 	int64_t read[3];
+	/* the gram slots of the source (KR_NG, KR_GRAMS) */
+	int ngram;
+	int grams[KRED__EMIT_MAX_GRAM][4];
 };
 kred_status kred__emit_loops(const struct kred_dialect *d, const struct kred_reduction *r,
 			     const struct kred__layout *l, struct kred__emit_loops *loops,

@@ -339,20 +339,22 @@ static int64_t pass_columns(const struct kred_reduction *r, const struct kred__l
 	int tpc = (l->width[KRED__SIDE_COL] + per_texel - 1) / per_texel;
 	double rpi = shape.rpi;
 	double tile = tile_merge(r) ? (1 + rpi * (2 + lp->init + lp->merge)) / KRED__VK_TILE : 0;
-	int slots[KRED__EMIT_MAX_GRAM][4];
-	int ng = kred__emit_gram_slots(&kred__dialect_glsl, r, l, slots);
+	int ng = lp->ngram;
 	double fetch = ng ? (double)lp->read[KRED__SIDE_COL] + KRED__EMIT_MAX_GRAM
 			  : (tpc > 8 ? tpc - 8 : 0);
+	/* the row values an invocation copies: with gram slots, those the formula reads */
+	double row_copy = ng ? (double)lp->read[KRED__SIDE_ROW] + KRED__EMIT_MAX_GRAM
+			     : l->width[KRED__SIDE_ROW];
+	double budget = LOOP_BUDGET - LOOP_MARGIN - l->width[KRED__SIDE_PRM] -
+			rpi * (3.0 * nst + row_copy + r->out_dim + 2 + (double)lp->init +
+			       (double)lp->finalize);
 	double per;
+	int64_t pass;
 
 	for (int g = 0; g < ng; g++)
-		fetch += (slots[g][2] + slots[g][3] + per_texel - 1) / per_texel -
-			 slots[g][2] / per_texel + 2 * rpi;
+		fetch += (lp->grams[g][2] + lp->grams[g][3] + per_texel - 1) / per_texel -
+			 lp->grams[g][2] / per_texel + 2 * rpi;
 	per = 1.0 / shape.unroll + tile + rpi * (double)lp->update + fetch;
-	double budget = LOOP_BUDGET - LOOP_MARGIN - l->width[KRED__SIDE_PRM] -
-			rpi * (3.0 * nst + l->width[KRED__SIDE_ROW] + r->out_dim + 2 +
-			       (double)lp->init + (double)lp->finalize);
-	int64_t pass;
 
 	/* An interval of a block-sparse pass: its loop iteration, kr_fold's tail loop, and
 	 * a block-sum tile of its own. */
@@ -424,10 +426,10 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 			       &m->interval_cost);
 	if (!m->pass && !vk_is_gpu(v)) {
 		s = kred__fail(err, KRED_EUNSUPPORTED, -1,
-			       "%s: this formula's loops run %lld iterations per column, and llvmpipe "
+			       "%s: this formula's loops run %.0f iterations per column, and llvmpipe "
 			       "ends a shader invocation's loops after %d, so that not even 8 "
 			       "columns fit in one dispatch; use the host or OpenCL backend",
-			       v->dev->props.deviceName, (long long)lp.update, LOOP_BUDGET);
+			       v->dev->props.deviceName, m->col_cost, LOOP_BUDGET);
 		goto fail;
 	}
 	if (!m->pass)
