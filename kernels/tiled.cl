@@ -91,10 +91,11 @@ KR_FN void kr_finalize(const real *st, int sst, real *out)
  * With shared memory (KR_ROOM bytes a group may take), a tile of KR_GTJ columns is
  * computed at once as a small matrix product: chunks of KR_GKC values of the tile's
  * columns in shared memory, each work-item's rows read in place, KR_GTJ sums per row in
- * registers, stored to shared memory for the formula (KR_GRAM_LOCAL). Without (CPUs),
- * each column's values are computed before its update, with the rows innermost, which
- * is the loop a CPU driver vectorises. Squared distances are sums of squared differences
- * (no cancellation): a GPU is bound by the shared-memory reads here, not the arithmetic.
+ * registers, stored to shared memory for the formula (KR_GRAM_LOCAL; POCL takes it too,
+ * its local memory being ordinary memory). Without room for that (KR_ROOM 0, or too many
+ * slots for it), each column's values are computed before its update, with the rows
+ * innermost (kr_gram_column). Squared distances are sums of squared differences (no
+ * cancellation): a GPU is bound by the shared-memory reads here, not the arithmetic.
  */
 #ifndef KR_NG
 #define KR_NG 0
