@@ -494,3 +494,60 @@ real kr_pow(real x, real y)
 #define kr_sqrt sqrt
 #define kr_floor floor
 #define kr_fabs abs
+
+/* ---- the shader's interface (kernels/tiled.comp), here so that the wide mode's generated
+ * functions (lib/vk/glsl.c) can read the buffers themselves */
+#ifndef KR_PUSH_DP
+#define KR_PUSH_DP 0
+#endif
+layout(std430, set = 0, binding = 0) readonly buffer KrRows { real kr_rows[]; };
+#if KR_DOUBLE
+layout(set = 0, binding = 1) uniform usamplerBuffer kr_cols;
+#else
+layout(set = 0, binding = 1) uniform samplerBuffer kr_cols;
+#endif
+layout(std430, set = 0, binding = 2) readonly buffer KrPrms { real kr_prms[]; };
+/* State slot s of row i in split range r at ((r * KR_NST + s) * nr + i): neighbouring
+ * invocations touch neighbouring words. */
+layout(std430, set = 0, binding = 3) buffer KrStates { real kr_states[]; };
+layout(std430, set = 0, binding = 4) writeonly buffer KrOut { real kr_out[]; };
+/* A block-sparse run (KR_RANGED): task g is kr_tasks[4g..] = first row, end row, first
+ * and end interval in kr_red (pairs [start, end) of columns), made by the library
+ * (kred__range_tasks), every row of the output in one task. Each pass folds the columns
+ * at positions [start, start + count) of the task's intervals laid end to end. */
+layout(std430, set = 0, binding = 5) readonly buffer KrTasks { int kr_tasks[]; };
+layout(std430, set = 0, binding = 6) readonly buffer KrRed { int kr_red[]; };
+
+layout(push_constant) uniform KrPush {
+	int nr;	    /* rows of this row block */
+	int nc;	    /* columns of the bound column block */
+	int span;   /* columns of one split range (the last one may be shorter) */
+	int start;  /* first column of this pass within each range */
+	int count;  /* columns per range in this pass, at most */
+	int nsplit; /* split ranges (the merge dispatch's count) */
+	int flags;
+	real jbase; /* index of the column block's first column */
+#if KR_PUSH_DP > 0
+	real prm[KR_PUSH_DP];
+#endif
+} pc;
+
+#if KR_PUSH_DP > 0
+#define KR_PRM(c) pc.prm[c]
+#else
+#define KR_PRM(c) kr_prms[c]
+#endif
+
+#ifdef KR_DC
+/* Value c of column j. */
+real kr_col_value(int j, int c)
+{
+#if KR_DOUBLE
+	uvec4 v = texelFetch(kr_cols, j * KR_TPC + c / 2);
+
+	return packDouble2x32((c & 1) != 0 ? v.zw : v.xy);
+#else
+	return texelFetch(kr_cols, j * KR_TPC + c / 4)[c & 3];
+#endif
+}
+#endif

@@ -68,9 +68,6 @@ void kr_finalize(in real st[KR_NST], out real o[KR_OUT])
 #ifndef KR_T
 #define KR_T 256
 #endif
-#ifndef KR_PUSH_DP
-#define KR_PUSH_DP 0
-#endif
 /* Gram slots (lib/emit.c find_grams): KR_NG squared distances or scalar products of a row
  * and a column variable past 64 values, KR_GRAMS (kind, row offset, column offset,
  * dimension), which the formula reads as gm[g]; KR_XR and KR_YR list the parts of a row
@@ -85,39 +82,15 @@ void kr_finalize(in real st[KR_NST], out real o[KR_OUT])
 #define KR_MERGE 4 /* the merge dispatch: fold the nsplit states of each row */
 #define KR_RANGED 8 /* a block-sparse pass: workgroup g takes task g (below) */
 
+#ifndef KR_WIDE
+#define KR_WIDE 0
+#endif
+
 layout(local_size_x = KR_WG) in;
 
-layout(std430, set = 0, binding = 0) readonly buffer KrRows { real kr_rows[]; };
-#if KR_DOUBLE
-layout(set = 0, binding = 1) uniform usamplerBuffer kr_cols;
-#else
-layout(set = 0, binding = 1) uniform samplerBuffer kr_cols;
-#endif
-layout(std430, set = 0, binding = 2) readonly buffer KrPrms { real kr_prms[]; };
-/* State slot s of row i in split range r at ((r * KR_NST + s) * nr + i): neighbouring
- * invocations touch neighbouring words. */
-layout(std430, set = 0, binding = 3) buffer KrStates { real kr_states[]; };
-layout(std430, set = 0, binding = 4) writeonly buffer KrOut { real kr_out[]; };
-/* A block-sparse run (KR_RANGED): task g is kr_tasks[4g..] = first row, end row, first
- * and end interval in kr_red (pairs [start, end) of columns), made by the library
- * (kred__range_tasks), every row of the output in one task. Each pass folds the columns
- * at positions [start, start + count) of the task's intervals laid end to end. */
-layout(std430, set = 0, binding = 5) readonly buffer KrTasks { int kr_tasks[]; };
-layout(std430, set = 0, binding = 6) readonly buffer KrRed { int kr_red[]; };
+/* The buffers and push constants (pc) are declared in kernels/prelude_glsl.h. */
 
-layout(push_constant) uniform KrPush {
-	int nr;	    /* rows of this row block */
-	int nc;	    /* columns of the bound column block */
-	int span;   /* columns of one split range (the last one may be shorter) */
-	int start;  /* first column of this pass within each range */
-	int count;  /* columns per range in this pass, at most */
-	int nsplit; /* split ranges (the merge dispatch's count) */
-	int flags;
-	real jbase; /* index of the column block's first column */
-#if KR_PUSH_DP > 0
-	real prm[KR_PUSH_DP];
-#endif
-} pc;
+#if !KR_WIDE
 
 void kr_load_state(int r, int i, out real st[KR_NST])
 {
@@ -139,7 +112,9 @@ void kr_write(int i, in real st[KR_NST])
 	for (int c = 0; c < KR_OUT; c++)
 		kr_out[i * KR_OUT + c] = o[c];
 }
+#endif
 
+#if !KR_WIDE
 /* Column j of the bound block, texel by texel: unrolled by the preprocessor, since a
  * loop here would count against llvmpipe's budget once per column. */
 #if KR_DOUBLE
@@ -160,19 +135,9 @@ void kr_write(int i, in real st[KR_NST])
 	}
 #endif
 
-#if KR_NG > 0
-/* Value c of column j. */
-real kr_col_value(int j, int c)
-{
-#if KR_DOUBLE
-	uvec4 v = texelFetch(kr_cols, j * KR_TPC + c / 2);
-
-	return packDouble2x32((c & 1) != 0 ? v.zw : v.xy);
-#else
-	return texelFetch(kr_cols, j * KR_TPC + c / 4)[c & 3];
 #endif
-}
 
+#if KR_NG > 0
 /* The values of column j that the formula reads itself: its gram slots read the rest in
  * place (kr_gram). */
 void kr_column(int j, out real y[KR_DCA])
@@ -282,6 +247,7 @@ void kr_gram(int j, in int ir[KR_RPI], out real gm[KR_RPI][KR_GMA])
 }
 #endif
 
+#if !KR_WIDE
 #if KR_NG == 0
 void kr_column(int j, out real y[KR_DCA])
 {
@@ -476,3 +442,64 @@ void main()
 			kr_store_state(r, i0 + k, st[k]);
 	}
 }
+#else /* KR_WIDE */
+
+/* The wide mode (lib/vk/glsl.c: formulas too long to unroll, in loops that read memory):
+ * one row per invocation (KR_RPI is 1), one column at a time, the state of row i in split
+ * range r in the states' buffer at r * KR_NST * nr + i, where the generated functions
+ * read and write it, the row and the column read in place. */
+void main()
+{
+	const bool ranged = (pc.flags & KR_RANGED) != 0;
+	const int g = int(gl_WorkGroupID.x);
+	const int end = ranged ? kr_tasks[4 * g + 1] : pc.nr;
+	const int i = ranged ? kr_tasks[4 * g] + int(gl_LocalInvocationID.x)
+			     : int(gl_GlobalInvocationID.x);
+
+	if (i >= end)
+		return;
+	if ((pc.flags & KR_MERGE) != 0) {
+		for (int r = 1; r < pc.nsplit; r++)
+			kr_merge(i, r * KR_NST * pc.nr + i);
+		kr_finalize(i, i * KR_OUT);
+		return;
+	}
+
+	const int r = ranged ? 0 : int(gl_WorkGroupID.y);
+	const int lo = min(r * pc.span, pc.nc), hi = min(lo + pc.span, pc.nc);
+	const int k0 = ranged ? kr_tasks[4 * g + 2] : 0, k1 = ranged ? kr_tasks[4 * g + 3] : 1;
+	const int sa = r * KR_NST * pc.nr + i;
+	int pos = 0;
+
+	if ((pc.flags & KR_INIT) != 0)
+		kr_init(sa);
+	for (int q = k0; q < k1; q++) {
+		int j0, j1;
+
+		if (ranged) {
+			int a = kr_red[2 * q], len = kr_red[2 * q + 1] - a;
+
+			j0 = a + clamp(pc.start - pos, 0, len);
+			j1 = a + clamp(pc.start + pc.count - pos, 0, len);
+			pos += len;
+		} else {
+			j0 = min(lo + pc.start, hi);
+			j1 = min(j0 + pc.count, hi);
+		}
+		for (int j = j0; j < j1; j++) {
+			real gm[1][KR_GMA];
+#if KR_NG > 0
+			int ir[1];
+
+			ir[0] = i;
+			kr_gram(j, ir, gm);
+#else
+			gm[0][0] = real(0);
+#endif
+			kr_update(sa, i * KR_DR, j, pc.jbase + real(j), gm[0]);
+		}
+	}
+	if ((pc.flags & KR_FINAL) != 0)
+		kr_finalize(sa, i * KR_OUT);
+}
+#endif /* KR_WIDE */

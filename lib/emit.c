@@ -2352,7 +2352,8 @@ static void setup(struct emit *e, const struct kred_dialect *d, const struct kre
 	e->mult = 1;
 	e->unroll_dim = d->unroll_all ? INT_MAX : MAX_UNROLL_DIM;
 	e->nst0 = base_slots(r);
-	e->kahan = sumlike && r->sum_scheme == KRED_SUM_KAHAN;
+	e->kahan = sumlike && (r->sum_scheme == KRED_SUM_KAHAN ||
+			       (d->no_tiles && r->sum_scheme == KRED_SUM_BLOCK));
 	e->sum0 = r->red == KRED__RED_SUM ? 0 : 1;
 	e->nsum = sumlike ? e->nst0 - e->sum0 : 0;
 	e->comp = e->nsum > 0 && (e->kahan || r->sum_scheme == KRED_SUM_BLOCK);
@@ -2460,7 +2461,8 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 			 "#define KR_FAST_MATH %d\n#define KR_LSE_TILE %d\n",
 			 e.dbl, l->width[KRED__SIDE_ROW], l->width[KRED__SIDE_COL],
 			 l->width[KRED__SIDE_PRM], e.nst0 + (e.comp ? e.nsum : 0), r->out_dim,
-			 e.nsum > 0 && r->sum_scheme == KRED_SUM_BLOCK, r->f->dim, select,
+			 e.nsum > 0 && r->sum_scheme == KRED_SUM_BLOCK && !d->no_tiles, r->f->dim,
+			 select,
 			 r->fast_math, lse_tile);
 	kred__buf_puts(&b, d->prelude);
 	kred__buf_printf(&b, "\n%s void kr_init(%s)\n{\n", d->fn_qual, d->init_params);

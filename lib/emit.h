@@ -54,6 +54,10 @@ struct kred_dialect {
 	 * select over the whole array (Mesa's llvmpipe does: a loop over a Vi(300) took 45 s
 	 * to compile): the emitter then unrolls vectors of any size instead of looping. */
 	int unroll_all;
+	/* 1 where the template folds every column straight into the row's state, with no
+	 * block-sum tiles to merge (kernels/tiled.comp's wide mode): the block scheme's sums
+	 * are then compensated term by term, as the kahan scheme's, and KR_TILE_MERGE is 0. */
+	int no_tiles;
 	/* Where the template computes the squared distances and scalar products of a row
 	 * and a column variable of many values as matrix products (lib/emit.c, find_grams),
 	 * the format of gram slot g's value in kr_update and kr_eval; NULL: computed in the

@@ -40,26 +40,21 @@ kred_status kred__vk_source(struct kred__vk *v, const struct kred_reduction *r,
 			    const struct kred__layout *l, int push_dp, struct kred__vk_shape shape,
 			    char **out, struct kred__error *err)
 {
-	struct kred__buf tmpl = { 0 }, src = { 0 };
+	const struct kred_dialect *d = shape.wide ? &kred__dialect_glsl_wide : &kred__dialect_glsl;
+	struct kred__buf src = { 0 };
 	char *body = NULL;
 	kred_status s;
 
 	*out = NULL;
-	kred__buf_printf(&tmpl, "#define KR_WG %d\n#define KR_T %d\n#define KR_PUSH_DP %d\n"
-			 "#define KR_RPI %d\n#define KR_UNROLL %d\n",
-			 KRED__VK_WG, KRED__VK_TILE, push_dp, shape.rpi, shape.unroll);
-	kred__buf_puts(&tmpl, kred__kernel_tiled_comp);
-	if (tmpl.oom) {
-		kred__buf_free(&tmpl);
-		return kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-	}
-	s = kred__emit_source(&kred__dialect_glsl, r, l, tmpl.p, &body, err);
-	kred__buf_free(&tmpl);
+	s = kred__emit_source(d, r, l, kred__kernel_tiled_comp, &body, err);
 	if (s)
 		return s;
-	/* #version must come before anything but comments: the emitter's #defines come
-	 * first in every dialect. */
-	kred__buf_puts(&src, "#version 450\n");
+	/* #version must come before anything but comments, then the backend's #defines,
+	 * which the prelude's declarations (the push constants) read. */
+	kred__buf_printf(&src, "#version 450\n#define KR_WG %d\n#define KR_T %d\n"
+			 "#define KR_PUSH_DP %d\n#define KR_RPI %d\n#define KR_UNROLL %d\n"
+			 "#define KR_WIDE %d\n",
+			 KRED__VK_WG, KRED__VK_TILE, push_dp, shape.rpi, shape.unroll, shape.wide);
 	kred__buf_puts(&src, body);
 	kred__free(body);
 	*out = kred__buf_take(&src);

@@ -700,11 +700,13 @@ static void ranged_passes(const struct kred__vk_module *m, const int32_t *tasks,
 	}
 	/* the columns that fit a pass beside the walk over the intervals */
 	*count = m->pass - (int64_t)((double)most_ints * m->interval_cost / m->col_cost + 1);
-	*count &= ~(int64_t)7;
+	if (!m->shape.wide)
+		*count &= ~(int64_t)7;
 	/* A test hook: passes of that many columns, so that intervals cross passes. */
 	if (hook && atoll(hook) > 0 && atoll(hook) < *count)
 		*count = atoll(hook);
-	if (*count < (hook ? 1 : 64))
+	/* (the wide mode's columns are long: any count will do) */
+	if (*count < (hook || m->shape.wide ? 1 : 64))
 		*count = 0;
 	*passes = *count > 0 && most_cols > 0 ? kred__vk_ceil_div(most_cols, *count) : 1;
 }
@@ -752,7 +754,7 @@ static kred_status launch_ranged(struct kred__vk *v, const struct kred__vk_modul
 	if (count == 0)
 		return kred__fail(err, KRED_EUNSUPPORTED, -1, "vulkan: too many intervals in a "
 				  "task for one pass");
-	s = states_of(v, m, 0, nr, passes > 1, &states, err);
+	s = states_of(v, m, 0, nr, passes > 1 || m->shape.wide, &states, err);
 	if (!s && a[A_COL].v.mem)
 		s = view_make(v, m, as_mem(a[A_COL].v.mem)->b.buf, 0, VK_WHOLE_SIZE, &cols, err);
 	if (!s) {
@@ -804,8 +806,8 @@ static kred_status launch_dense(struct kred__vk *v, const struct kred__vk_module
 	if (s)
 		return s;
 	/* the states go from dispatch to dispatch when there are ranges, column blocks or
-	 * passes */
-	stateful = split > 1 || p.ncb > 1 ||
+	 * passes; the wide mode keeps them there all along */
+	stateful = m->shape.wide || split > 1 || p.ncb > 1 ||
 		   kred__vk_ceil_div(kred__vk_ceil_div(p.cb, split), m->pass) > 1;
 	s = states_of(v, m, a[A_PARTS].v.mem, nr, stateful, &states, err);
 	for (int64_t cb = 0; !s && cb < p.ncb; cb++) {

@@ -14,12 +14,13 @@
 #define KRED__VK_TILE 256
 
 /* Rows per invocation and columns per loop iteration: the loop body holds rpi x unroll
- * copies of the formula. */
+ * copies of the formula. wide: kernels/tiled.comp's wide mode (KR_WIDE; rpi and unroll
+ * are 1), the source in kred__dialect_glsl_wide. */
 struct kred__vk_shape {
-	int rpi, unroll;
+	int rpi, unroll, wide;
 };
 
-extern const struct kred_dialect kred__dialect_glsl;
+extern const struct kred_dialect kred__dialect_glsl, kred__dialect_glsl_wide;
 
 /* A pipeline built from one SPIR-V module, shared by the reductions of a context that
  * have the same key; kept until the context closes. */

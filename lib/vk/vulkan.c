@@ -20,9 +20,11 @@
  * distance of 64 values, 3.7 s at 300, 23 s at 784; 83 s for SumSoftMaxWeight with a
  * weight of 300 (603 state values); 276 s for KMin(3) of 70 values (420 state values,
  * whose loops index the state, which Mesa lowers to selects over all of it). Past this
- * many values (computed and held) it refuses, rather than compile for minutes; the
- * vectors of a gram slot (lib/vk/glsl.c) do not count: the template loops over them. */
-#define LLVMPIPE_MAX_VALUES 512
+ * many values (computed and held), on every device, the source takes the wide mode
+ * (lib/vk/glsl.c: loops over memory, one row and one column at a time), whose compile
+ * time does not grow with them; the vectors of a gram slot do not count: the template
+ * loops over them in both modes. */
+#define WIDE_MIN_VALUES 512
 
 
 /* ---- opening a device */
@@ -308,15 +310,19 @@ static int formula_values(const struct kred_reduction *r, const struct kred__lay
 static struct kred__vk_shape choose_shape(const struct kred_reduction *r,
 					  const struct kred__layout *l, int nst)
 {
-	struct kred__vk_shape sh = { 4, 2 };
-	const char *env = getenv("KRED_VULKAN_SHAPE");
-	int rpi, unroll;
+	struct kred__vk_shape sh = { 4, 2, 0 };
+	const char *env = getenv("KRED_VULKAN_SHAPE"), *wide = getenv("KRED_VULKAN_WIDE");
+	int rpi, unroll, values = formula_values(r, l);
 
-	if (env && sscanf(env, "%dx%d", &rpi, &unroll) == 2 && rpi >= 1 && rpi <= 8 &&
-	    unroll >= 1 && unroll <= 8) {
+	if (values > WIDE_MIN_VALUES - nst || (wide && !strcmp(wide, "1"))) {
+		sh.rpi = 1;
+		sh.unroll = 1;
+		sh.wide = 1;
+	} else if (env && sscanf(env, "%dx%d", &rpi, &unroll) == 2 && rpi >= 1 && rpi <= 8 &&
+		   unroll >= 1 && unroll <= 8) {
 		sh.rpi = rpi;
 		sh.unroll = unroll;
-	} else if (nst > SHAPE_MAX_STATE || formula_values(r, l) > SHAPE_MAX_VALUES) {
+	} else if (nst > SHAPE_MAX_STATE || values > SHAPE_MAX_VALUES) {
 		sh.rpi = 1;
 		sh.unroll = 1;
 	}
@@ -354,6 +360,19 @@ static int64_t pass_columns(const struct kred_reduction *r, const struct kred__l
 	for (int g = 0; g < ng; g++)
 		fetch += (lp->grams[g][2] + lp->grams[g][3] + per_texel - 1) / per_texel -
 			 lp->grams[g][2] / per_texel + 2 * rpi;
+	if (shape.wide) {
+		/* The wide mode: nothing copied (the formula reads in place, its loops are
+		 * lp's), one column per iteration, no tiles; the merge dispatch's loops are
+		 * bounded apart (max_splits). Any pass of one column or more. */
+		budget = LOOP_BUDGET - LOOP_MARGIN - (double)lp->init - (double)lp->finalize;
+		per = 1 + (double)lp->update + (ng ? 2.0 * ng : 0);
+		for (int g = 0; g < ng; g++)
+			per += (lp->grams[g][2] + lp->grams[g][3] + per_texel - 1) / per_texel -
+			       lp->grams[g][2] / per_texel;
+		*col_cost = per;
+		*interval_cost = 2;
+		return budget >= per ? (int64_t)(budget / per) : 0;
+	}
 	per = 1.0 / shape.unroll + tile + rpi * (double)lp->update + fetch;
 
 	/* An interval of a block-sparse pass: its loop iteration, kr_fold's tail loop, and
@@ -382,7 +401,7 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 	struct kred__vk_module *m;
 	struct kred__emit_loops lp;
 	char *src = NULL;
-	int dbl = r->dtype == KRED_FLOAT64, values;
+	int dbl = r->dtype == KRED_FLOAT64;
 	kred_status s;
 
 	*module = NULL;
@@ -396,20 +415,6 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 	s = kred__layout_make(r, &m->d.l, err);
 	if (s)
 		goto fail;
-	values = vk_is_gpu(v) ? 0 : formula_values(r, &m->d.l);
-	if (values == INT32_MAX) {
-		s = kred__fail(err, KRED_ENOMEM, -1, "out of memory");
-		goto fail;
-	}
-	if (values && values + kred__emit_nstate(r) > LLVMPIPE_MAX_VALUES) {
-		s = kred__fail(err, KRED_EUNSUPPORTED, -1,
-			       "%s: this reduction computes %d values per term and keeps %d in its "
-			       "state, and llvmpipe's compile time for that is minutes (past %d in "
-			       "all); the host and OpenCL backends run it in loops",
-			       v->dev->props.deviceName, values, kred__emit_nstate(r),
-			       LLVMPIPE_MAX_VALUES);
-		goto fail;
-	}
 	m->dbl = dbl;
 	m->out_dim = r->out_dim;
 	m->d.nst = kred__emit_nstate(r);
@@ -419,17 +424,26 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 		m->d.stride[k] = m->d.l.width[k];
 	m->d.stride[KRED__SIDE_COL] = m->tpc * (dbl ? 2 : 4);
 	m->shape = choose_shape(r, &m->d.l, m->d.nst);
-	s = kred__emit_loops(&kred__dialect_glsl, r, &m->d.l, &lp, err);
-	if (s)
-		goto fail;
-	m->pass = pass_columns(r, &m->d.l, m->d.nst, m->shape, &lp, &m->col_cost,
-			       &m->interval_cost);
+	for (;;) {
+		s = kred__emit_loops(m->shape.wide ? &kred__dialect_glsl_wide : &kred__dialect_glsl,
+				     r, &m->d.l, &lp, err);
+		if (s)
+			goto fail;
+		m->pass = pass_columns(r, &m->d.l, m->d.nst, m->shape, &lp, &m->col_cost,
+				       &m->interval_cost);
+		/* Not 8 columns in llvmpipe's budget (a gram slot of 65,536 values): the wide
+		 * mode's passes may hold fewer. */
+		if (m->pass || vk_is_gpu(v) || m->shape.wide)
+			break;
+		m->shape = (struct kred__vk_shape){ 1, 1, 1 };
+	}
 	if (!m->pass && !vk_is_gpu(v)) {
 		s = kred__fail(err, KRED_EUNSUPPORTED, -1,
 			       "%s: this formula's loops run %.0f iterations per column, and llvmpipe "
-			       "ends a shader invocation's loops after %d, so that not even 8 "
-			       "columns fit in one dispatch; use the host or OpenCL backend",
-			       v->dev->props.deviceName, m->col_cost, LOOP_BUDGET);
+			       "ends a shader invocation's loops after %d, so that not even %s "
+			       "fit in one dispatch; use the host or OpenCL backend",
+			       v->dev->props.deviceName, m->col_cost, LOOP_BUDGET,
+			       m->shape.wide ? "one column" : "8 columns");
 		goto fail;
 	}
 	if (!m->pass)
