@@ -2700,21 +2700,7 @@ const struct kred_dialect kred__dialect_c = {
 	.nan = "KR_NAN",
 	.bool_type = "int",
 	.fn_qual = "static inline",
-	.math = {
-		[KRED__MATH_EXP] = "kr_exp",
-		[KRED__MATH_LOG] = "kr_log",
-		[KRED__MATH_SIN] = "kr_sin",
-		[KRED__MATH_COS] = "kr_cos",
-		[KRED__MATH_ASIN] = "kr_asin",
-		[KRED__MATH_ACOS] = "kr_acos",
-		[KRED__MATH_ATAN] = "kr_atan",
-		[KRED__MATH_ATAN2] = "kr_atan2",
-		[KRED__MATH_SQRT] = "kr_sqrt",
-		[KRED__MATH_FLOOR] = "kr_floor",
-		[KRED__MATH_ROUND] = "kr_round",
-		[KRED__MATH_FABS] = "kr_fabs",
-		[KRED__MATH_POW] = "kr_pow",
-	},
+	.math = KRED__MATH_KR_NAMES,
 	.init_params = "real *restrict st, int sst",
 	.update_params = "real *restrict st, int sst, const real *restrict xi, int sxi,\n\t"
 			 "const real *restrict yj, const real *restrict p, real jr,\n\t"

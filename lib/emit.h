@@ -17,6 +17,25 @@ enum kred__math {
 	KRED__MATH_COUNT
 };
 
+/* The names every dialect's prelude gives them (kr_exp, kr_log...): struct kred_dialect's
+ * .math, the same in all. */
+#define KRED__MATH_KR_NAMES                                                             \
+	{                                                                               \
+		[KRED__MATH_EXP] = "kr_exp",                                            \
+		[KRED__MATH_LOG] = "kr_log",                                            \
+		[KRED__MATH_SIN] = "kr_sin",                                            \
+		[KRED__MATH_COS] = "kr_cos",                                            \
+		[KRED__MATH_ASIN] = "kr_asin",                                          \
+		[KRED__MATH_ACOS] = "kr_acos",                                          \
+		[KRED__MATH_ATAN] = "kr_atan",                                          \
+		[KRED__MATH_ATAN2] = "kr_atan2",                                        \
+		[KRED__MATH_SQRT] = "kr_sqrt",                                          \
+		[KRED__MATH_FLOOR] = "kr_floor",                                        \
+		[KRED__MATH_ROUND] = "kr_round",                                        \
+		[KRED__MATH_FABS] = "kr_fabs",                                          \
+		[KRED__MATH_POW] = "kr_pow",                                            \
+	}
+
 /*
  * What differs from one kernel language to another. The emitter writes statements and
  * expressions that all of C, OpenCL C, CUDA C and GLSL accept (declarations, assignments,

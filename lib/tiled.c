@@ -26,21 +26,7 @@
 		.nan = "KR_NAN",                                                         \
 		.bool_type = "int",                                                      \
 		.fn_qual = "KR_FN",                                                      \
-		.math = {                                                                \
-			[KRED__MATH_EXP] = "kr_exp",                                     \
-			[KRED__MATH_LOG] = "kr_log",                                     \
-			[KRED__MATH_SIN] = "kr_sin",                                     \
-			[KRED__MATH_COS] = "kr_cos",                                     \
-			[KRED__MATH_ASIN] = "kr_asin",                                   \
-			[KRED__MATH_ACOS] = "kr_acos",                                   \
-			[KRED__MATH_ATAN] = "kr_atan",                                   \
-			[KRED__MATH_ATAN2] = "kr_atan2",                                 \
-			[KRED__MATH_SQRT] = "kr_sqrt",                                   \
-			[KRED__MATH_FLOOR] = "kr_floor",                                 \
-			[KRED__MATH_ROUND] = "kr_round",                                 \
-			[KRED__MATH_FABS] = "kr_fabs",                                   \
-			[KRED__MATH_POW] = "kr_pow",                                     \
-		},                                                                       \
+		.math = KRED__MATH_KR_NAMES,                                             \
 		.init_params = "real *KR_RESTRICT st, int sst",                          \
 		.update_params = "real *KR_RESTRICT st, int sst, const real *KR_RESTRICT xi, " \
 				 "int sxi,\n\tconst real *KR_RESTRICT yj, "              \

@@ -21,21 +21,7 @@
 	 * float's 0.1. */                                                                \
 	.suffix = { "", "lf" }, .inf = "KR_INF", .nan = "KR_NAN", .bool_type = "bool",    \
 	.fn_qual = "", .exact = "precise ",                                               \
-	.math = {                                                                         \
-		[KRED__MATH_EXP] = "kr_exp",                                              \
-		[KRED__MATH_LOG] = "kr_log",                                              \
-		[KRED__MATH_SIN] = "kr_sin",                                              \
-		[KRED__MATH_COS] = "kr_cos",                                              \
-		[KRED__MATH_ASIN] = "kr_asin",                                            \
-		[KRED__MATH_ACOS] = "kr_acos",                                            \
-		[KRED__MATH_ATAN] = "kr_atan",                                            \
-		[KRED__MATH_ATAN2] = "kr_atan2",                                          \
-		[KRED__MATH_SQRT] = "kr_sqrt",                                            \
-		[KRED__MATH_FLOOR] = "kr_floor",                                          \
-		[KRED__MATH_ROUND] = "kr_round",                                          \
-		[KRED__MATH_FABS] = "kr_fabs",                                            \
-		[KRED__MATH_POW] = "kr_pow",                                              \
-	},                                                                                \
+	.math = KRED__MATH_KR_NAMES,                                                      \
 	.update_unused = "", .prelude = kred__kernel_prelude_glsl_h,                      \
 	/* Squared distances and scalar products past 64 values: loops of the template    \
 	 * that read the rows' buffer and the columns' texels, not local arrays           \
