@@ -3,12 +3,13 @@
  * mode merges the partial states of split column ranges and writes the outputs. */
 
 /*
- * What comes before this text: "#version 450", the emitter's #defines (KR_DOUBLE, KR_DR,
- * KR_DC, KR_DP, KR_NST, KR_OUT, KR_TILE_MERGE), kernels/prelude_glsl.h and the generated
- * kr_init, kr_update, kr_merge and kr_finalize (their contract is in kernels/host.c),
- * and the backend's KR_WG (invocations per workgroup), KR_RPI (rows per invocation),
- * KR_UNROLL (columns per loop iteration), KR_T (block-sum tile) and KR_PUSH_DP
- * (parameters passed as push constants, 0 when they go in a buffer).
+ * What comes before this text: "#version 450", the backend's #defines (KR_WG invocations
+ * per workgroup, KR_RPI rows per invocation, KR_UNROLL columns per loop iteration, KR_T
+ * the block-sum tile, KR_PUSH_DP parameters passed as push constants, 0 when they go in a
+ * buffer, KR_WIDE the wide mode), the emitter's (KR_DOUBLE, KR_DR, KR_DC, KR_DP, KR_NST,
+ * KR_OUT, KR_TILE_MERGE), kernels/prelude_glsl.h (with the buffers' declarations) and the
+ * generated kr_init, kr_update, kr_merge and kr_finalize (their contract is in
+ * kernels/host.c; the wide mode's take indices: lib/vk/glsl.c).
  *
  * Why it is shaped this way (lib/vk/vulkan.c plans the dispatches):
  * - llvmpipe stops all the loops of an invocation after 65,535 iterations in total,
