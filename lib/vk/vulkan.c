@@ -385,6 +385,30 @@ static int64_t pass_columns(const struct kred_reduction *r, const struct kred__l
 	return pass < 8 ? 8 : pass;
 }
 
+/* The shape (choose_shape), the emitter's loops in it and the columns of a pass
+ * (pass_columns, 0 when not even one fits). Where the unrolled shape cannot fit 8 columns
+ * in llvmpipe's budget (a gram slot of 65,536 values), the wide mode, whose passes may
+ * hold fewer. */
+static kred_status plan(struct kred__vk *v, const struct kred_reduction *r,
+			const struct kred__layout *l, int nst, struct kred__vk_shape *shape,
+			struct kred__emit_loops *lp, int64_t *pass, double *col_cost,
+			double *interval_cost, struct kred__error *err)
+{
+	*shape = choose_shape(r, l, nst);
+	for (;;) {
+		kred_status s = kred__emit_loops(shape->wide ? &kred__dialect_glsl_wide
+							     : &kred__dialect_glsl,
+						 r, l, lp, err);
+
+		if (s)
+			return s;
+		*pass = pass_columns(r, l, nst, *shape, lp, col_cost, interval_cost);
+		if (*pass || vk_is_gpu(v) || shape->wide)
+			return KRED_OK;
+		*shape = (struct kred__vk_shape){ 1, 1, 1 };
+	}
+}
+
 /* The parameters go in the push constants when they fit (KR_PUSH_DP), else in a buffer. */
 static int push_params(const struct kred__vk *v, const struct kred_reduction *r,
 		       const struct kred__layout *l)
@@ -423,20 +447,10 @@ static kred_status vk_compile(void *state, struct kred_reduction *r, void **modu
 	for (int k = 0; k < 3; k++)
 		m->d.stride[k] = m->d.l.width[k];
 	m->d.stride[KRED__SIDE_COL] = m->tpc * (dbl ? 2 : 4);
-	m->shape = choose_shape(r, &m->d.l, m->d.nst);
-	for (;;) {
-		s = kred__emit_loops(m->shape.wide ? &kred__dialect_glsl_wide : &kred__dialect_glsl,
-				     r, &m->d.l, &lp, err);
-		if (s)
-			goto fail;
-		m->pass = pass_columns(r, &m->d.l, m->d.nst, m->shape, &lp, &m->col_cost,
-				       &m->interval_cost);
-		/* Not 8 columns in llvmpipe's budget (a gram slot of 65,536 values): the wide
-		 * mode's passes may hold fewer. */
-		if (m->pass || vk_is_gpu(v) || m->shape.wide)
-			break;
-		m->shape = (struct kred__vk_shape){ 1, 1, 1 };
-	}
+	s = plan(v, r, &m->d.l, m->d.nst, &m->shape, &lp, &m->pass, &m->col_cost,
+		 &m->interval_cost, err);
+	if (s)
+		goto fail;
 	if (!m->pass && !vk_is_gpu(v)) {
 		s = kred__fail(err, KRED_EUNSUPPORTED, -1,
 			       "%s: this formula's loops run %.0f iterations per column, and llvmpipe "
@@ -490,12 +504,18 @@ static kred_status vk_source(void *state, const struct kred_reduction *r, char *
 {
 	struct kred__vk *v = state;
 	struct kred__layout l;
+	struct kred__vk_shape shape;
+	struct kred__emit_loops lp;
+	int64_t pass;
+	double col_cost, interval_cost;
 	kred_status s = kred__layout_make(r, &l, err);
 
 	if (s)
 		return s;
-	s = kred__vk_source(v, r, &l, push_params(v, r, &l),
-			    choose_shape(r, &l, kred__emit_nstate(r)), out, err);
+	s = plan(v, r, &l, kred__emit_nstate(r), &shape, &lp, &pass, &col_cost, &interval_cost,
+		 err);
+	if (!s)
+		s = kred__vk_source(v, r, &l, push_params(v, r, &l), shape, out, err);
 	kred__layout_free(&l);
 	return s;
 }
