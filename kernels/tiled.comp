@@ -113,9 +113,7 @@ void kr_write(int i, in real st[KR_NST])
 	for (int c = 0; c < KR_OUT; c++)
 		kr_out[i * KR_OUT + c] = o[c];
 }
-#endif
 
-#if !KR_WIDE
 /* Column j of the bound block, texel by texel: unrolled by the preprocessor, since a
  * loop here would count against llvmpipe's budget once per column. */
 #if KR_DOUBLE
@@ -139,6 +137,7 @@ void kr_write(int i, in real st[KR_NST])
 #endif
 
 #if KR_NG > 0
+#if !KR_WIDE
 /* The values of column j that the formula reads itself: its gram slots read the rest in
  * place (kr_gram). */
 void kr_column(int j, out real y[KR_DCA])
@@ -150,6 +149,7 @@ void kr_column(int j, out real y[KR_DCA])
 		for (int c = part[q][0]; c < part[q][0] + part[q][1]; c++)
 			y[c] = kr_col_value(j, c);
 }
+#endif
 
 /* Value q of the texel (v), at c of the slot, into row k's sum (a[k]). */
 #define KR_GROW(q, k)                                                                     \
@@ -247,6 +247,23 @@ void kr_gram(int j, in int ir[KR_RPI], out real gm[KR_RPI][KR_GMA])
 #endif
 }
 #endif
+
+/* The columns [j0, j1) of this pass in interval q of a block-sparse task (pos: where q
+ * starts in the task's columns laid end to end, moved past it), or in the dense range
+ * [lo, hi). */
+void kr_pass_columns(bool ranged, int q, int lo, int hi, inout int pos, out int j0, out int j1)
+{
+	if (ranged) {
+		int a = kr_red[2 * q], len = kr_red[2 * q + 1] - a;
+
+		j0 = a + clamp(pc.start - pos, 0, len);
+		j1 = a + clamp(pc.start + pc.count - pos, 0, len);
+		pos += len;
+	} else {
+		j0 = min(lo + pc.start, hi);
+		j1 = min(j0 + pc.count, hi);
+	}
+}
 
 #if !KR_WIDE
 #if KR_NG == 0
@@ -410,16 +427,7 @@ void main()
 	for (int q = k0; q < k1; q++) {
 		int j0, j1;
 
-		if (ranged) {
-			int a = kr_red[2 * q], len = kr_red[2 * q + 1] - a;
-
-			j0 = a + clamp(pc.start - pos, 0, len);
-			j1 = a + clamp(pc.start + pc.count - pos, 0, len);
-			pos += len;
-		} else {
-			j0 = min(lo + pc.start, hi);
-			j1 = min(j0 + pc.count, hi);
-		}
+		kr_pass_columns(ranged, q, lo, hi, pos, j0, j1);
 #if KR_TILE_MERGE
 		/* The block sum scheme: each tile of KR_T columns is summed apart, then
 		 * added. */
@@ -477,16 +485,7 @@ void main()
 	for (int q = k0; q < k1; q++) {
 		int j0, j1;
 
-		if (ranged) {
-			int a = kr_red[2 * q], len = kr_red[2 * q + 1] - a;
-
-			j0 = a + clamp(pc.start - pos, 0, len);
-			j1 = a + clamp(pc.start + pc.count - pos, 0, len);
-			pos += len;
-		} else {
-			j0 = min(lo + pc.start, hi);
-			j1 = min(j0 + pc.count, hi);
-		}
+		kr_pass_columns(ranged, q, lo, hi, pos, j0, j1);
 		for (int j = j0; j < j1; j++) {
 			real gm[1][KR_GMA];
 #if KR_NG > 0

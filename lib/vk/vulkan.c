@@ -354,26 +354,24 @@ static int64_t pass_columns(const struct kred_reduction *r, const struct kred__l
 	double budget = LOOP_BUDGET - LOOP_MARGIN - l->width[KRED__SIDE_PRM] -
 			rpi * (3.0 * nst + row_copy + r->out_dim + 2 + (double)lp->init +
 			       (double)lp->finalize);
-	double per;
+	double slots = 0, per;
 	int64_t pass;
 
+	/* each gram slot: its texels, and the two loops over the rows */
 	for (int g = 0; g < ng; g++)
-		fetch += (lp->grams[g][2] + lp->grams[g][3] + per_texel - 1) / per_texel -
+		slots += (lp->grams[g][2] + lp->grams[g][3] + per_texel - 1) / per_texel -
 			 lp->grams[g][2] / per_texel + 2 * rpi;
 	if (shape.wide) {
-		/* The wide mode: nothing copied (the formula reads in place, its loops are
-		 * lp's), one column per iteration, no tiles; the merge dispatch's loops are
-		 * bounded apart (max_splits). Any pass of one column or more. */
+		/* The wide mode (rpi 1): nothing copied (the formula reads in place, its
+		 * loops are lp's), one column per iteration, no tiles; the merge dispatch's
+		 * loops are bounded apart (max_splits). Any pass of one column or more. */
 		budget = LOOP_BUDGET - LOOP_MARGIN - (double)lp->init - (double)lp->finalize;
-		per = 1 + (double)lp->update + (ng ? 2.0 * ng : 0);
-		for (int g = 0; g < ng; g++)
-			per += (lp->grams[g][2] + lp->grams[g][3] + per_texel - 1) / per_texel -
-			       lp->grams[g][2] / per_texel;
+		per = 1 + (double)lp->update + slots;
 		*col_cost = per;
 		*interval_cost = 2;
 		return budget >= per ? (int64_t)(budget / per) : 0;
 	}
-	per = 1.0 / shape.unroll + tile + rpi * (double)lp->update + fetch;
+	per = 1.0 / shape.unroll + tile + rpi * (double)lp->update + fetch + slots;
 
 	/* An interval of a block-sparse pass: its loop iteration, kr_fold's tail loop, and
 	 * a block-sum tile of its own. */
