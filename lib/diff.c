@@ -1612,6 +1612,149 @@ out:
 	return st;
 }
 
+/* ---- products regrouped for the kernels
+ *
+ * The rules above build a product as the chain rule meets its factors, so the factors
+ * that vary with the reduced index (through the column's variables) sit among those
+ * that do not: the Gaussian sum's gradient in X came out as
+ * 2 * ((-G * (Exp(..) * (B * E))) * (X - Y)), six products per pair beyond the exp. A
+ * kernel evaluates the formula pair by pair, and a compiler may not reorder products
+ * (that changes their rounding), so each chain of products built here is written again:
+ *   (the constants, then the factors constant over the reduced index, multiplied
+ *   together: loop-invariant, lifted out of the loop over the reduced index)
+ *   * (the scalar factors that vary) * (the invariant vectors) * (the varying vectors),
+ * ((-2 * G * E) * (Exp(..) * B)) * (X - Y) above: two products per pair and a
+ * multiply-add per component. Only the order of the products changes, as the rules above
+ * already move constants and signs: values differ by rounding, and by overflow or
+ * underflow of partial products. Chains of more than MAX_FACTORS are left as they are. */
+
+#define MAX_FACTORS 32
+
+struct regroup {
+	struct dx *c;
+	int red_cat;			/* category of the reduced index's variables */
+	const struct kred__node **map;	/* by id: the node written again */
+	unsigned char *vary;		/* by id: uses a variable of red_cat */
+};
+
+/* The factors of the new product (or negation) n, in order, into f; -1 factors are
+ * counted in *sign. Returns how many, or -1 past MAX_FACTORS. */
+static int factors(const struct regroup *q, const struct kred__node *n,
+		   const struct kred__node **f, int nf, int *sign)
+{
+	for (int k = 0; k < n->nargs; k++) {
+		const struct kred__node *a = n->arg[k];
+
+		if (is_new(q->c, a) && (a->op == KRED__OP_MULT || a->op == KRED__OP_MINUS)) {
+			nf = factors(q, a, f, nf, sign);
+		} else {
+			if (nf < 0 || nf == MAX_FACTORS)
+				return -1;
+			f[nf++] = a;
+		}
+		if (nf < 0)
+			return -1;
+	}
+	if (n->op == KRED__OP_MINUS)
+		*sign = -*sign;
+	return nf;
+}
+
+static const struct kred__node *times(struct dx *c, const struct kred__node *acc,
+				      const struct kred__node *x)
+{
+	return acc ? op2(c, KRED__OP_MULT, acc, x) : x;
+}
+
+/* The chain of products at n, regrouped; NULL (no error) to keep n's shape. */
+static const struct kred__node *regroup_chain(const struct regroup *q,
+					      const struct kred__node *n)
+{
+	struct dx *c = q->c;
+	const struct kred__node *f[MAX_FACTORS], *inv = NULL, *var = NULL, *vec = NULL;
+	int sign = 1, nf = factors(q, n, f, 0, &sign);
+	double k = 1.0;
+
+	if (nf < 2)
+		return NULL;
+	for (int i = 0; i < nf; i++)
+		if (f[i]->op == KRED__OP_CST)
+			k *= f[i]->value;
+	k *= sign;
+	if (!foldable(k) || k == 0.0)
+		return NULL;
+	if (k != 1.0)
+		inv = cst(c, k);
+	/* invariant scalars, then varying scalars, then vectors (invariant ones first) */
+	for (int i = 0; i < nf; i++)
+		if (f[i]->op != KRED__OP_CST && f[i]->dim == 1 && !q->vary[f[i]->id])
+			inv = times(c, inv, q->map[f[i]->id]);
+	for (int i = 0; i < nf; i++)
+		if (f[i]->op != KRED__OP_CST && f[i]->dim == 1 && q->vary[f[i]->id])
+			var = times(c, var, q->map[f[i]->id]);
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < nf; i++)
+			if (f[i]->dim > 1 && q->vary[f[i]->id] == pass)
+				vec = times(c, vec, q->map[f[i]->id]);
+	var = inv && var ? op2(c, KRED__OP_MULT, inv, var) : inv ? inv : var;
+	if (vec)
+		var = var ? op2(c, KRED__OP_MULT, var, vec) : vec;
+	return var;
+}
+
+/* f with every chain of products built here regrouped (see above). */
+static const struct kred__node *regroup(struct dx *c, const struct kred__node *f, int red_cat)
+{
+	struct kred__graph *g = c->g;
+	struct regroup q = { c, red_cat, NULL, NULL };
+	unsigned char *reach;
+	const struct kred__node *out = NULL;
+	int top = f ? f->id : -1;
+
+	if (!f || !c->simplify)
+		return f;
+	q.map = kred__calloc((size_t)top + 1, sizeof(*q.map));
+	q.vary = kred__calloc((size_t)top + 1, 1);
+	reach = kred__calloc((size_t)top + 1, 1);
+	if (!q.map || !q.vary || !reach) {
+		kred__fail(c->err, KRED_ENOMEM, -1, "out of memory");
+		goto done;
+	}
+	/* Ids are a topological order: arguments come first. */
+	reach[top] = 1;
+	for (int id = top; id >= 0; id--)
+		if (reach[id])
+			for (int k = 0; k < g->nodes[id]->nargs; k++)
+				reach[g->nodes[id]->arg[k]->id] = 1;
+	for (int id = 0; id <= top; id++) {
+		const struct kred__node *n = g->nodes[id], *args[KRED__MAX_ARGS], *m = NULL;
+		int same = 1;
+
+		if (!reach[id])
+			continue;
+		q.vary[id] = n->op == KRED__OP_VAR && n->ints[2] == red_cat;
+		for (int k = 0; k < n->nargs; k++) {
+			q.vary[id] |= q.vary[n->arg[k]->id];
+			args[k] = q.map[n->arg[k]->id];
+			same &= args[k] == n->arg[k];
+		}
+		if (is_new(c, n) && n->op == KRED__OP_MULT)
+			m = regroup_chain(&q, n);
+		if (!m && !same && c->err->status == KRED_OK)
+			m = kred__node(g, n->op, n->nargs, args, n->nint, n->ints, n->value, c->err);
+		/* a builder that failed may have been followed by others that did not */
+		if (c->err->status != KRED_OK)
+			goto done;
+		q.map[id] = m ? m : n;
+	}
+	out = q.map[top];
+done:
+	kred__free(q.map);
+	kred__free(q.vary);
+	kred__free(reach);
+	return out;
+}
+
 /* ---- gradients of reductions
  *
  * The gradient of out = Red_j F (axis j; swap i and j for axis i) with respect to a
@@ -1921,11 +2064,12 @@ kred_status kred__reduction_grad(const kred_reduction *r, const char *var,
 			   kred__reds[r->red].name);
 		goto fail;
 	}
+	if (reduced)
+		axis = r->axis == KRED_REDUCE_J ? KRED_REDUCE_I : KRED_REDUCE_J;
+	gf = regroup(c, gf, axis == KRED_REDUCE_J ? KRED__CAT_J : KRED__CAT_I);
 	if (!gf || (red == KRED__RED_SOFTMAX_WEIGHT && !gw) ||
 	    keep_positions(g, r, gf, gw, &err) != KRED_OK)
 		goto fail;
-	if (reduced)
-		axis = r->axis == KRED_REDUCE_J ? KRED_REDUCE_I : KRED_REDUCE_J;
 	return kred__reduction_finish(ctx, g, gf, gw, red, 0, axis, r->dtype, r->sum_scheme,
 				      r->fast_math, r->args[pos].cat == KRED__CAT_P, pre, out);
 fail:

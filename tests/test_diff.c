@@ -976,6 +976,38 @@ START_TEST(test_gaussian_grad_size)
 }
 END_TEST
 
+/* The gradient reductions' products come regrouped (lib/diff.c, regroup): the factors
+ * constant over the reduced index first, multiplied together (the compilers lift them
+ * out of the loop over it), then the varying scalars, then the vectors. With the
+ * factors in the chain rule's order, the Gaussian's gradient in X took six products per
+ * pair beyond the exp; here two. Its values are checked by test_reduction_grad. */
+START_TEST(test_grad_regrouped)
+{
+	static const struct {
+		const char *var, *want;
+	} rows[] = {
+		/* over j: G and the cotangent (a Vi) are invariant */
+		{ "X", "Mult(Mult(Mult(Mult(2,Minus(G)),GRAD_OUT),"
+		       "Mult(Exp(Mult(Minus(G),SqDist(X,Y))),B)),Subtract(X,Y))" },
+		/* over i: B (a Vj) is, the cotangent (a Vi now) varies */
+		{ "Y", "Mult(Mult(Mult(Mult(-2,Minus(G)),B),"
+		       "Mult(Exp(Mult(Minus(G),SqDist(X,Y))),GRAD_OUT)),Subtract(X,Y))" },
+	};
+	struct aliases a;
+
+	split_aliases(&a, "X=Vi(3) Y=Vj(3) B=Vj(1) G=Pm(1)");
+	for (int k = 0; k < 2; k++) {
+		kred_reduction *r = make("Exp(-G*SqDist(X,Y))*B", NULL, &a, "Sum", KRED_REDUCE_J);
+		kred_reduction *g = NULL;
+
+		ck_assert_int_eq(kred_reduction_grad(r, rows[k].var, &g), KRED_OK);
+		ck_assert_str_eq(kred_reduction_formula(g), rows[k].want);
+		kred_reduction_destroy(g);
+		kred_reduction_destroy(r);
+	}
+}
+END_TEST
+
 /* ---- allocation failures on the derivative paths: every one is reported as
  * KRED_ENOMEM and frees what it made (run under ASan or valgrind for the leaks). */
 
@@ -1090,6 +1122,7 @@ int main(void)
 	tcase_add_test(more, test_second_derivative_gaussian);
 	tcase_add_test(more, test_derivative_ops);
 	tcase_add_test(more, test_gaussian_grad_size);
+	tcase_add_test(more, test_grad_regrouped);
 	suite_add_tcase(s, more);
 
 	tcase_add_checked_fixture(errs, setup, teardown);
