@@ -68,10 +68,10 @@ static const char *compiler(void)
 	return cc && *cc ? cc : "cc";
 }
 
-/* GCC, not clang (which rejects -fsched-pressure). */
-static int compiler_is_gcc(void)
+/* Whether cc is GCC, not clang (which rejects -fsched-pressure). */
+static int compiler_is_gcc(const char *cc)
 {
-	const char *reason = NULL, *v = kred__compiler_version(compiler(), &reason);
+	const char *reason = NULL, *v = kred__compiler_version(cc, &reason);
 
 	return v && !strstr(v, "clang") &&
 	       (strstr(v, "gcc") || strstr(v, "GCC") || strstr(v, "Free Software Foundation"));
@@ -91,7 +91,7 @@ static int compiler_is_gcc(void)
  * slots' matrix product, blocked by hand to the register file, ran at 0.65x (Gaussian,
  * D = 64), so not there. Scheduling changes no result. Not measured with AVX-512 (twice
  * the registers): left out there. */
-static const char *cflags(int gram)
+static const char *cflags(const char *cc, int gram)
 {
 	const char *id = kred__cpu_id();
 
@@ -102,7 +102,7 @@ static const char *cflags(int gram)
 		       "-fno-math-errno -fno-trapping-math -fPIC -shared";
 #endif
 	(void)id;
-	if (!gram && compiler_is_gcc())
+	if (!gram && compiler_is_gcc(cc))
 		return "-std=gnu11 -O3 -march=native -fopenmp -fno-math-errno -fno-trapping-math "
 		       "-fschedule-insns -fsched-pressure -fPIC -shared";
 	return "-std=gnu11 -O3 -march=native -fopenmp -fno-math-errno -fno-trapping-math "
@@ -116,7 +116,7 @@ const char *kred__host_cc(void)
 
 const char *kred__host_cflags(void)
 {
-	return cflags(0);
+	return cflags(compiler(), 0);
 }
 
 /* The threads of a run: the context's option, else $KRED_NUM_THREADS, else the first
@@ -410,7 +410,7 @@ static kred_status host_compile(void *state, struct kred_reduction *r, void **mo
 	/* The C dialect writes the number of gram slots (lib/emit.c) before the template
 	 * text, whose sample for compiling it alone defines it again. */
 	ng = strstr(src, "\n#define KR_NG ");
-	flags = cflags(ng && atoi(ng + strlen("\n#define KR_NG ")) > 0);
+	flags = cflags(h->cc, ng && atoi(ng + strlen("\n#define KR_NG ")) > 0);
 	version = kred__compiler_version(h->cc, &reason);
 	if (!version) {
 		s = kred__fail(err, KRED_EBUILD, -1, "the C compiler '%s' is not usable: %s",
