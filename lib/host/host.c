@@ -77,6 +77,19 @@ static int compiler_is_gcc(const char *cc)
 	       (strstr(v, "gcc") || strstr(v, "GCC") || strstr(v, "Free Software Foundation"));
 }
 
+/* The value of a #define of the kernel's source, as the C dialect writes them (lib/emit.c)
+ * before the template text, whose sample values for compiling it alone come after: the
+ * first one, at the start of a line. 0 where there is none. */
+static int source_define(const char *src, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *at = strstr(src, "#define "); at; at = strstr(at + 1, "#define "))
+		if ((at == src || at[-1] == '\n') && !strncmp(at + 8, name, n) && at[8 + n] == ' ')
+			return atoi(at + 8 + n);
+	return 0;
+}
+
 /* The compile flags. No -ffast-math: it assumes away the infinities and NaN that
  * LogSumExp and Min start from. -fno-math-errno lets sqrt vectorise, -fno-trapping-math
  * lets selects be if-converted; neither changes a result.
@@ -89,20 +102,28 @@ static int compiler_is_gcc(const char *cc)
  * on the AVX2 EPYC, float32, medians of 7 runs alternated in one process: Gaussian sum
  * 1.10x, LogSumExp 1.10x, gradient in X 1.17x, float64 Gaussian 1.01x; but the gram
  * slots' matrix product, blocked by hand to the register file, ran at 0.65x (Gaussian,
- * D = 64), so not there. Scheduling changes no result. Not measured with AVX-512 (twice
- * the registers): left out there. */
-static const char *cflags(const char *cc, int gram)
+ * D = 64), so not there. With AVX-512 (an EPYC of GCC's znver3 family with AVX-512, 2
+ * threads, medians of 7, two and three runs): Gaussian sum 1.06x, float64 1.03x,
+ * LogSumExp 1.02x, gradient 1.04x, gram slots 0.69x, and the K-selections (ArgKMin(10),
+ * KR_SELECT) 0.96x to 0.97x, which therefore go without there (compiled for AVX2 on
+ * the same machine they gain, 1.06x). Scheduling changes no result. */
+static const char *cflags(const char *cc, int gram, int select)
 {
 	const char *id = kred__cpu_id();
+	const int sched = !gram && compiler_is_gcc(cc);
 
 #if defined(__x86_64__)
 	/* Full-width AVX-512 is worth 1.5x on the kernels here; GCC defaults to 256 bits. */
 	if (strstr(id, " avx512f"))
-		return "-std=gnu11 -O3 -march=native -mprefer-vector-width=512 -fopenmp "
-		       "-fno-math-errno -fno-trapping-math -fPIC -shared";
+		return sched && !select ? "-std=gnu11 -O3 -march=native -mprefer-vector-width=512 "
+					  "-fopenmp -fno-math-errno -fno-trapping-math "
+					  "-fschedule-insns -fsched-pressure -fPIC -shared"
+					: "-std=gnu11 -O3 -march=native -mprefer-vector-width=512 "
+					  "-fopenmp -fno-math-errno -fno-trapping-math -fPIC -shared";
 #endif
 	(void)id;
-	if (!gram && compiler_is_gcc(cc))
+	(void)select;
+	if (sched)
 		return "-std=gnu11 -O3 -march=native -fopenmp -fno-math-errno -fno-trapping-math "
 		       "-fschedule-insns -fsched-pressure -fPIC -shared";
 	return "-std=gnu11 -O3 -march=native -fopenmp -fno-math-errno -fno-trapping-math "
@@ -116,7 +137,7 @@ const char *kred__host_cc(void)
 
 const char *kred__host_cflags(void)
 {
-	return cflags(compiler(), 0);
+	return cflags(compiler(), 0, 0);
 }
 
 /* The threads of a run: the context's option, else $KRED_NUM_THREADS, else the first
@@ -393,7 +414,7 @@ static kred_status host_compile(void *state, struct kred_reduction *r, void **mo
 	struct host_module *m;
 	struct kred__hash hash;
 	uint64_t identity;
-	const char *flags, *reason = NULL, *version, *ng;
+	const char *flags, *reason = NULL, *version;
 	char *src = NULL, key[33];
 	kred_status s;
 
@@ -407,10 +428,7 @@ static kred_status host_compile(void *state, struct kred_reduction *r, void **mo
 	s = kred__emit_source(&kred__dialect_c, r, &m->l, kred__kernel_host_c, &src, err);
 	if (s)
 		goto fail;
-	/* The C dialect writes the number of gram slots (lib/emit.c) before the template
-	 * text, whose sample for compiling it alone defines it again. */
-	ng = strstr(src, "\n#define KR_NG ");
-	flags = cflags(h->cc, ng && atoi(ng + strlen("\n#define KR_NG ")) > 0);
+	flags = cflags(h->cc, source_define(src, "KR_NG") > 0, source_define(src, "KR_SELECT") > 0);
 	version = kred__compiler_version(h->cc, &reason);
 	if (!version) {
 		s = kred__fail(err, KRED_EBUILD, -1, "the C compiler '%s' is not usable: %s",
