@@ -459,13 +459,18 @@ END_TEST
 /*
  * The Gaussian sum over 2^20 float32 terms for 64 rows, against the same terms summed in
  * double here. The default (block) scheme compensates the addition of each tile's sum,
- * and kahan every term: both must come within 1.2e-7 of the exact sum, relative, on
- * every row. The float32 result alone may be 6e-8 off (half an ulp), and each term
- * carries its own float32 rounding; measured: 7.5e-8 (block) and 7.1e-8 to 7.3e-8
- * (kahan) on host, OpenCL and Vulkan, where a plain running sum is 6.5e-6 off. (Vulkan's
- * compiler once folded the compensation to 0, leaving kahan at 6.5e-6.) The reference
- * backend sums in double whatever the scheme, and takes ~1 us a pair: the test is not
- * registered there (rather than counted as a pass that checked nothing).
+ * and kahan every term; partial sums merge with their rounding error found exactly
+ * (TwoSum, lib/emit.c's comp_merge). The float32 result alone may be 6e-8 off (half an
+ * ulp; 5.42e-8 on these rows), and each term carries its own float32 rounding (x - y,
+ * the squares, exp's argument): the float32 terms' exact sum, rounded, is 6.57e-8 off,
+ * and that is what block and kahan measure on host, OpenCL and Vulkan (7.27e-8 for the
+ * fast-math formula's terms), where a plain running sum is 6.5e-6 off. Before the exact
+ * merges, 5.42e-8 to 7.58e-8, depending on how many column ranges were merged. Bounds:
+ * 1e-7 (issue 15's target for the default scheme), 1.2e-7 with fast math, whose
+ * exponentials may be less accurate on a GPU. (Vulkan's compiler once folded the
+ * compensation to 0, leaving kahan at 6.5e-6.) The reference backend sums in double
+ * whatever the scheme, and takes ~1 us a pair: the test is not registered there (rather
+ * than counted as a pass that checked nothing).
  */
 #define ACC_NX 64
 #define ACC_NY (1 << 20)
@@ -530,7 +535,7 @@ START_TEST(test_sum_accuracy)
 		printf("sum accuracy on %s, %s%s: largest relative error %.2e over %d rows of 2^20 "
 		       "terms\n", backend, k % 2 ? "kahan" : "block", k >= 2 ? ", fast math" : "",
 		       worst, ACC_NX);
-		ck_assert_msg(worst <= 1.2e-7, "%s scheme%s: relative error %.3e > 1.2e-7",
+		ck_assert_msg(worst <= (k >= 2 ? 1.2e-7 : 1e-7), "%s scheme%s: relative error %.3e",
 			      k % 2 ? "kahan" : "block", k >= 2 ? ", fast math" : "", worst);
 		kred_reduction_destroy(r);
 		kred_context_destroy(ctx);
