@@ -2662,6 +2662,13 @@ kred_status kred__emit_loops(const struct kred_dialect *d, const struct kred_red
 	return emit_all(d, r, l, "", NULL, loops, err);
 }
 
+kred_status kred__emit_source_loops(const struct kred_dialect *d, const struct kred_reduction *r,
+				    const struct kred__layout *l, const char *tmpl, char **out,
+				    struct kred__emit_loops *loops, struct kred__error *err)
+{
+	return emit_all(d, r, l, tmpl, out, loops, err);
+}
+
 /* ---- layout */
 
 kred_status kred__layout_make(const struct kred_reduction *r, struct kred__layout *l,

@@ -161,5 +161,10 @@ struct kred__emit_loops {
 kred_status kred__emit_loops(const struct kred_dialect *d, const struct kred_reduction *r,
 			     const struct kred__layout *l, struct kred__emit_loops *loops,
 			     struct kred__error *err);
+/* Both in one pass: kred__emit_source's *out, and the same source's counts into *loops
+ * (the host backend chooses its compile flags by the gram slots). */
+kred_status kred__emit_source_loops(const struct kred_dialect *d, const struct kred_reduction *r,
+				    const struct kred__layout *l, const char *tmpl, char **out,
+				    struct kred__emit_loops *loops, struct kred__error *err);
 
 #endif /* KRED_EMIT_H */

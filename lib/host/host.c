@@ -77,19 +77,6 @@ static int compiler_is_gcc(const char *cc)
 	       (strstr(v, "gcc") || strstr(v, "GCC") || strstr(v, "Free Software Foundation"));
 }
 
-/* The value of a #define of the kernel's source, as the C dialect writes them (lib/emit.c)
- * before the template text, whose sample values for compiling it alone come after: the
- * first one, at the start of a line. 0 where there is none. */
-static int source_define(const char *src, const char *name)
-{
-	size_t n = strlen(name);
-
-	for (const char *at = strstr(src, "#define "); at; at = strstr(at + 1, "#define "))
-		if ((at == src || at[-1] == '\n') && !strncmp(at + 8, name, n) && at[8 + n] == ' ')
-			return atoi(at + 8 + n);
-	return 0;
-}
-
 /* The compile flags. No -ffast-math: it assumes away the infinities and NaN that
  * LogSumExp and Min start from. -fno-math-errno lets sqrt vectorise, -fno-trapping-math
  * lets selects be if-converted; neither changes a result.
@@ -105,29 +92,26 @@ static int source_define(const char *src, const char *name)
  * D = 64), so not there. With AVX-512 (an EPYC of GCC's znver3 family with AVX-512, 2
  * threads, medians of 7, two and three runs): Gaussian sum 1.06x, float64 1.03x,
  * LogSumExp 1.02x, gradient 1.04x, gram slots 0.69x, and the K-selections (ArgKMin(10),
- * KR_SELECT) 0.96x to 0.97x, which therefore go without there (compiled for AVX2 on
- * the same machine they gain, 1.06x). Scheduling changes no result. */
+ * KRED__RED_K) 0.96x to 0.97x, which therefore go without there (compiled for AVX2 on
+ * the same machine they gain, 1.06x). Scheduling changes no result. The gram slots are
+ * counted by the emitter in the same pass that writes the source. */
+#define CFLAGS "-std=gnu11 -O3 -march=native -fopenmp -fno-math-errno -fno-trapping-math "
+#define CFLAGS_512 "-mprefer-vector-width=512 "
+#define CFLAGS_SCHED "-fschedule-insns -fsched-pressure "
+#define CFLAGS_END "-fPIC -shared"
+
 static const char *cflags(const char *cc, int gram, int select)
 {
-	const char *id = kred__cpu_id();
-	const int sched = !gram && compiler_is_gcc(cc);
+	int avx512 = 0, sched;
 
 #if defined(__x86_64__)
 	/* Full-width AVX-512 is worth 1.5x on the kernels here; GCC defaults to 256 bits. */
-	if (strstr(id, " avx512f"))
-		return sched && !select ? "-std=gnu11 -O3 -march=native -mprefer-vector-width=512 "
-					  "-fopenmp -fno-math-errno -fno-trapping-math "
-					  "-fschedule-insns -fsched-pressure -fPIC -shared"
-					: "-std=gnu11 -O3 -march=native -mprefer-vector-width=512 "
-					  "-fopenmp -fno-math-errno -fno-trapping-math -fPIC -shared";
+	avx512 = strstr(kred__cpu_id(), " avx512f") != NULL;
 #endif
-	(void)id;
-	(void)select;
-	if (sched)
-		return "-std=gnu11 -O3 -march=native -fopenmp -fno-math-errno -fno-trapping-math "
-		       "-fschedule-insns -fsched-pressure -fPIC -shared";
-	return "-std=gnu11 -O3 -march=native -fopenmp -fno-math-errno -fno-trapping-math "
-	       "-fPIC -shared";
+	sched = !gram && !(avx512 && select) && compiler_is_gcc(cc);
+	if (avx512)
+		return sched ? CFLAGS CFLAGS_512 CFLAGS_SCHED CFLAGS_END : CFLAGS CFLAGS_512 CFLAGS_END;
+	return sched ? CFLAGS CFLAGS_SCHED CFLAGS_END : CFLAGS CFLAGS_END;
 }
 
 const char *kred__host_cc(void)
@@ -413,6 +397,7 @@ static kred_status host_compile(void *state, struct kred_reduction *r, void **mo
 	struct host *h = state;
 	struct host_module *m;
 	struct kred__hash hash;
+	struct kred__emit_loops loops;
 	uint64_t identity;
 	const char *flags, *reason = NULL, *version;
 	char *src = NULL, key[33];
@@ -425,10 +410,11 @@ static kred_status host_compile(void *state, struct kred_reduction *r, void **mo
 	s = kred__layout_make(r, &m->l, err);
 	if (s)
 		goto fail;
-	s = kred__emit_source(&kred__dialect_c, r, &m->l, kred__kernel_host_c, &src, err);
+	s = kred__emit_source_loops(&kred__dialect_c, r, &m->l, kred__kernel_host_c, &src, &loops,
+				    err);
 	if (s)
 		goto fail;
-	flags = cflags(h->cc, source_define(src, "KR_NG") > 0, source_define(src, "KR_SELECT") > 0);
+	flags = cflags(h->cc, loops.ngram > 0, (kred__reds[r->red].flags & KRED__RED_K) != 0);
 	version = kred__compiler_version(h->cc, &reason);
 	if (!version) {
 		s = kred__fail(err, KRED_EBUILD, -1, "the C compiler '%s' is not usable: %s",
