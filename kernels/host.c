@@ -86,7 +86,18 @@ static inline void kr_finalize(const real *restrict st, int sst, real *restrict 
  * the rows' states and variables are stored slot-major (st[s * KR_R + r]) so that one
  * lane handles one row. */
 #ifndef KR_R
-#if defined(__AVX512F__) || defined(__aarch64__)
+#if defined(__AVX512F__) && (KR_GUARD || KR_LSE_TILE) && (KR_DOUBLE || !KR_FAST_MATH)
+/* With AVX-512, four vectors of rows where the update calls exp: each vector's term is
+ * a chain of some 25 dependent operations (exp's polynomial by Horner's rule), and with
+ * two chains a column the core waits on them (the float64 Gaussian ran at 60% of its
+ * FMA pipes' rate, 70% with four; with 8 rows, half the speed of 16). Measured on a
+ * Zen 5 EPYC, 2 threads, kernels alternated in one process: Gaussian sum float32 1.09x
+ * to 1.12x, float64 1.12x to 1.13x (fast math 1.14x), LogSumExp 1.07x to 1.13x,
+ * gradient in X 1.06x to 1.08x, D = 64 1.03x. Not the float32 fast math Gaussian
+ * (shorter polynomial: 0.92x), nor kernels with no exp (SqDist sum, Min: 0.98x to
+ * 1.01x) or K-selections (1.01x), which keep two. */
+#define KR_R (KR_DOUBLE ? 32 : 64)
+#elif defined(__AVX512F__) || defined(__aarch64__)
 #define KR_R (KR_DOUBLE ? 16 : 32)
 #else
 /* With 16 vector registers (AVX2, SSE), two vectors of rows: four spilled the rows'
