@@ -92,9 +92,9 @@ static inline void kr_finalize(const real *restrict st, int sst, real *restrict 
  * two chains a column the core waits on them (the float64 Gaussian ran at 60% of its
  * FMA pipes' rate, 70% with four; with 8 rows, half the speed of 16). Measured on a
  * Zen 5 EPYC, 2 threads, kernels alternated in one process: Gaussian sum float32 1.09x
- * to 1.12x, float64 1.12x to 1.13x (fast math 1.14x), LogSumExp 1.07x to 1.13x,
+ * to 1.12x, float64 1.12x to 1.13x (fast math 1.14x to 1.16x), LogSumExp 1.07x to 1.13x,
  * gradient in X 1.06x to 1.08x, D = 64 1.03x. Not the float32 fast math Gaussian
- * (shorter polynomial: 0.92x), nor kernels with no exp (SqDist sum, Min: 0.98x to
+ * (shorter polynomial: 0.92x to 0.96x), nor kernels with no exp (SqDist sum, Min: 0.98x to
  * 1.01x) or K-selections (1.01x), which keep two. */
 #define KR_R (KR_DOUBLE ? 32 : 64)
 #elif defined(__AVX512F__) || defined(__aarch64__)
