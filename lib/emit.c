@@ -1,5 +1,6 @@
 /* The kernel emitter: a formula graph to straight-line code in a dialect (lib/emit.h), and
  * every reduction's four pieces (init, update, merge, finalize), written once for all. */
+#include <ctype.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -2482,8 +2483,94 @@ static void put_read(struct kred__buf *b, const struct emit *e, int side, const 
 
 /* The longest kr_update (bytes of source) that gets a fast-path copy (KR_GUARD). */
 #define GUARD_MAX_UPDATE 32768
+/* The most exps of a split update (emit_split): the template's buffer of their arguments
+ * is 256 bytes an exp (32 float64 rows), on the thread's stack. */
+#define SPLIT_MAX_EXPS 16
 
 /* The source (when out) and the loop counts (when loops) of r in dialect d. */
+/* The float64 fast path's split update (kernels/host.c, KR_NE): kr_args_g writes the
+ * arguments of the update's n exps, row by row, to kr_ea[k * sea] (k in the order the
+ * formula calls them), the template computes them all at once, and kr_update_x reads
+ * them back where the update called exp. Each function is the formula's code with its
+ * calls "kr_exp(" renumbered "kr_expk(k, " and a macro for kr_expk: the code that only
+ * led to an exp's argument (in kr_update_x), or to nothing (in kr_args_g, which updates
+ * no state), is dead and the compiler drops it. An exp inside another's argument is
+ * computed in kr_args_g with kr_exp_g as well (its flag dropped: kr_ea holds its
+ * argument too). Written only for straight-line code (no loops, so that the calls
+ * written are the calls made) whose update adds no exp of its own; nothing otherwise. */
+static char *renumber_exps(const struct kred_dialect *d, const char *text, int n)
+{
+	const char *name = d->math[KRED__MATH_EXP];
+	size_t len = strlen(name), cap = strlen(text) + (size_t)n * 16 + 1, o = 0;
+	char *out = kred__calloc(cap, 1);
+	int k = 0;
+
+	if (!out)
+		return NULL;
+	for (const char *c = text; *c;) {
+		int ident = c > text && (isalnum((unsigned char)c[-1]) || c[-1] == '_');
+
+		if (!ident && !strncmp(c, name, len) && c[len] == '(') {
+			if (k == n)
+				break;
+			o += (size_t)snprintf(out + o, cap - o, "kr_expk(%d, ", k++);
+			c += len + 1;
+		} else {
+			out[o++] = *c++;
+		}
+	}
+	if (k != n) {
+		kred__free(out);
+		return NULL;
+	}
+	return out;
+}
+
+static kred_status emit_split(struct emit *e, const struct kred_dialect *d,
+			      const struct red_code *rc, int n, struct kred__error *err)
+{
+	struct kred__buf *b = e->b;
+	size_t start = b->len, f0;
+	int exps;
+	char *text;
+	kred_status s;
+
+	kred__buf_printf(b, "#define KR_NE %d\n%s void kr_args_g(%s, real *restrict kr_ea, "
+			 "int sea)\n{\n\tint kr_nb = 0;\n\n\t(void)st;\n\t(void)sst;\n%s",
+			 n, d->fn_qual, d->update_params, d->update_unused);
+	f0 = b->len;
+	exps = e->exps;
+	e->oom = 0;
+	s = emit_formula(e, err);
+	if (s)
+		return s;
+	if (b->oom)
+		return KRED_OK;
+	text = e->exps - exps == n ? renumber_exps(d, b->p + f0, n) : NULL;
+	if (!text) {
+		b->len = start;
+		b->p[start] = 0;
+		return KRED_OK;
+	}
+	b->len = f0;
+	kred__buf_puts(b, "#define kr_expk(k, x) kr_exp_put(kr_ea + (k) * sea, (x), &kr_nb)\n");
+	kred__buf_puts(b, text);
+	kred__buf_printf(b, "#undef kr_expk\n\t(void)kr_nb;\n}\n\n%s void kr_update_x(%s, "
+			 "const real *restrict kr_ea, int sea)\n{\n"
+			 "#define kr_expk(k, x) (kr_ea[(k) * sea])\n%s",
+			 d->fn_qual, d->update_params, d->update_unused);
+	kred__buf_puts(b, text);
+	kred__free(text);
+	exps = e->exps;
+	rc->update(e);
+	kred__buf_puts(b, "#undef kr_expk\n}\n\n");
+	if (e->exps != exps) {
+		b->len = start;
+		b->p[start] = 0;
+	}
+	return KRED_OK;
+}
+
 static kred_status emit_all(const struct kred_dialect *d, const struct kred_reduction *r,
 			    const struct kred__layout *l, const char *tmpl, char **out,
 			    struct kred__emit_loops *loops, struct kred__error *err)
@@ -2599,6 +2686,11 @@ static kred_status emit_all(const struct kred_dialect *d, const struct kred_redu
 			goto fail;
 		rc->update(&e);
 		kred__buf_printf(&b, "#undef %s\n}\n\n", d->math[KRED__MATH_EXP]);
+		if (e.dbl && e.iters == iters && exps1 - exps0 <= SPLIT_MAX_EXPS) {
+			s = emit_split(&e, d, rc, exps1 - exps0, err);
+			if (s)
+				goto fail;
+		}
 		e.iters = iters;
 	}
 	if (d->gram_fmt) {

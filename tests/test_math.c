@@ -15,7 +15,8 @@
 #include "kred.h"
 
 /* The prelude's comment states 1.1 ulp. Measured: exp over all 2^32 floats 0.965 ulp,
- * over 2e7 random doubles 0.94; these samples 0.89 and 0.91 (exp), 0.74 and 0.74 (log).
+ * over 2e7 random doubles 0.94; these samples 0.89 and 0.91 (exp), 0.74 and 0.74 (log);
+ * in float64 with AVX-512, where the fast path computes exp with a table (kr_vexp), 0.85.
  * The previous kr_exp reached 1.01 ulp over all floats. */
 #define EXP_ULPS_F32 1.0
 #define EXP_ULPS_F64 1.0
@@ -225,7 +226,10 @@ END_TEST
 
 /* The fast path's exp (kr_exp_g) is kr_exp bit for bit, NaN, infinities, overflow and
  * subnormal results included (a one-term sum is its term under every scheme): every
- * 1021st float32 and the float64 values of check_f64's ranges. */
+ * 1021st float32 and the float64 values of check_f64's ranges. In float64 with AVX-512
+ * the fast path computes exp its own way (kernels/host.c, kr_vexp): there a value may
+ * differ from kr_exp's where both are within EXP_ULPS_F64 of expl's (NaN, infinities,
+ * and overflow still the same). */
 START_TEST(test_exp_guard)
 {
 	float *xf = malloc(NF * sizeof(float)), *a = malloc(NF * sizeof(float));
@@ -274,9 +278,15 @@ START_TEST(test_exp_guard)
 	for (int64_t k = 0; k < NF; k++)
 		ck_assert_msg(!memcmp(&a[k], &b[k], sizeof(float)), "exp(%a): %a (fast path) "
 			      "against %a", xf[k], a[k], b[k]);
-	for (int64_t k = 0; k < ND; k++)
-		ck_assert_msg(!memcmp(&c[k], &d[k], sizeof(double)), "exp(%a): %a (fast path) "
-			      "against %a", xd[k], c[k], d[k]);
+	for (int64_t k = 0; k < ND; k++) {
+		long double want = to_f64(expl((long double)xd[k]));
+
+		ck_assert_msg(!memcmp(&c[k], &d[k], sizeof(double)) ||
+				      (isfinite(c[k]) &&
+				       ulps(c[k], want, 53, 0x1p-1074L) <= EXP_ULPS_F64),
+			      "exp(%a): %a (fast path) against %a (%.3f ulp from expl)", xd[k],
+			      c[k], d[k], ulps(c[k], want, 53, 0x1p-1074L));
+	}
 	free(xf);
 	free(a);
 	free(b);
