@@ -296,6 +296,79 @@ START_TEST(test_exp_guard)
 }
 END_TEST
 
+/* The float64 fast path's split update (lib/emit.c emit_split, kernels/host.c KR_NE): the
+ * emitter writes it for straight-line updates of up to 16 exps, and its sums agree with
+ * the kahan scheme's (kr_exp term by term) to 1e-13 relative: three exps, one inside
+ * another's argument, over 1,000 columns whose terms are within 1 ulp each (kr_vexp and
+ * kr_exp: 2 ulp apart at most, and the sums' own roundings, 2^-52 a term at most, where
+ * the terms are of one sign). Rows whose tiles meet a NaN, a large argument (the flag,
+ * and the tile computed again) or only underflowing ones (0) included. */
+#define SPLIT_NX 67
+#define SPLIT_NY 1000
+
+static void split_run(const char *f, kred_sum_scheme sch, kred_dtype dt, const double *x,
+		      const double *y, double *out, int *ne)
+{
+	static const char *al[] = { "X = Vi(1)", "Y = Vj(1)" };
+	kred_spec sp = { .formula = f, .aliases = al, .n_aliases = 2, .reduction = "Sum",
+			 .sum_scheme = sch, .dtype = dt };
+	kred_reduction *r = NULL;
+	const void *args[2] = { x, y };
+	const char *src, *d;
+
+	ck_assert_msg(kred_reduction_create(ctx, &sp, &r) == KRED_OK, "%s: %s", f,
+		      kred_errmsg(ctx));
+	src = kred_reduction_source(r);
+	ck_assert_ptr_nonnull(src);
+	d = strstr(src, "#define KR_NE ");
+	*ne = d ? atoi(d + strlen("#define KR_NE ")) : 0;
+	if (out)
+		ck_assert_msg(kred_reduction_run(r, SPLIT_NX, SPLIT_NY, args, out) == KRED_OK,
+			      "%s: %s", f, kred_errmsg(ctx));
+	kred_reduction_destroy(r);
+}
+
+START_TEST(test_exp_split)
+{
+	static const char *f = "Exp(X - Y) * Exp(-Exp(X * Y)) + Exp(Y / 4)";
+	double x[SPLIT_NX], y[SPLIT_NY], a[SPLIT_NX], b[SPLIT_NX];
+	char many[512];
+	int ne;
+
+	for (int k = 0; k < SPLIT_NX; k++)
+		x[k] = -3 + 6.0 * k / (SPLIT_NX - 1);
+	for (int k = 0; k < SPLIT_NY; k++)
+		y[k] = -2 + 4.0 * ((k * 7919) % SPLIT_NY) / SPLIT_NY;
+	x[5] = NAN;
+	x[40] = 700;	 /* exp(x - y) past 664: the flag */
+	x[41] = -900;	 /* exp(x - y) 0 */
+	split_run(f, KRED_SUM_BLOCK, KRED_FLOAT64, x, y, a, &ne);
+	ck_assert_int_eq(ne, 4);
+	split_run(f, KRED_SUM_KAHAN, KRED_FLOAT64, x, y, b, &ne);
+	ck_assert_int_eq(ne, 0);
+	for (int k = 0; k < SPLIT_NX; k++) {
+		if (k == 5) {
+			ck_assert_msg(isnan(a[k]) && isnan(b[k]), "row %d: %g, %g", k, a[k], b[k]);
+			continue;
+		}
+		ck_assert_msg(isfinite(a[k]) && fabs(a[k] - b[k]) <= 1e-13 * fabs(b[k]),
+			      "row %d (x = %g): %.17g (split) against %.17g (kahan)", k, x[k],
+			      a[k], b[k]);
+	}
+	/* float32, and 17 exps: no split */
+	split_run(f, KRED_SUM_BLOCK, KRED_FLOAT32, NULL, NULL, NULL, &ne);
+	ck_assert_int_eq(ne, 0);
+	strcpy(many, "Exp(X)");
+	for (int k = 1; k < 17; k++)
+		snprintf(many + strlen(many), sizeof(many) - strlen(many), " + Exp(X - %d * Y)", k);
+	split_run(many, KRED_SUM_BLOCK, KRED_FLOAT64, NULL, NULL, NULL, &ne);
+	ck_assert_int_eq(ne, 0);
+	many[strlen(many) - strlen(" + Exp(X - 16 * Y)")] = 0;
+	split_run(many, KRED_SUM_BLOCK, KRED_FLOAT64, NULL, NULL, NULL, &ne);
+	ck_assert_int_eq(ne, 16);
+}
+END_TEST
+
 START_TEST(test_log_f32)
 {
 	check_f32("Log", logl, LOG_ULPS_F32);
@@ -322,6 +395,7 @@ int main(void)
 	tcase_add_test(t, test_exp_fast_f32);
 	tcase_add_test(t, test_exp_fast_f64);
 	tcase_add_test(t, test_exp_guard);
+	tcase_add_test(t, test_exp_split);
 	tcase_add_test(t, test_log_f32);
 	tcase_add_test(t, test_log_f64);
 	suite_add_tcase(s, t);
