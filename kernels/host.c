@@ -112,8 +112,8 @@ static inline void kr_finalize(const real *restrict st, int sst, real *restrict 
 #endif
 /* The float64 fast path with AVX-512, where the emitter split the update (KR_NE: its exps,
  * kr_args_g and kr_update_x): for each column, the block's exp arguments are written to a
- * buffer, kr_vexp computes them there, and kr_update_x reads them. kr_vexp is exp with a
- * table: exp(x) = 2^m 2^(j/8) exp(r), 8m + j = round(8 x / ln 2), r = x - (8m + j) ln 2 / 8
+ * buffer, kr_vexp computes them there, and kr_update_x reads them; LogSumExp's tiles
+ * (KR_LSE_TILE) sum their exps with it too. kr_vexp8 is exp with a table: exp(x) = 2^m 2^(j/8) exp(r), 8m + j = round(8 x / ln 2), r = x - (8m + j) ln 2 / 8
  * in two parts (|r| <= ln 2 / 16), exp(r) = 1 + q, q = r + r^2 Q(r), Q of degree 5 fitted at
  * Chebyshev nodes (tools/exp_coefficients.py: below 1.1e-17 relative), and 2^(j/8) as a
  * sum of two doubles read from registers by vpermpd, which the compiler does not emit for
@@ -124,12 +124,12 @@ static inline void kr_finalize(const real *restrict st, int sst, real *restrict 
  * (tests/test_math.c: 0.85 in its sample). Measured on a Zen 5 EPYC, 2 threads, kernels
  * alternated in one process, against the unsplit kr_update_g (-DKR_NO_VEXP): Gaussian sum
  * D = 3 float64 1.16x to 1.17x, with two exps 1.17x, with a square root 1.12x, an exp
- * of an exp 1.36x, times a sine (libm) 1.13x, fast math 1.02x (its own polynomial has 9). */
-#if defined(__AVX512F__) && KR_DOUBLE && KR_GUARD && KR_TILE_MERGE && defined(KR_NE) && \
+ * of an exp 1.36x, times a sine (libm) 1.13x, fast math 1.02x (its own polynomial has 9);
+ * LogSumExp of -G SqDist D = 3 float64 1.20x. */
+#if defined(__AVX512F__) && KR_DOUBLE && (defined(KR_NE) || KR_LSE_TILE) && \
 	!defined(KR_NO_VEXP)
-#define KR_VEXP 1
 #include <immintrin.h>
-static inline void kr_vexp(double *restrict e, __mmask8 *restrict bm)
+static inline __m512d kr_vexp8(__m512d x)
 {
 	const __m512d th = _mm512_set_pd(1.8340080864093424, 1.681792830507429,
 					 1.5422108254079407, 1.4142135623730951,
@@ -140,41 +140,50 @@ static inline void kr_vexp(double *restrict e, __mmask8 *restrict bm)
 					 2.5382502794888315e-17, 3.9820152314656461e-17,
 					 -3.0467820798124711e-17, 0.0);
 	const __m512d c = _mm512_set1_pd(6755399441055744.0);
+	__m512d t = _mm512_fmadd_pd(x, _mm512_set1_pd(11.541560327111707259), c);
+	__m512d n = _mm512_sub_pd(t, c);
+	__m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(0x1.62e42feep-4), x);
+	__m512i nb = _mm512_castpd_si512(t);
+	__m512d hi = _mm512_permutexvar_pd(nb, th);
+	__m512d lo = _mm512_permutexvar_pd(nb, tl);
+	__m512d q, r2;
+	__m512i a;
 
+	/* ln 2 / 8 in two parts: the first has 32 bits, n times it is exact */
+	r = _mm512_fnmadd_pd(n, _mm512_set1_pd(1.90821492927058770002e-10 / 8), r);
+	r2 = _mm512_mul_pd(r, r);
+	q = _mm512_set1_pd(1.984204567305594352e-4);
+	q = _mm512_fmadd_pd(q, r, _mm512_set1_pd(1.388958714047483367e-3));
+	q = _mm512_fmadd_pd(q, r, _mm512_set1_pd(8.333333327872835867e-3));
+	q = _mm512_fmadd_pd(q, r, _mm512_set1_pd(4.166666661752192031e-2));
+	q = _mm512_fmadd_pd(q, r, _mm512_set1_pd(1.666666666666672360e-1));
+	q = _mm512_fmadd_pd(q, r, _mm512_set1_pd(5.000000000000051243e-1));
+	q = _mm512_fmadd_pd(q, r2, r);
+	q = _mm512_add_pd(hi, _mm512_fmadd_pd(hi, q, lo));
+	/* t's bits are 0x4338000000000000 + 8m + j: shifted down by 3 and up by 52, m in
+	 * the exponent's place, the rest shifted out */
+	a = _mm512_slli_epi64(_mm512_srai_epi64(nb, 3), 52);
+	a = _mm512_add_epi64(a, _mm512_set1_epi64((int64_t)64 << 52));
+	q = _mm512_castsi512_pd(_mm512_add_epi64(_mm512_castpd_si512(q), a));
+	q = _mm512_mul_pd(q, _mm512_set1_pd(0x1p-64));
+	return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, _mm512_set1_pd(-752.0), _CMP_NLT_UQ),
+				   q);
+}
+#define KR_VEXP8 1
+#else
+#define KR_VEXP8 0
+#endif
+#if KR_VEXP8 && KR_GUARD && KR_TILE_MERGE && defined(KR_NE)
+#define KR_VEXP 1
+static inline void kr_vexp(double *restrict e, __mmask8 *restrict bm)
+{
 	for (int k = 0; k < KR_NE; k++) {
 		for (int v = 0; v < KR_R / 8; v++) {
 			double *ev = e + k * KR_R + 8 * v;
 			__m512d x = _mm512_load_pd(ev);
-			__m512d t = _mm512_fmadd_pd(x, _mm512_set1_pd(11.541560327111707259), c);
-			__m512d n = _mm512_sub_pd(t, c);
-			__m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(0x1.62e42feep-4), x);
-			__m512i nb = _mm512_castpd_si512(t);
-			__m512d hi = _mm512_permutexvar_pd(nb, th);
-			__m512d lo = _mm512_permutexvar_pd(nb, tl);
-			__m512d q, r2;
-			__m512i a;
 
-			/* ln 2 / 8 in two parts: the first has 32 bits, n times it is exact */
-			r = _mm512_fnmadd_pd(n, _mm512_set1_pd(1.90821492927058770002e-10 / 8), r);
-			r2 = _mm512_mul_pd(r, r);
-			q = _mm512_set1_pd(1.984204567305594352e-4);
-			q = _mm512_fmadd_pd(q, r, _mm512_set1_pd(1.388958714047483367e-3));
-			q = _mm512_fmadd_pd(q, r, _mm512_set1_pd(8.333333327872835867e-3));
-			q = _mm512_fmadd_pd(q, r, _mm512_set1_pd(4.166666661752192031e-2));
-			q = _mm512_fmadd_pd(q, r, _mm512_set1_pd(1.666666666666672360e-1));
-			q = _mm512_fmadd_pd(q, r, _mm512_set1_pd(5.000000000000051243e-1));
-			q = _mm512_fmadd_pd(q, r2, r);
-			q = _mm512_add_pd(hi, _mm512_fmadd_pd(hi, q, lo));
-			/* t's bits are 0x4338000000000000 + 8m + j: shifted down by 3 and up by 52,
-			 * m in the exponent's place, the rest shifted out */
-			a = _mm512_slli_epi64(_mm512_srai_epi64(nb, 3), 52);
-			a = _mm512_add_epi64(a, _mm512_set1_epi64((int64_t)64 << 52));
-			q = _mm512_castsi512_pd(_mm512_add_epi64(_mm512_castpd_si512(q), a));
-			q = _mm512_mul_pd(q, _mm512_set1_pd(0x1p-64));
 			bm[v] |= _mm512_cmp_pd_mask(x, _mm512_set1_pd(664.0), _CMP_NLE_UQ);
-			q = _mm512_maskz_mov_pd(
-				_mm512_cmp_pd_mask(x, _mm512_set1_pd(-752.0), _CMP_NLT_UQ), q);
-			_mm512_store_pd(ev, q);
+			_mm512_store_pd(ev, kr_vexp8(x));
 		}
 	}
 }
@@ -583,6 +592,27 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 				m[r] = f[r] > m[r] || f[r] != f[r] ? f[r] : m[r];
 			}
 		}
+#if KR_VEXP8
+		/* float64 with AVX-512: kr_vexp8's exp (above), the same sums in the same
+		 * order */
+		{
+			__m512d sv[KR_R / 8], mv[KR_R / 8];
+
+			for (int v = 0; v < KR_R / 8; v++) {
+				sv[v] = _mm512_setzero_pd();
+				mv[v] = _mm512_loadu_pd(m + 8 * v);
+			}
+			for (int64_t j = t0; j < t1; j++) {
+				const real *restrict f = part + (j - t0) * KR_R;
+
+				for (int v = 0; v < KR_R / 8; v++)
+					sv[v] = _mm512_add_pd(sv[v], kr_vexp8(_mm512_sub_pd(
+						_mm512_loadu_pd(f + 8 * v), mv[v])));
+			}
+			for (int v = 0; v < KR_R / 8; v++)
+				_mm512_storeu_pd(s + 8 * v, sv[v]);
+		}
+#else
 		for (int64_t j = t0; j < t1; j++) {
 			const real *restrict f = part + (j - t0) * KR_R;
 
@@ -595,6 +625,7 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 				s[r] += kr_exp_g(f[r] - m[r], &none);
 			}
 		}
+#endif
 		for (int r = 0; r < KR_R; r++) {
 			real ot[KR_NST];
 
