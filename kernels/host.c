@@ -113,8 +113,9 @@ static inline void kr_finalize(const real *restrict st, int sst, real *restrict 
 /* The float64 fast path with AVX-512, where the emitter split the update (KR_NE: its exps,
  * kr_args_g and kr_update_x): for each column, the block's exp arguments are written to a
  * buffer, kr_vexp computes them there, and kr_update_x reads them; LogSumExp's tiles
- * (KR_LSE_TILE) sum their exps with it too. kr_vexp8 is exp with a table: exp(x) = 2^m 2^(j/8) exp(r), 8m + j = round(8 x / ln 2), r = x - (8m + j) ln 2 / 8
- * in two parts (|r| <= ln 2 / 16), exp(r) = 1 + q, q = r + r^2 Q(r), Q of degree 5 fitted at
+ * (KR_LSE_TILE) sum their exps with the same function. kr_vexp8 is exp with a table:
+ * exp(x) = 2^m 2^(j/8) exp(r), 8m + j = round(8 x / ln 2), r = x - (8m + j) ln 2 / 8 in
+ * two parts (|r| <= ln 2 / 16), exp(r) = 1 + q, q = r + r^2 Q(r), Q of degree 5 fitted at
  * Chebyshev nodes (tools/exp_coefficients.py: below 1.1e-17 relative), and 2^(j/8) as a
  * sum of two doubles read from registers by vpermpd, which the compiler does not emit for
  * scalar code: 12 fused multiply-adds and multiplies a value where kr_exp_g has 15, and a
@@ -125,7 +126,9 @@ static inline void kr_finalize(const real *restrict st, int sst, real *restrict 
  * alternated in one process, against the unsplit kr_update_g (-DKR_NO_VEXP): Gaussian sum
  * D = 3 float64 1.16x to 1.17x, with two exps 1.17x, with a square root 1.12x, an exp
  * of an exp 1.36x, times a sine (libm) 1.13x, fast math 1.02x (its own polynomial has 9);
- * LogSumExp of -G SqDist D = 3 float64 1.20x. */
+ * LogSumExp of -G SqDist D = 3 float64 1.20x. Not with AVX2: the same with 2^(j/4) read
+ * by vpermps from a float pair a double (Q of degree 6), compiled with -mno-avx512f on
+ * that EPYC, ran at 0.97x with the 8 rows of AVX2's blocks and 1.03x with 16. */
 #if defined(__AVX512F__) && KR_DOUBLE && (defined(KR_NE) || KR_LSE_TILE) && \
 	!defined(KR_NO_VEXP)
 #include <immintrin.h>
