@@ -668,12 +668,14 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 #if KR_VEXP
 		__mmask8 bm[KR_R / 8] = { 0 };
 		double ea[KR_NE * KR_R] __attribute__((aligned(64)));
+#endif
 
 		for (int64_t j = t0; j < t1; j++) {
 			const real *restrict yj = yc + j * KR_DC;
 			const real *restrict gm = q->gm + (j - q->g0) * KR_NG * KR_R;
 			real jr = (real)j;
 
+#if KR_VEXP
 #pragma omp simd
 			for (int r = 0; r < KR_R; r++)
 				kr_args_g(acc + r, KR_R, xs + r, KR_R, yj, p, jr, gm + r, KR_R,
@@ -683,20 +685,16 @@ static __attribute__((noinline)) void kr_columns(real *restrict st, real *restri
 			for (int r = 0; r < KR_R; r++)
 				kr_update_x(acc + r, KR_R, xs + r, KR_R, yj, p, jr, gm + r, KR_R,
 					    ea + r, KR_R);
-		}
-		for (int r = 0; r < KR_R; r++)
-			bad[r] = (bm[r / 8] >> (r % 8)) & 1;
 #else
-		for (int64_t j = t0; j < t1; j++) {
-			const real *restrict yj = yc + j * KR_DC;
-			const real *restrict gm = q->gm + (j - q->g0) * KR_NG * KR_R;
-			real jr = (real)j;
-
 #pragma omp simd
 			for (int r = 0; r < KR_R; r++)
 				kr_update_g(acc + r, KR_R, xs + r, KR_R, yj, p, jr, gm + r, KR_R,
 					    bad + r);
+#endif
 		}
+#if KR_VEXP
+		for (int r = 0; r < KR_R; r++)
+			bad[r] = (bm[r / 8] >> (r % 8)) & 1;
 #endif
 		for (int r = 0; r < KR_R; r++) {
 			if (!bad[r])
