@@ -119,9 +119,9 @@ static inline void kr_finalize(const real *restrict st, int sst, real *restrict 
  * Chebyshev nodes (tools/exp_coefficients.py: below 1.1e-17 relative), and 2^(j/8) as a
  * sum of two doubles read from registers by vpermpd, which the compiler does not emit for
  * scalar code: 12 fused multiply-adds and multiplies a value where kr_exp_g has 15, and a
- * last rounding of 2^(j/8) + (2^(j/8) q + its tail). It takes kr_exp_g's place exactly:
+ * last rounding of 2^(j/8) + (2^(j/8) q + its tail). It keeps kr_exp_g's ends and flags:
  * 2^(m+64) put into the exponent, then times 2^-64; 0 below -752; past 664, and for NaN,
- * the row's flag, and the tile is computed again with kr_update. Within 1 ulp
+ * the row's flag (kr_vexp), and the tile is computed again with kr_update. Within 1 ulp
  * (tests/test_math.c: 0.85 in its sample). Measured on a Zen 5 EPYC, 2 threads, kernels
  * alternated in one process, against the unsplit kr_update_g (-DKR_NO_VEXP): Gaussian sum
  * D = 3 float64 1.16x to 1.17x, with two exps 1.17x, with a square root 1.12x, an exp

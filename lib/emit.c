@@ -2487,7 +2487,6 @@ static void put_read(struct kred__buf *b, const struct emit *e, int side, const 
  * is 256 bytes an exp (32 float64 rows), on the thread's stack. */
 #define SPLIT_MAX_EXPS 16
 
-/* The source (when out) and the loop counts (when loops) of r in dialect d. */
 /* The float64 fast path's split update (kernels/host.c, KR_NE): kr_args_g writes the
  * arguments of the update's n exps, row by row, to kr_ea[k * sea] (k in the order the
  * formula calls them), the template computes them all at once, and kr_update_x reads
@@ -2511,8 +2510,10 @@ static char *renumber_exps(const struct kred_dialect *d, const char *text, int n
 		int ident = c > text && (isalnum((unsigned char)c[-1]) || c[-1] == '_');
 
 		if (!ident && !strncmp(c, name, len) && c[len] == '(') {
-			if (k == n)
+			if (k == n) {
+				k = n + 1; /* more calls than counted: no split */
 				break;
+			}
 			o += (size_t)snprintf(out + o, cap - o, "kr_expk(%d, ", k++);
 			c += len + 1;
 		} else {
@@ -2571,6 +2572,7 @@ static kred_status emit_split(struct emit *e, const struct kred_dialect *d,
 	return KRED_OK;
 }
 
+/* The source (when out) and the loop counts (when loops) of r in dialect d. */
 static kred_status emit_all(const struct kred_dialect *d, const struct kred_reduction *r,
 			    const struct kred__layout *l, const char *tmpl, char **out,
 			    struct kred__emit_loops *loops, struct kred__error *err)
